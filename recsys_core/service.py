@@ -1,0 +1,222 @@
+"""``RecommenderService``: the one facade the UI (and any script) uses.
+
+It owns the catalog, the encoders, the active model and its index. Requests read one immutable
+snapshot (model + index) so a model swap never changes the ground under a running request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from recsys_core.catalog import Catalog, Item
+from recsys_core.config import ServiceConfig
+from recsys_core.device import resolve_device
+from recsys_core.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
+from recsys_core.errors import EmptyProfileError, InvalidInputError
+from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features
+from recsys_core.images import load_image
+from recsys_core.index import ExactIndex
+from recsys_core.zeroshot import ZeroShotModel
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    title: str
+    score: float
+    rank: int  # 1-based
+    text_score: float  # the text part of ``score``
+    image_score: float  # the image part of ``score``
+    image: Path | None
+    genres: tuple[str, ...]
+
+    def to_api(self) -> dict[str, object]:
+        return {"item_id": self.item_id, "title": self.title, "score": round(self.score, 6), "rank": self.rank}
+
+
+@dataclass(frozen=True)
+class PrepareReport:
+    items: int
+    with_image: int
+    seconds: float
+    stats: ExtractionStats
+    model_version: str
+    device: str
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    model: ZeroShotModel
+    index: ExactIndex
+    features: CatalogFeatures
+
+
+class RecommenderService:
+    def __init__(
+        self,
+        catalog: Catalog,
+        config: ServiceConfig | None = None,
+        *,
+        text_encoder: TextEncoder | None = None,
+        image_encoder: ImageEncoder | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.config = config or ServiceConfig()
+        self.device = resolve_device(self.config.device)
+        self._text_encoder = text_encoder
+        self._image_encoder = image_encoder
+        self._lock = threading.Lock()
+        self._snapshot: _Snapshot | None = None
+
+    # -- set-up ---------------------------------------------------------------------------------
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text_encoder is None:
+            self._text_encoder = build_text_encoder(self.config.text, self.device)
+        return self._text_encoder
+
+    @property
+    def image_encoder(self) -> ImageEncoder:
+        if self._image_encoder is None:
+            self._image_encoder = build_image_encoder(self.config.image, self.device)
+        return self._image_encoder
+
+    def prepare(self, progress: ProgressFn | None = None) -> PrepareReport:
+        """Load encoders, extract (or read cached) features, build the model and index. Idempotent."""
+        start = time.perf_counter()
+        with self._lock:
+            features = extract_catalog_features(
+                self.catalog,
+                self.text_encoder,
+                self.image_encoder,
+                self.config.cache_dir,
+                keep_regions=self.config.cache_feature_maps,
+                progress=progress,
+                max_pixels=self.config.limits.max_image_pixels,
+            )
+            model = ZeroShotModel(features, self.config.zeroshot)
+            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features)
+        report = PrepareReport(
+            items=len(self.catalog),
+            with_image=int(features.has_image.sum()),
+            seconds=time.perf_counter() - start,
+            stats=features.stats,
+            model_version=model.version,
+            device=str(self.device),
+        )
+        log.info("service ready: %d items (%d with image), model %s, %.1fs", report.items, report.with_image,
+                 report.model_version, report.seconds)
+        return report
+
+    @property
+    def ready(self) -> bool:
+        return self._snapshot is not None
+
+    def _state(self) -> _Snapshot:
+        snapshot = self._snapshot
+        if snapshot is None:
+            self.prepare()
+            snapshot = self._snapshot
+        assert snapshot is not None
+        return snapshot
+
+    @property
+    def model_version(self) -> str:
+        return self._state().model.version
+
+    # -- catalog ----------------------------------------------------------------------------------
+    def has_item(self, item_id: str) -> bool:
+        return item_id in self.catalog
+
+    def item(self, item_id: str) -> Item:
+        return self.catalog.get(item_id)
+
+    def search(self, query: str = "", genre: str | None = None, limit: int | None = None) -> list[Item]:
+        if len(query) > self.config.limits.max_text_chars:
+            raise InvalidInputError(f"search text is {len(query):,} characters; the limit is {self.config.limits.max_text_chars:,}")
+        return self.catalog.search(query, genre, limit)
+
+    def genres(self) -> list[str]:
+        return self.catalog.genres()
+
+    # -- recommendations --------------------------------------------------------------------------
+    def _check_k(self, k: int) -> int:
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise InvalidInputError(f"k must be a whole number; got {k!r}")
+        if not 1 <= k <= self.config.limits.max_k:
+            raise InvalidInputError(f"k is {k}; allowed 1..{self.config.limits.max_k}")
+        return k
+
+    def clean_liked(self, liked_ids: Sequence[str] | None) -> list[str]:
+        """Validated, de-duplicated liked ids (order kept). Raises on empty, too many or unknown ids."""
+        if liked_ids is None or isinstance(liked_ids, str):
+            raise InvalidInputError("liked_ids must be a list of item ids")
+        ids = list(dict.fromkeys(str(i).strip() for i in liked_ids if str(i).strip()))
+        if not ids:
+            raise EmptyProfileError()
+        if len(ids) > self.config.limits.max_liked:
+            raise InvalidInputError(f"{len(ids)} liked items; the limit is {self.config.limits.max_liked}")
+        self.catalog.check_ids(ids)
+        return ids
+
+    def recommend(self, liked_ids: Sequence[str], k: int = 10) -> list[Recommendation]:
+        """Top-``k`` catalog items for someone who likes ``liked_ids`` (which are never returned)."""
+        k = self._check_k(k)
+        ids = self.clean_liked(liked_ids)
+        indices = self.catalog.check_ids(ids)
+        state = self._state()
+        query = state.model.profile(indices)
+        return self._results(state, query, k, exclude=indices)
+
+    def recommend_for_upload(
+        self, *, image: str | Path | bytes | None, title: str = "", description: str = "", k: int = 10
+    ) -> list[Recommendation]:
+        """Catalog items most similar to a new item given by an image and/or text."""
+        k = self._check_k(k)
+        limits = self.config.limits
+        title, description = (title or "").strip(), (description or "").strip()
+        for name, value in (("title", title), ("description", description)):
+            if len(value) > limits.max_text_chars:
+                raise InvalidInputError(f"{name} is {len(value):,} characters; the limit is {limits.max_text_chars:,}")
+        if image is None and not title and not description:
+            raise InvalidInputError("give an image, a title or a description (or several) for the new item")
+        pil = None
+        if image is not None:
+            pil = load_image(image, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels)
+        state = self._state()
+        text_vec = None
+        if title or description:
+            text = Item(item_id="upload", title=title or description[:80], description=description if title else "").text
+            text_vec = self.text_encoder.encode([text])[0]
+        image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
+        query = state.model.embed_new(text_vec, image_vec)
+        return self._results(state, query, k, exclude=[])
+
+    def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int]) -> list[Recommendation]:
+        found = state.index.search(query, k, exclude=exclude)
+        parts = state.model.modality_scores(query, found.indices)
+        out = []
+        for rank, (idx, score) in enumerate(zip(found.indices.tolist(), found.scores.tolist()), start=1):
+            item = self.catalog.items[idx]
+            out.append(
+                Recommendation(
+                    item_id=item.item_id,
+                    title=item.title,
+                    score=float(score),
+                    rank=rank,
+                    text_score=float(parts.text[rank - 1]),
+                    image_score=float(parts.image[rank - 1]),
+                    image=item.image,
+                    genres=item.genres,
+                )
+            )
+        return out
