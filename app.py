@@ -1,0 +1,164 @@
+"""Multimodal Recommendation Studio: entry point.
+
+    python app.py                                   # the bundled games catalog
+    python app.py --catalog path/to/folder          # your own catalog (items.csv / items.jsonl)
+    python app.py --catalog movielens-100k --data-root ../shared/data/movielens-100k
+
+Parses arguments and environment into an :class:`AppConfig`, builds storage and the recommender
+service, builds the UI and launches it. Importing this module loads nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from recsys_core.config import DEVICES, ImageEncoderConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+    from recsys_core.service import RecommenderService
+    from storage import Repository
+
+log = logging.getLogger("app")
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    catalog: str = "demo"
+    data_root: Path | None = None
+    data_dir: Path = Path("data")
+    database_url: str | None = None  # default: SQLite file in data_dir
+    host: str = "127.0.0.1"
+    port: int = 7860
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port is {self.port}; allowed 0..65535")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Multimodal Recommendation Studio: pick or upload items, get recommendations from "
+        "pretrained text + image encoders, rate them; every rating is stored as a training label.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--catalog", default=env("CATALOG", "demo"),
+                   help="'demo' (bundled Debian games), 'movielens-100k' (needs --data-root), or a folder with "
+                        "items.csv/items.jsonl in the generic format (see README)")
+    p.add_argument("--data-root", type=Path, default=env("DATA_ROOT"),
+                   help="where a named dataset lives, e.g. ../shared/data/movielens-100k")
+    p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR", "data")),
+                   help="writable folder for the database, feature cache and uploads (env DATA_DIR)")
+    p.add_argument("--database-url", default=env("DATABASE_URL"),
+                   help="any SQLAlchemy URL (env DATABASE_URL); default: SQLite file in --data-dir")
+    p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="interface to listen on; 0.0.0.0 to serve your network")
+    p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", env("PORT", "7860"))), help="port")
+    p.add_argument("--device", choices=DEVICES, default=env("DEVICE", "auto"),
+                   help="where encoders run: auto = CUDA if available, else CPU")
+    p.add_argument("--text-encoder", default="minilm",
+                   help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local model folder or a hub id")
+    p.add_argument("--image-encoder", default="efficientnet-lite0",
+                   help="'efficientnet-lite0' (packaged), 'tiny-random' (tests), or a timm model name")
+    p.add_argument("--text-weight", type=float, default=ZeroShotConfig.text_weight,
+                   help="weight of text similarity in the zero-shot score")
+    p.add_argument("--image-weight", type=float, default=ZeroShotConfig.image_weight,
+                   help="weight of image similarity in the zero-shot score")
+    p.add_argument("--max-upload-mb", type=float, default=LimitsConfig.max_upload_bytes / 2**20,
+                   help="largest accepted upload")
+    p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return p
+
+
+def parse_config(argv: Sequence[str] | None = None) -> AppConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    data_dir = args.data_dir.expanduser()
+    try:
+        return _config_from_args(args, data_dir)
+    except ValueError as exc:  # a config's own check: say which value is wrong, no traceback
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
+
+
+def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
+    service = ServiceConfig(
+        text=TextEncoderConfig(model=args.text_encoder),
+        image=ImageEncoderConfig(model=args.image_encoder),
+        zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight),
+        limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20)),
+        device=args.device,
+        cache_dir=data_dir / "features",
+    )
+    return AppConfig(
+        catalog=args.catalog,
+        data_root=args.data_root,
+        data_dir=data_dir,
+        database_url=args.database_url,
+        host=args.host,
+        port=args.port,
+        service=service,
+        log_level=args.log_level,
+    )
+
+
+def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "Repository"]:
+    """Build storage, service (features extracted or read from cache) and the UI; does not launch."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    # Uploads land in the data directory, not a system temp folder (Spaces mounts DATA_DIR on a bucket).
+    os.environ.setdefault("GRADIO_TEMP_DIR", str((config.data_dir / "uploads").resolve()))
+
+    from recsys_core.adapters import resolve_catalog
+    from recsys_core.service import RecommenderService
+    from storage import Repository, default_database_url
+    from ui.handlers import Handlers
+    from ui.layout import build_demo
+
+    catalog = resolve_catalog(config.catalog, data_root=config.data_root,
+                              max_image_pixels=config.service.limits.max_image_pixels)
+    if catalog.problems:
+        log.warning("catalog %s: %d row problem(s); see the About tab", catalog.name, len(catalog.problems))
+    service = RecommenderService(catalog, config.service)
+    service.prepare()
+    repository = Repository.from_url(config.database_url or default_database_url(config.data_dir))
+    demo = build_demo(Handlers(service, repository))
+    return demo, service, repository
+
+
+def launch_kwargs(config: AppConfig, service: "RecommenderService") -> dict:
+    return {
+        "server_name": config.host,
+        "server_port": config.port,
+        "max_file_size": config.service.limits.max_upload_bytes,
+        "allowed_paths": [str(service.catalog.root.resolve())],
+        "footer_links": ["api"],
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_config(argv)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recsys_core.errors import RecsysError
+
+    try:
+        demo, service, _ = create_app(config)
+    except RecsysError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    demo.queue(default_concurrency_limit=8)
+    from ui.layout import CSS
+
+    demo.launch(css=CSS, **launch_kwargs(config, service))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""Event handlers and API functions: validate, call the service or repository, shape the output.
+
+Per-user state travels in ``gr.State`` values; the only shared objects are the service (read-mostly,
+swapped under its own lock) and the repository (one DB session per call).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+from typing import Any, Sequence
+
+import gradio as gr
+
+from recsys_core.errors import InvalidInputError, UnknownItemError
+from recsys_core.service import Recommendation, RecommenderService
+from storage import ALLOWED_LABELS, FeedbackIn, ImpressionIn, InvalidFeedbackError, Repository
+from ui import render
+from ui.errors import user_errors
+
+log = logging.getLogger(__name__)
+
+CATALOG_PAGE = 120  # items shown in the picker at once; search narrows it down
+
+
+def _session_key(request: gr.Request | None) -> str | None:
+    return getattr(request, "session_hash", None) if request is not None else None
+
+
+def _as_id_list(value: Any, name: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str) or not isinstance(value, (list, tuple)):
+        raise InvalidInputError(f"{name} must be a list of item ids (strings)")
+    return [str(v) for v in value]
+
+
+def _file_path(value: Any) -> str | None:
+    """Gradio hands uploads over as a path string or a FileData-like dict."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, dict):
+        return value.get("path") or None
+    path = getattr(value, "path", value)
+    return str(path) if path else None
+
+
+class Handlers:
+    def __init__(self, service: RecommenderService, repository: Repository) -> None:
+        self.service = service
+        self.repository = repository
+
+    # -- shared ------------------------------------------------------------------------------------
+    def _record_impressions(self, recs: Sequence[Recommendation], context: list[str], session_key: str | None,
+                            client: str) -> str:
+        """Store what was shown. A storage failure is logged, not raised: recommendations keep working."""
+        request_id = uuid.uuid4().hex
+        try:
+            self.repository.add_impressions(
+                request_id=request_id,
+                impressions=[ImpressionIn(item_id=r.item_id, rank=r.rank, score=r.score) for r in recs],
+                context_ids=context,
+                model_version=self.service.model_version,
+                session_key=session_key,
+                client=client,
+            )
+        except Exception:
+            log.exception("could not record %d impressions; the recommendations were still served", len(recs))
+        return request_id
+
+    def _store_feedback(self, *, liked: list[str], item_id: str, label: str, request_id: str,
+                        session_key: str | None, client: str) -> dict[str, Any]:
+        if label not in ALLOWED_LABELS:
+            raise InvalidFeedbackError(f"label {label!r} is not allowed; use one of: {', '.join(ALLOWED_LABELS)}")
+        if not self.service.has_item(item_id):
+            raise UnknownItemError([item_id])
+        self.service.catalog.check_ids(liked)
+        result = self.repository.add_feedback(
+            FeedbackIn(
+                request_id=request_id,
+                item_id=item_id,
+                label=label,
+                context_ids=tuple(liked),
+                model_version=self.service.model_version,
+                session_key=session_key,
+                client=client,
+            )
+        )
+        return {"stored": result.stored, "feedback_id": result.feedback_id}
+
+    # -- API (gradio_client) -----------------------------------------------------------------------
+    @user_errors
+    def api_recommend(self, liked_ids: list[str], k: int = 10, request: gr.Request = None) -> list[dict]:
+        """Top-k items for a profile of liked item ids (liked items are never returned)."""
+        liked = _as_id_list(liked_ids, "liked_ids")
+        recs = self.service.recommend(liked, int(k))
+        self._record_impressions(recs, liked, _session_key(request), "api")
+        return [r.to_api() for r in recs]
+
+    @user_errors
+    def api_recommend_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
+                             k: int = 10, request: gr.Request = None) -> list[dict]:
+        """Top-k catalog items similar to a new item given by an image and/or a title/description."""
+        recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
+                                                 description=description or "", k=int(k))
+        self._record_impressions(recs, [], _session_key(request), "api")
+        return [r.to_api() for r in recs]
+
+    @user_errors
+    def api_feedback(self, liked_ids: list[str], item_id: str, label: str, request_id: str,
+                     request: gr.Request = None) -> dict:
+        """Store a like/dislike of ``item_id`` given the profile ``liked_ids``; idempotent per request_id."""
+        return self._store_feedback(liked=_as_id_list(liked_ids, "liked_ids"), item_id=str(item_id),
+                                    label=str(label), request_id=str(request_id),
+                                    session_key=_session_key(request), client="api")
+
+    # -- UI events ---------------------------------------------------------------------------------
+    @user_errors
+    def search(self, query: str, genre: str | None) -> tuple[Any, list[str], str]:
+        genre = genre if genre and genre != "All genres" else None
+        items = self.service.search(query or "", genre)
+        shown = items[:CATALOG_PAGE]
+        note = f"{len(items)} item(s) match" + (f"; showing the first {len(shown)}" if len(items) > len(shown) else "")
+        return gr.Gallery(value=render.catalog_gallery(shown), selected_index=None), [i.item_id for i in shown], note
+
+    @user_errors
+    def pick(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> list[str]:
+        """Clicking a catalog tile toggles it in the liked set."""
+        liked = list(liked or [])
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if index is None or not 0 <= int(index) < len(shown_ids):
+            return liked
+        item_id = shown_ids[int(index)]
+        if item_id in liked:
+            liked.remove(item_id)
+        else:
+            liked.append(item_id)
+        return liked
+
+    @user_errors
+    def recommend(self, liked: list[str] | None, k: float, request: gr.Request) -> tuple[Any, list, dict, str, str]:
+        liked = list(liked or [])
+        recs = self.service.recommend(liked, int(k))
+        request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
+        state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
+                 "recs": {r.item_id: r for r in recs}, "selected": None}
+        status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
+        return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
+                state, "Select a recommendation to see why and to rate it.", status)
+
+    @user_errors
+    def select_result(self, state: dict | None, evt: gr.SelectData) -> tuple[dict, str]:
+        if not state or not state.get("results"):
+            return state or {}, ""
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if index is None or not 0 <= int(index) < len(state["results"]):
+            return state, ""
+        item_id = state["results"][int(index)]
+        state = dict(state, selected=item_id)
+        return state, render.item_details(self.service.item(item_id), state["recs"].get(item_id))
+
+    @user_errors
+    def feedback(self, label: str, state: dict | None, request: gr.Request) -> str:
+        if not state or not state.get("selected"):
+            raise InvalidInputError("select a recommendation first, then press Like or Dislike")
+        item_id = state["selected"]
+        session_key = _session_key(request) or "anonymous"
+        # Same click twice on the same result list = one label; a changed mind is a new label.
+        request_id = hashlib.sha256(f"ui|{session_key}|{state['request_id']}|{item_id}|{label}".encode()).hexdigest()[:40]
+        result = self._store_feedback(liked=list(state.get("liked") or []), item_id=item_id, label=label,
+                                      request_id=request_id, session_key=session_key, client="ui")
+        title = render.esc(self.service.item(item_id).title)
+        verb = "👍 liked" if label == "like" else "👎 disliked"
+        if result["stored"]:
+            return f"Saved: you {verb} **{title}** (label #{result['feedback_id']})."
+        return f"Already saved: you {verb} **{title}** (label #{result['feedback_id']})."
+
+    def like(self, state: dict | None, request: gr.Request) -> str:
+        return self.feedback("like", state, request)
+
+    def dislike(self, state: dict | None, request: gr.Request) -> str:
+        return self.feedback("dislike", state, request)
+
+    @user_errors
+    def recommend_upload(self, image: str | None, title: str, description: str, k: float,
+                         request: gr.Request) -> tuple[Any, list, dict, str]:
+        recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
+                                                 description=description or "", k=int(k))
+        self._record_impressions(recs, [], _session_key(request), "ui")
+        state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None}
+        return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
+                state, f"{len(recs)} catalog items similar to your upload")

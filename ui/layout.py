@@ -1,0 +1,116 @@
+"""The Gradio Blocks layout and its wiring to :class:`ui.handlers.Handlers`."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui import render
+from ui.handlers import Handlers
+
+ALL_GENRES = "All genres"
+
+CSS = """
+#results-gallery .caption-label, #catalog-gallery .caption-label { white-space: normal; }
+footer { visibility: hidden; }
+"""
+
+
+def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio") -> gr.Blocks:
+    service = handlers.service
+    catalog = service.catalog
+    limits = service.config.limits
+    choices = [(item.title, item.item_id) for item in sorted(catalog.items, key=lambda i: i.title.lower())]
+    first_page = catalog.items[: 120]
+
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device)))
+
+        with gr.Tab("Recommend"):
+            with gr.Row():
+                with gr.Column(scale=5):
+                    gr.Markdown("**1. Pick items you like.** Click a tile to add or remove it.")
+                    with gr.Row():
+                        query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3)
+                        genre = gr.Dropdown([ALL_GENRES, *service.genres()], value=ALL_GENRES, label="Genre", scale=2)
+                    match_note = gr.Markdown(f"{len(catalog)} item(s)")
+                    catalog_gallery = gr.Gallery(
+                        value=render.catalog_gallery(first_page), label="Catalog", columns=6, height=520,
+                        allow_preview=False, object_fit="contain", elem_id="catalog-gallery",
+                    )
+                    shown_ids = gr.State([i.item_id for i in first_page])
+                with gr.Column(scale=4):
+                    liked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you like",
+                                        info="Add by clicking tiles or typing here; remove with ×.")
+                    with gr.Row():
+                        k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many recommendations")
+                        go = gr.Button("2. Recommend", variant="primary")
+                    status = gr.Markdown()
+                    results = gr.Gallery(label="Recommendations", columns=5, height=320, allow_preview=False,
+                                         object_fit="contain", elem_id="results-gallery")
+                    details = gr.Markdown("Select a recommendation to see details and rate it.")
+                    with gr.Row():
+                        like = gr.Button("👍 Like", size="sm")
+                        dislike = gr.Button("👎 Dislike", size="sm")
+                    feedback_note = gr.Markdown()
+                    with gr.Accordion("Scores as a table", open=False):
+                        table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
+            rec_state = gr.State({})
+
+        with gr.Tab("Upload a new item"):
+            gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
+                        "the studio finds the catalog items most like it.")
+            with gr.Row():
+                with gr.Column(scale=2):
+                    up_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
+                                        height=240)
+                    up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
+                    up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
+                    up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
+                    up_go = gr.Button("Find similar items", variant="primary")
+                with gr.Column(scale=3):
+                    up_status = gr.Markdown()
+                    up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
+                                            allow_preview=False, object_fit="contain")
+                    up_details = gr.Markdown()
+                    with gr.Accordion("Scores as a table", open=False):
+                        up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
+            up_state = gr.State({})
+
+        with gr.Tab("About & credits"):
+            gr.Markdown(
+                f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n"
+                "Scores are `text weight × cosine(text) + image weight × cosine(image)` between your profile "
+                "(the mean of the liked items) and each item, using pretrained encoders "
+                f"(text: `{render.esc(service.config.text.model)}`, image: `{render.esc(service.config.image.model)}`)."
+            )
+            if catalog.problems:
+                gr.Markdown(f"**{len(catalog.problems)} catalog row problem(s)** were found when loading:")
+                gr.Dataframe(value=render.problems_table(catalog), headers=["row", "item id", "problem", "action"],
+                             interactive=False, wrap=True)
+            gr.Markdown("**Per-item licences and attribution** (licence files ship next to the images):")
+            gr.Dataframe(value=render.attribution_table(catalog),
+                         headers=["item id", "title", "licence", "licence file", "attribution"],
+                         interactive=False, wrap=True, max_height=500)
+
+        # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
+        ui = {"api_visibility": "private"}
+        for trigger in (query.submit, genre.change):
+            trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
+        catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
+        go.click(handlers.recommend, [liked, k], [results, table, rec_state, details, status],
+                 concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
+        results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui)
+        like.click(handlers.like, [rec_state], [feedback_note],
+                   concurrency_limit=16, concurrency_id="feedback", api_name="ui_like", **ui)
+        dislike.click(handlers.dislike, [rec_state], [feedback_note],
+                      concurrency_limit=16, concurrency_id="feedback", api_name="ui_dislike", **ui)
+        up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k],
+                    [up_results, up_table, up_state, up_status], concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
+        up_results.select(handlers.select_result, [up_state], [up_state, up_details], api_name="ui_upload_select",
+                          **ui)
+
+        gr.api(handlers.api_recommend, api_name="recommend", concurrency_limit=8, concurrency_id="recommend")
+        gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,
+               concurrency_id="upload")
+        gr.api(handlers.api_feedback, api_name="feedback", concurrency_limit=16, concurrency_id="feedback")
+    return demo

@@ -1,0 +1,90 @@
+"""Rendering of service results for Gradio components (captions, details, tables). Pure functions."""
+
+from __future__ import annotations
+
+import html
+from typing import Sequence
+
+from recsys_core.catalog import Catalog, Item
+from recsys_core.service import Recommendation
+
+DESCRIPTION_CHARS = 600
+
+
+def esc(text: str) -> str:
+    """Escape catalog/user text before it reaches Markdown/HTML (no injection via item data)."""
+    return html.escape(text, quote=True)
+
+
+def catalog_gallery(items: Sequence[Item]) -> list[tuple[str | None, str]]:
+    return [(str(item.image) if item.image else None, item.title) for item in items]
+
+
+def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, str]]:
+    return [
+        (str(r.image) if r.image else None, f"#{r.rank} {r.title} · {r.score:.3f}")
+        for r in recs
+    ]
+
+
+def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
+    return [
+        [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4), ", ".join(r.genres), r.item_id]
+        for r in recs
+    ]
+
+
+RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", "genres", "item id"]
+
+
+def item_details(item: Item, rec: Recommendation | None = None) -> str:
+    lines = [f"### {esc(item.title)}"]
+    if rec is not None:
+        lines.append(
+            f"**Rank {rec.rank}** · score **{rec.score:.3f}** = text {rec.text_score:.3f} + image {rec.image_score:.3f}"
+        )
+    if item.genres:
+        lines.append("**Genres:** " + esc(", ".join(item.genres)))
+    if item.tags:
+        lines.append("**Keywords:** " + esc(", ".join(item.tags)))
+    description = item.description.strip()
+    if description:
+        short = description if len(description) <= DESCRIPTION_CHARS else description[:DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " …"
+        lines.append(esc(short).replace("\n", "<br>"))
+    credit = []
+    if item.attribution:
+        credit.append(esc(item.attribution))
+    elif item.license:
+        credit.append("Licence: " + esc(item.license))
+    if item.url and item.url.startswith(("http://", "https://")):
+        credit.append(f'<a href="{esc(item.url)}" target="_blank" rel="noopener">home page</a>')
+    if credit:
+        lines.append("<small>" + " · ".join(credit) + "</small>")
+    lines.append(f"<small>item id: <code>{esc(item.item_id)}</code></small>")
+    return "\n\n".join(lines)
+
+
+def catalog_summary(catalog: Catalog, model_version: str, device: str) -> str:
+    with_image = sum(1 for i in catalog.items if i.image)
+    return (
+        f"**Catalog:** {esc(catalog.name)} · {len(catalog)} items ({with_image} with an image) · "
+        f"**model:** `{esc(model_version)}` · **device:** {esc(device)}"
+    )
+
+
+def problems_table(catalog: Catalog) -> list[list[object]]:
+    return [[p.row, p.item_id or "", p.message, "skipped" if p.skipped else "kept"] for p in catalog.problems]
+
+
+def attribution_table(catalog: Catalog) -> list[list[str]]:
+    root = catalog.root
+    rows = []
+    for item in catalog.items:
+        license_file = ""
+        if item.license_file is not None:
+            try:
+                license_file = str(item.license_file.relative_to(root))
+            except ValueError:
+                license_file = str(item.license_file)
+        rows.append([item.item_id, item.title, item.license, license_file, item.attribution])
+    return rows
