@@ -1,0 +1,119 @@
+"""End to end: start ``python app.py`` as a user would and drive it through its API with gradio_client."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from gradio_client import Client, handle_file
+
+from storage import Repository, default_database_url
+from tests.conftest import REPO_ROOT
+
+BOARD_PROFILE = ["org.gnome.Mahjongg", "org.kde.kmahjongg", "pychess", "org.gnome.Reversi"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def running_app(real_service, real_data_dir: Path):
+    """The app on the real weights; features come from the cache that ``real_service`` filled."""
+    port = _free_port()
+    log_path = real_data_dir / "app.log"
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--data-dir", str(real_data_dir), "--port", str(port), "--device", "cpu"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"app did not serve within 180 s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield url, Client(url, verbose=False)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _error_of(client: Client, *args, api_name: str) -> str:
+    with pytest.raises(Exception) as info:
+        client.predict(*args, api_name=api_name)
+    return str(info.value)
+
+
+def test_api_end_to_end(running_app, real_data_dir: Path) -> None:
+    url, client = running_app
+    repo = Repository.from_url(default_database_url(real_data_dir))
+    feedback_before, impressions_before = repo.count_feedback(), repo.count_impressions()
+
+    recs = client.predict(BOARD_PROFILE, 10, api_name="/recommend")
+    assert [r["rank"] for r in recs] == list(range(1, 11))
+    assert set(recs[0]) == {"item_id", "title", "score", "rank"}
+    assert not {r["item_id"] for r in recs} & set(BOARD_PROFILE)
+    assert all(recs[i]["score"] >= recs[i + 1]["score"] for i in range(9))
+    assert repo.count_impressions() == impressions_before + 10
+
+    similar = client.predict(None, "Chess", "Play chess against the computer.", 5, api_name="/recommend_upload")
+    assert len(similar) == 5 and any("chess" in r["item_id"].lower() for r in similar)
+    icon = REPO_ROOT / "assets" / "catalog" / "images" / "icons" / "pychess.png"
+    by_image = client.predict(handle_file(str(icon)), "", "", 3, api_name="/recommend_upload")
+    assert by_image[0]["item_id"] == "pychess"
+
+    request_id = uuid.uuid4().hex
+    first = client.predict(BOARD_PROFILE, recs[0]["item_id"], "like", request_id, api_name="/feedback")
+    again = client.predict(BOARD_PROFILE, recs[0]["item_id"], "like", request_id, api_name="/feedback")
+    assert first["stored"] is True and again == {"stored": False, "feedback_id": first["feedback_id"]}
+    other = client.predict(BOARD_PROFILE, recs[1]["item_id"], "dislike", uuid.uuid4().hex, api_name="/feedback")
+    assert other["stored"] is True
+    assert repo.count_feedback() == feedback_before + 2
+    stored = repo.list_feedback(limit=2)
+    assert {(f.item_id, f.label) for f in stored} == {(recs[0]["item_id"], "like"), (recs[1]["item_id"], "dislike")}
+    assert stored[0].context_ids == BOARD_PROFILE
+
+
+def test_api_bad_input_gets_clear_errors_and_stores_nothing(running_app, real_data_dir: Path, tmp_path: Path) -> None:
+    url, client = running_app
+    repo = Repository.from_url(default_database_url(real_data_dir))
+    before = repo.count_feedback()
+    assert "unknown item" in _error_of(client, BOARD_PROFILE, "no-such-game", "like", "x1", api_name="/feedback")
+    assert "not allowed" in _error_of(client, BOARD_PROFILE, "pychess", "love", "x2", api_name="/feedback")
+    assert "no liked items" in _error_of(client, [], 5, api_name="/recommend")
+    assert "unknown item" in _error_of(client, ["nope"], 5, api_name="/recommend")
+    fake = tmp_path / "not-an-image.png"
+    fake.write_text("hello")
+    assert "could not be read as an image" in _error_of(client, handle_file(str(fake)), "", "", 5,
+                                                        api_name="/recommend_upload")
+    assert repo.count_feedback() == before
+
+
+def test_first_page_serves_the_catalog(running_app) -> None:
+    url, _ = running_app
+    with urllib.request.urlopen(url + "/", timeout=10) as response:
+        page = response.read().decode("utf-8", "replace")
+    assert "Multimodal Recommendation Studio" in page
