@@ -63,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="any SQLAlchemy URL (env DATABASE_URL); default: SQLite file in --data-dir")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="interface to listen on; 0.0.0.0 to serve your network")
-    p.add_argument("--port", type=int, default=int(env("GRADIO_SERVER_PORT", env("PORT", "7860"))), help="port")
+    # A string default goes through type=int too, so a bad env value is a usage error, not a traceback.
+    p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", env("PORT", "7860")), help="port")
     p.add_argument("--device", choices=DEVICES, default=env("DEVICE", "auto"),
                    help="where encoders run: auto = CUDA if available, else CPU")
     p.add_argument("--text-encoder", default="minilm",
@@ -136,11 +137,13 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
 
 
 def launch_kwargs(config: AppConfig, service: "RecommenderService") -> dict:
+    from ui.render import NO_IMAGE
+
     return {
         "server_name": config.host,
         "server_port": config.port,
         "max_file_size": config.service.limits.max_upload_bytes,
-        "allowed_paths": [str(service.catalog.root.resolve())],
+        "allowed_paths": [str(service.catalog.root.resolve()), str(NO_IMAGE.parent)],
         "footer_links": ["api"],
     }
 

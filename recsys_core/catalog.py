@@ -58,7 +58,7 @@ class Item:
     @property
     def text(self) -> str:
         """What the text encoder reads: title, description, genres and tags."""
-        parts = [self.title.strip()]
+        parts = [self.title.strip()] if self.title.strip() else []
         if self.description.strip():
             parts.append(self.description.strip())
         if self.genres:
@@ -241,7 +241,9 @@ def _check_image(folder: Path, relative: str, max_pixels: int) -> Path:
     try:
         with Image.open(path) as img:
             width, height = img.size
-    except (UnidentifiedImageError, OSError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"image {relative!r} is too large to decode safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise ValueError(f"image {relative!r} is unreadable ({type(exc).__name__})") from exc
     if width * height > max_pixels:
         raise ValueError(f"image {relative!r} is {width}x{height}; the limit is {max_pixels:,} pixels")

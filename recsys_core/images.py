@@ -7,6 +7,7 @@ what stops a decompression bomb (a tiny file that claims 30000x30000 pixels).
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -69,7 +70,13 @@ def load_image(
             return _to_rgb(image)
     except InvalidInputError:
         raise
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:
+        # Pillow's own guard fired inside open(), before we could read the size; its message
+        # carries the pixel count ("Image size (N pixels) exceeds limit ...").
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise InvalidInputError(f"image {label!r} is {size}; the limit is {max_pixels:,} pixels") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InvalidInputError(
             f"image {label!r} could not be read as an image ({type(exc).__name__}); "
             f"allowed formats: {', '.join(ALLOWED_FORMATS)}"

@@ -195,7 +195,7 @@ class RecommenderService:
         state = self._state()
         text_vec = None
         if title or description:
-            text = Item(item_id="upload", title=title or description[:80], description=description if title else "").text
+            text = Item(item_id="upload", title=title, description=description).text
             text_vec = self.text_encoder.encode([text])[0]
         image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
         query = state.model.embed_new(text_vec, image_vec)

@@ -139,7 +139,7 @@ class Handlers:
         return liked
 
     @user_errors
-    def recommend(self, liked: list[str] | None, k: float, request: gr.Request) -> tuple[Any, list, dict, str, str]:
+    def recommend(self, liked: list[str] | None, k: float, request: gr.Request) -> tuple[Any, list, Any, dict, str, str]:
         liked = list(liked or [])
         recs = self.service.recommend(liked, int(k))
         request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
@@ -147,7 +147,7 @@ class Handlers:
                  "recs": {r.item_id: r for r in recs}, "selected": None}
         status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
         return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
-                state, "Select a recommendation to see why and to rate it.", status)
+                render.score_parts_frame(recs), state, "Select a recommendation to see why and to rate it.", status)
 
     @user_errors
     def select_result(self, state: dict | None, evt: gr.SelectData) -> tuple[dict, str]:
@@ -184,10 +184,10 @@ class Handlers:
 
     @user_errors
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
-                         request: gr.Request) -> tuple[Any, list, dict, str]:
+                         request: gr.Request) -> tuple[Any, list, Any, dict, str]:
         recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
                                                  description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None}
         return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
-                state, f"{len(recs)} catalog items similar to your upload")
+                render.score_parts_frame(recs), state, f"{len(recs)} catalog items similar to your upload")

@@ -15,6 +15,12 @@ footer { visibility: hidden; }
 """
 
 
+def _parts_plot() -> gr.BarPlot:
+    return gr.BarPlot(x="item", y="score", color="part", title="Score = text part + image part",
+                      color_map={"text": "#2563eb", "image": "#f97316"}, x_label_angle=-30, height=300,
+                      sort=None, label="Score parts")
+
+
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio") -> gr.Blocks:
     service = handlers.service
     catalog = service.catalog
@@ -52,7 +58,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         like = gr.Button("👍 Like", size="sm")
                         dislike = gr.Button("👎 Dislike", size="sm")
                     feedback_note = gr.Markdown()
-                    with gr.Accordion("Scores as a table", open=False):
+                    with gr.Accordion("Where each score comes from", open=False):
+                        parts = _parts_plot()
                         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
             rec_state = gr.State({})
 
@@ -72,7 +79,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                     up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
                                             allow_preview=False, object_fit="contain")
                     up_details = gr.Markdown()
-                    with gr.Accordion("Scores as a table", open=False):
+                    with gr.Accordion("Where each score comes from", open=False):
+                        up_parts = _parts_plot()
                         up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
             up_state = gr.State({})
 
@@ -97,7 +105,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
-        go.click(handlers.recommend, [liked, k], [results, table, rec_state, details, status],
+        go.click(handlers.recommend, [liked, k], [results, table, parts, rec_state, details, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui)
         like.click(handlers.like, [rec_state], [feedback_note],
@@ -105,7 +113,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         dislike.click(handlers.dislike, [rec_state], [feedback_note],
                       concurrency_limit=16, concurrency_id="feedback", api_name="ui_dislike", **ui)
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k],
-                    [up_results, up_table, up_state, up_status], concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
+                    [up_results, up_table, up_parts, up_state, up_status], concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_results.select(handlers.select_result, [up_state], [up_state, up_details], api_name="ui_upload_select",
                           **ui)
 

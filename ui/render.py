@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Sequence
 
 from recsys_core.catalog import Catalog, Item
 from recsys_core.service import Recommendation
 
 DESCRIPTION_CHARS = 600
+# Shown for items without an image: gr.Gallery refuses None entries.
+NO_IMAGE = Path(__file__).resolve().parent.parent / "assets" / "ui" / "no-image.png"
 
 
 def esc(text: str) -> str:
@@ -17,12 +20,12 @@ def esc(text: str) -> str:
 
 
 def catalog_gallery(items: Sequence[Item]) -> list[tuple[str | None, str]]:
-    return [(str(item.image) if item.image else None, item.title) for item in items]
+    return [(str(item.image or NO_IMAGE), item.title) for item in items]
 
 
 def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, str]]:
     return [
-        (str(r.image) if r.image else None, f"#{r.rank} {r.title} · {r.score:.3f}")
+        (str(r.image or NO_IMAGE), f"#{r.rank} {r.title} · {r.score:.3f}")
         for r in recs
     ]
 
@@ -32,6 +35,18 @@ def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
         [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4), ", ".join(r.genres), r.item_id]
         for r in recs
     ]
+
+
+def score_parts_frame(recs: Sequence[Recommendation]):
+    """Long-format frame for a stacked bar chart: how much of each score comes from text and image."""
+    import pandas as pd
+
+    rows = []
+    for r in recs:
+        label = f"{r.rank:02d}. {r.title}"  # zero-padded: the chart sorts labels as text
+        rows.append({"item": label, "part": "text", "score": round(r.text_score, 4)})
+        rows.append({"item": label, "part": "image", "score": round(r.image_score, 4)})
+    return pd.DataFrame(rows, columns=["item", "part", "score"])
 
 
 RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", "genres", "item id"]

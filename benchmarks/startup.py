@@ -1,0 +1,109 @@
+"""Time to first page of ``python app.py``: a cold start (features extracted) and a restart (features cached).
+
+    .venv/bin/python benchmarks/startup.py --json startup.json
+    .venv/bin/python benchmarks/startup.py --text-encoder tiny-random --image-encoder tiny-random   # smoke test
+
+Starts the app on a free port with a fresh data directory (or ``--data-dir``), polls ``GET /`` every
+0.1 s until it answers 200, stops the app, then starts it again on the same data directory. The app's
+output goes to ``<data dir>/app-run<N>.log``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, emit, free_port,
+    machine_facts, parse_prepare_seconds, setup,
+)
+
+log = logging.getLogger("benchmarks.startup")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="benchmarks/startup.py",
+        description="Seconds until the app's first page answers 200: first run (cold feature cache) and restart "
+                    "(features cached in the same data dir).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_app_args(p)
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="data dir for both runs (default: a fresh temp dir, deleted afterwards unless --keep)")
+    p.add_argument("--restarts", type=int, default=1, help="how many cached restarts to time (restart_s is their median)")
+    p.add_argument("--timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for the first page")
+    p.add_argument("--keep", action="store_true", help="keep the temp data dir (its logs) afterwards")
+    add_common_args(p)
+    return p
+
+
+def time_one_start(args: argparse.Namespace, data_dir: Path, run: int) -> dict:
+    port = free_port()
+    app = AppProcess(app_command(args, data_dir, port), data_dir / f"app-run{run}.log", app_env(args.threads))
+    try:
+        app.start()
+        seconds = app.wait_ready(f"http://127.0.0.1:{port}/", timeout_s=args.timeout)
+    except BaseException:
+        log.error("run %d failed; last lines of %s:\n%s", run, app.log_path, app.log_tail())
+        raise
+    finally:
+        app.stop()
+    prepare = parse_prepare_seconds(app.log_path)
+    log.info("run %d: first page after %.2fs (service prepare %s s)", run, seconds, prepare)
+    return {"seconds": round(seconds, 3), "prepare_s": prepare, "log": str(app.log_path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup(args)
+    if args.restarts < 1:
+        raise SystemExit("--restarts must be >= 1")
+    temp = args.data_dir is None
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-startup-")) if temp else args.data_dir.expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    was_empty = not (data_dir / "features").exists()
+    if not was_empty:
+        log.warning("%s already holds a feature cache: the first run is not a cold start", data_dir)
+    try:
+        first = time_one_start(args, data_dir, 1)
+        restarts = [time_one_start(args, data_dir, 2 + i) for i in range(args.restarts)]
+    except Exception as exc:
+        log.error("benchmark failed: %s (logs kept in %s)", exc, data_dir)
+        return 1
+    if temp and not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    restart_s = statistics.median(r["seconds"] for r in restarts)
+    result = {
+        "benchmark": "startup",
+        "first_run_s": first["seconds"],
+        "restart_s": round(restart_s, 3),
+        "speedup": round(first["seconds"] / restart_s, 3) if restart_s > 0 else None,
+        "first_run_prepare_s": first["prepare_s"],
+        "restart_prepare_s": [r["prepare_s"] for r in restarts],
+        "restart_runs_s": [r["seconds"] for r in restarts],
+        "catalog": args.catalog,
+        "text_encoder": args.text_encoder,
+        "image_encoder": args.image_encoder,
+        "data_dir": str(data_dir) + ("" if not temp or args.keep else " (deleted)"),
+        "data_dir_was_empty": was_empty,
+        "poll_interval_s": 0.1,
+        "app_threads": args.threads,
+        "machine": machine_facts(args),
+    }
+    emit(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
