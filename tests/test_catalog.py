@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.imaging import header_only_png
 from recsys_core.adapters import resolve_catalog
 from recsys_core.catalog import Item, RowProblem, load_catalog_folder
 from recsys_core.errors import CatalogError, UnknownItemError
@@ -20,16 +19,6 @@ def _png(path: Path, colour=(10, 20, 30)) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (8, 8), colour).save(path)
 
-
-def _header_only_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming ``width`` x ``height`` pixels, with almost no pixel data."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * ((width + 7) // 8 + 1))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def _summary(problems) -> list[tuple[int, str | None, bool]]:
@@ -152,7 +141,7 @@ def test_catalog_json_metadata_and_invalid_catalog_json(tmp_path: Path) -> None:
 
 def test_oversized_image_header_is_kept_without_image(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "big.png").write_bytes(_header_only_png(300, 300))
+    (tmp_path / "images" / "big.png").write_bytes(header_only_png(300, 300))
     (tmp_path / "items.csv").write_text("item_id,title,image\nbig,Big,images/big.png\n", encoding="utf-8")
     catalog = load_catalog_folder(tmp_path, max_image_pixels=10_000)
     assert catalog.get("big").image is None
@@ -162,7 +151,7 @@ def test_oversized_image_header_is_kept_without_image(tmp_path: Path) -> None:
 
 def test_decompression_bomb_image_does_not_stop_catalog_loading(tmp_path: Path) -> None:
     (tmp_path / "images").mkdir()
-    (tmp_path / "images" / "bomb.png").write_bytes(_header_only_png(30000, 30000))
+    (tmp_path / "images" / "bomb.png").write_bytes(header_only_png(30000, 30000))
     (tmp_path / "items.csv").write_text("item_id,title,image\nbomb,Bomb,images/bomb.png\nok,Ok,\n", encoding="utf-8")
     catalog = load_catalog_folder(tmp_path)
     assert catalog.ids == ["bomb", "ok"]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from tests.imaging import header_only_png
 from recsys_core.errors import InvalidInputError
 from recsys_core.images import load_image
 
@@ -20,16 +19,6 @@ def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
     image.save(buf, fmt, **kwargs)
     return buf.getvalue()
 
-
-def _header_only_png(width: int, height: int) -> bytes:
-    """A valid PNG header claiming ``width`` x ``height`` 1-bit pixels, with almost no pixel data."""
-
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * ((width + 7) // 8 + 1))
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 # -- normalisation -----------------------------------------------------------------------------------
@@ -180,7 +169,7 @@ def test_over_max_pixels_small_limit() -> None:
 
 
 def test_header_only_large_png_refused_before_decoding() -> None:
-    data = _header_only_png(8000, 8000)  # 64 Mpx claimed in a few hundred bytes
+    data = header_only_png(8000, 8000)  # 64 Mpx claimed in a few hundred bytes
     assert len(data) < 2_000
     with pytest.raises(InvalidInputError, match="is 8000x8000 = 64,000,000 pixels; the limit is 40,000,000 pixels"):
         load_image(data)
@@ -188,11 +177,11 @@ def test_header_only_large_png_refused_before_decoding() -> None:
 
 def test_decompression_bomb_is_refused() -> None:
     with pytest.raises(InvalidInputError) as info:
-        load_image(_header_only_png(30000, 30000), name="bomb.png")
+        load_image(header_only_png(30000, 30000), name="bomb.png")
     assert str(info.value).startswith("image 'bomb.png' ")
 
 
 def test_decompression_bomb_message_names_the_limit() -> None:
     # Pillow refuses this inside open() before the width/height are available; the count is exact.
     with pytest.raises(InvalidInputError, match="is 900,000,000 pixels; the limit is 40,000,000 pixels"):
-        load_image(_header_only_png(30000, 30000))
+        load_image(header_only_png(30000, 30000))
