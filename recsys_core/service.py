@@ -6,12 +6,13 @@ snapshot (model + index) so a model swap never changes the ground under a runnin
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -20,7 +21,8 @@ from recsys_core.config import ServiceConfig
 from recsys_core.device import resolve_device
 from recsys_core.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
 from recsys_core.errors import EmptyProfileError, InvalidInputError
-from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features
+from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
+from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.images import load_image
 from recsys_core.index import ExactIndex
 from recsys_core.zeroshot import ZeroShotModel
@@ -54,6 +56,17 @@ class PrepareReport:
 
 
 @dataclass(frozen=True)
+class ExplanationInputs:
+    item: Item
+    text: str
+    image: object | None  # PIL image, or None when the item has none (or its image part is 0)
+    text_part: float
+    image_part: float
+    text_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled text vectors [B, Dt] -> full score [B]
+    image_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled image vectors [B, Di] -> full score [B]
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     model: ZeroShotModel
     index: ExactIndex
@@ -76,6 +89,8 @@ class RecommenderService:
         self._image_encoder = image_encoder
         self._lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
+        self._explainer: Explainer | None = None
+        self.explain_config = ExplainConfig()
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
@@ -200,6 +215,129 @@ class RecommenderService:
         image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
         query = state.model.embed_new(text_vec, image_vec)
         return self._results(state, query, k, exclude=[])
+
+    # -- explanations -----------------------------------------------------------------------------
+    @property
+    def explainer(self) -> Explainer:
+        with self._lock:
+            if self._explainer is None:
+                self._explainer = Explainer(self.text_encoder, self.image_encoder, self.explain_config)
+            return self._explainer
+
+    def _check_method(self, method: str) -> str:
+        if method not in METHODS:
+            raise InvalidInputError(f"method {method!r} is not allowed; use one of: {', '.join(METHODS)}")
+        return method
+
+    def _item_image(self, item: Item):
+        if item.image is None:
+            return None
+        try:
+            return load_image(item.image, max_bytes=1 << 30, max_pixels=self.config.limits.max_image_pixels)
+        except InvalidInputError:
+            return None  # served without an image, so explained without one
+
+    def explain(self, liked_ids: Sequence[str], item_id: str, method: str = "fast") -> Explanation:
+        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.explain)."""
+        method = self._check_method(method)
+        ids = self.clean_liked(liked_ids)
+        indices = self.catalog.check_ids(ids)
+        target = self.catalog.index_of(str(item_id))
+        state = self._state()
+        key = (state.model.version, tuple(ids), str(item_id), method)
+        hit = self.explainer.cached(key)
+        if hit is not None:
+            return hit
+        query = state.model.profile(indices)
+        contributions = state.model.history_contributions(indices, target)
+        total = float(contributions.abs().sum()) or 1.0
+        history = tuple(
+            HistoryShare(item_id=i, contribution=float(c), share=float(c) / total) for i, c in zip(ids, contributions)
+        )
+        explanation = self._explain_item(state, query, target, method, history=history)
+        self.explainer.remember(key, explanation)
+        return explanation
+
+    def explain_upload(self, *, image: str | Path | bytes | None, title: str = "", description: str = "",
+                       item_id: str, method: str = "fast") -> Explanation:
+        """Why catalog item ``item_id`` matched an uploaded item; also maps the matching upload regions."""
+        method = self._check_method(method)
+        target = self.catalog.index_of(str(item_id))
+        limits = self.config.limits
+        pil = load_image(image, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels) \
+            if image is not None else None
+        title, description = (title or "").strip(), (description or "").strip()
+        if pil is None and not title and not description:
+            raise InvalidInputError("give an image, a title or a description (or several) for the new item")
+        state = self._state()
+        image_key = hashlib.sha256(pil.tobytes()).hexdigest() if pil is not None else ""
+        key = (state.model.version, "upload", image_key, text_hash(title + "\x00" + description), str(item_id), method)
+        hit = self.explainer.cached(key)
+        if hit is not None:
+            return hit
+        text_vec = self.text_encoder.encode([Item("upload", title, description).text])[0] if (title or description) else None
+        image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
+        query = state.model.embed_new(text_vec, image_vec)
+        explanation = self._explain_item(state, query, target, method, history=(), upload_image=pil)
+        self.explainer.remember(key, explanation)
+        return explanation
+
+    def explanation_inputs(self, liked_ids: Sequence[str], item_id: str) -> "ExplanationInputs":
+        """What an explanation of ``item_id`` for ``liked_ids`` attributes through (used by benchmarks too)."""
+        indices = self.catalog.check_ids(self.clean_liked(liked_ids))
+        state = self._state()
+        return self._inputs(state, state.model.profile(indices), self.catalog.index_of(str(item_id)))
+
+    def _inputs(self, state: _Snapshot, query: torch.Tensor, target: int) -> "ExplanationInputs":
+        model = state.model
+        item = self.catalog.items[target]
+        parts = model.modality_scores(query, torch.tensor([target]))
+        text_part, image_part = float(parts.text[0]), float(parts.image[0])
+        has_image = bool(state.features.has_image[target])
+        # Each attribution targets the full score; the other modality's part is a constant there.
+        return ExplanationInputs(
+            item=item,
+            text=item.text,
+            image=self._item_image(item) if has_image and image_part != 0.0 else None,
+            text_part=text_part,
+            image_part=image_part,
+            text_score_fn=lambda pooled: model.text_score(query, pooled) + image_part,
+            image_score_fn=lambda pooled: model.image_score(query, pooled) + text_part,
+        )
+
+    def _explain_item(self, state: _Snapshot, query: torch.Tensor, target: int, method: str, *,
+                      history: tuple[HistoryShare, ...], upload_image=None) -> Explanation:
+        model = state.model
+        inputs = self._inputs(state, query, target)
+        text, heatmap, image_method, seconds = self.explainer.explain_parts(
+            text=inputs.text, image=inputs.image, text_score_fn=inputs.text_score_fn,
+            image_score_fn=inputs.image_score_fn, method=method,  # type: ignore[arg-type]
+        )
+        query_heatmap = None
+        if upload_image is not None and bool(state.features.has_image[target]):
+            # Similarity is symmetric: fix the catalog item and attribute over the upload's pixels.
+            item_vector = model.item_vectors[target]
+            _, query_heatmap, _, more = self.explainer.explain_parts(
+                text=None, image=upload_image, text_score_fn=inputs.text_score_fn,
+                image_score_fn=lambda pooled: model.image_score(item_vector, pooled) + inputs.text_part,
+                method=method,  # type: ignore[arg-type]
+            )
+            seconds += more
+        return Explanation(
+            item_id=inputs.item.item_id,
+            method=method,
+            model_version=model.version,
+            score=inputs.text_part + inputs.image_part,
+            text_score=inputs.text_part,
+            image_score=inputs.image_part,
+            text=text,
+            image_heatmap=heatmap,
+            image_method=image_method,
+            query_heatmap=query_heatmap,
+            modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part}),
+            history=history,
+            seconds=seconds,
+        )
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int]) -> list[Recommendation]:
         found = state.index.search(query, k, exclude=exclude)

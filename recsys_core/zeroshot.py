@@ -73,6 +73,30 @@ class ZeroShotModel:
         i = self._wi * F.normalize(i, dim=0) if i.norm() > 0 else i
         return torch.cat([t, i])
 
+    # -- differentiable pieces of the score (explanations attribute through these) ---------------
+    def text_score(self, query: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
+        """Text part of the score of items with raw text vectors ``pooled_text`` [B, Dt] -> [B]."""
+        return self._text_part(pooled_text) @ query[: self.text_dim].to(pooled_text.dtype)
+
+    def image_score(self, query: torch.Tensor, pooled_image: torch.Tensor) -> torch.Tensor:
+        """Image part of the score of items with raw image vectors ``pooled_image`` [B, Di] -> [B]."""
+        return self._image_part(pooled_image) @ query[self.text_dim :].to(pooled_image.dtype)
+
+    def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
+        """Exact split of ``score(profile(liked), item)`` over the liked items; sums to the score.
+
+        profile_t = sqrt(w_t) * sum_l T_l / |sum_l T_l|, so profile_t . T_j = sum_l sqrt(w_t) T_l.T_j / |sum T_l|
+        (same for images): each liked item's share is its own similarity to the item, scaled.
+        """
+        liked_vectors = self.item_vectors[liked]
+        target = self.item_vectors[item]
+        out = torch.zeros(len(liked))
+        for block, weight in ((slice(0, self.text_dim), self._wt), (slice(self.text_dim, None), self._wi)):
+            mean_norm = liked_vectors[:, block].mean(0).norm()
+            if mean_norm > 0:
+                out += weight * (liked_vectors[:, block] @ target[block]) / (len(liked) * mean_norm)
+        return out
+
     def modality_scores(self, query: torch.Tensor, indices: torch.Tensor) -> ModalityScores:
         vectors = self.item_vectors[indices]
         return ModalityScores(

@@ -117,3 +117,23 @@ def test_first_page_serves_the_catalog(running_app) -> None:
     with urllib.request.urlopen(url + "/", timeout=10) as response:
         page = response.read().decode("utf-8", "replace")
     assert "Multimodal Recommendation Studio" in page
+
+
+def test_explain_endpoint(running_app) -> None:
+    url, client = running_app
+    recs = client.predict(BOARD_PROFILE, 3, api_name="/recommend")
+    result = client.predict(BOARD_PROFILE, recs[0]["item_id"], "fast", api_name="/explain")
+    assert result["item_id"] == recs[0]["item_id"] and result["method"] == "fast"
+    assert abs(result["score"] - recs[0]["score"]) < 1e-4
+    words = [w for w, _ in result["tokens"]]
+    assert words and not {"[CLS]", "[SEP]", "[PAD]"} & set(words)
+    heat = result["image_heatmap"]
+    assert len(heat) > 1 and len({len(row) for row in heat}) == 1
+    assert all(0.0 <= v <= 1.0 for row in heat for v in row)
+    assert abs(sum(result["modality_share"].values()) - 1.0) < 1e-5
+    assert [h["item_id"] for h in result["history"]] == BOARD_PROFILE
+    assert isinstance(result["delta"], float) and result["model_version"].startswith("zeroshot-")
+    # The board-game words of a mahjongg-like item carry the most positive attribution.
+    top = max(result["tokens"], key=lambda t: t[1])[0].lower()
+    assert top in recs[0]["title"].lower() or top in {"mahjongg", "mahjong", "tiles", "tile", "board", "solitaire"}
+    assert "not allowed" in _error_of(client, BOARD_PROFILE, recs[0]["item_id"], "slow", api_name="/explain")

@@ -115,6 +115,12 @@ class Handlers:
                                     label=str(label), request_id=str(request_id),
                                     session_key=_session_key(request), client="api")
 
+    @user_errors
+    def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast") -> dict:
+        """Why ``item_id`` is recommended for ``liked_ids``: token scores, a region heatmap (rows x cols in
+        [0, 1]), modality shares (sum to 1), per-liked-item shares. ``method``: "fast" or "thorough"."""
+        return self.service.explain(_as_id_list(liked_ids, "liked_ids"), str(item_id), str(method)).to_api()
+
     # -- UI events ---------------------------------------------------------------------------------
     @user_errors
     def search(self, query: str, genre: str | None) -> tuple[Any, list[str], str]:
@@ -176,6 +182,37 @@ class Handlers:
             return f"Saved: you {verb} **{title}** (label #{result['feedback_id']})."
         return f"Already saved: you {verb} **{title}** (label #{result['feedback_id']})."
 
+    @user_errors
+    def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Explanation panel for the selected recommendation (catalog profile or upload)."""
+        if not state or not state.get("selected"):
+            raise InvalidInputError("select a recommendation first")
+        item_id = state["selected"]
+        progress(0.1, desc=f"Explaining with the {method} method…")
+        if "upload" in state:
+            up = state["upload"]
+            explanation = self.service.explain_upload(image=up.get("image"), title=up.get("title", ""),
+                                                      description=up.get("description", ""), item_id=item_id,
+                                                      method=method)
+        else:
+            explanation = self.service.explain(state.get("liked") or [], item_id, method)
+        progress(0.95, desc="Drawing")
+        catalog = self.service.catalog
+        item = catalog.get(item_id)
+        history = render.history_frame(explanation, catalog)
+        contributions = list(history["contribution"]) or [0.0]
+        outputs = (
+            render.highlighted_text(explanation),
+            render.heatmap_on_image(item.image, explanation.image_heatmap),
+            # Bars start at 0 so their lengths compare honestly (Vega would zoom to the data).
+            gr.BarPlot(value=render.modality_frame(explanation), y_lim=[0, 1]),
+            gr.BarPlot(value=history, y_lim=[min(0.0, min(contributions)), max(0.0, max(contributions)) * 1.05 or 1.0]),
+            render.explanation_summary(explanation, catalog),
+        )
+        if "upload" in state:
+            outputs += (render.heatmap_on_image(state["upload"].get("image"), explanation.query_heatmap),)
+        return outputs
+
     def like(self, state: dict | None, request: gr.Request) -> str:
         return self.feedback("like", state, request)
 
@@ -188,6 +225,7 @@ class Handlers:
         recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
                                                  description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
-        state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None}
+        state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
+                 "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}
         return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
                 render.score_parts_frame(recs), state, f"{len(recs)} catalog items similar to your upload")

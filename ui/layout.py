@@ -21,6 +21,26 @@ def _parts_plot() -> gr.BarPlot:
                       sort=None, label="Score parts")
 
 
+def _explanation_panel(with_upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]:
+    """Components of the "why" panel, in the order ``Handlers.explain`` returns their values."""
+    with gr.Accordion("Why this recommendation?", open=True):
+        method = gr.Radio([("fast (Grad-CAM regions)", "fast"), ("thorough (occlusion regions, more IG steps)", "thorough")],
+                          value="fast", label="Explanation method")
+        summary = gr.Markdown()
+        tokens = gr.HighlightedText(label="Words: red raised the score, blue lowered it", combine_adjacent=False,
+                                    show_legend=False)
+        with gr.Row():
+            heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
+            query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=with_upload)
+        with gr.Row():
+            share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
+                               color="part", color_map={"text": "#2563eb", "image": "#f97316"})
+            history = gr.BarPlot(x="liked item", y="contribution", title="Contribution of each liked item",
+                                 height=220, visible=not with_upload, x_label_angle=-20)
+    outputs = [tokens, heat, share, history, summary] + ([query_heat] if with_upload else [])
+    return method, outputs
+
+
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio") -> gr.Blocks:
     service = handlers.service
     catalog = service.catalog
@@ -58,6 +78,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         like = gr.Button("👍 Like", size="sm")
                         dislike = gr.Button("👎 Dislike", size="sm")
                     feedback_note = gr.Markdown()
+                    method, explanation = _explanation_panel(with_upload=False)
                     with gr.Accordion("Where each score comes from", open=False):
                         parts = _parts_plot()
                         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
@@ -79,6 +100,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                     up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
                                             allow_preview=False, object_fit="contain")
                     up_details = gr.Markdown()
+                    up_method, up_explanation = _explanation_panel(with_upload=True)
                     with gr.Accordion("Where each score comes from", open=False):
                         up_parts = _parts_plot()
                         up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
@@ -107,7 +129,10 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
         go.click(handlers.recommend, [liked, k], [results, table, parts, rec_state, details, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
-        results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui)
+        explain = {"concurrency_limit": 1, "concurrency_id": "explain", **ui}  # heavy: one at a time
+        results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui).then(
+            handlers.explain, [rec_state, method], explanation, api_name="ui_explain", **explain)
+        method.change(handlers.explain, [rec_state, method], explanation, api_name="ui_explain_method", **explain)
         like.click(handlers.like, [rec_state], [feedback_note],
                    concurrency_limit=16, concurrency_id="feedback", api_name="ui_like", **ui)
         dislike.click(handlers.dislike, [rec_state], [feedback_note],
@@ -115,10 +140,14 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k],
                     [up_results, up_table, up_parts, up_state, up_status], concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_results.select(handlers.select_result, [up_state], [up_state, up_details], api_name="ui_upload_select",
-                          **ui)
+                          **ui).then(handlers.explain, [up_state, up_method], up_explanation,
+                                     api_name="ui_upload_explain", **explain)
+        up_method.change(handlers.explain, [up_state, up_method], up_explanation, api_name="ui_upload_explain_method",
+                         **explain)
 
         gr.api(handlers.api_recommend, api_name="recommend", concurrency_limit=8, concurrency_id="recommend")
         gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,
                concurrency_id="upload")
         gr.api(handlers.api_feedback, api_name="feedback", concurrency_limit=16, concurrency_id="feedback")
+        gr.api(handlers.api_explain, api_name="explain", concurrency_limit=1, concurrency_id="explain")
     return demo

@@ -103,3 +103,81 @@ def attribution_table(catalog: Catalog) -> list[list[str]]:
                 license_file = str(item.license_file)
         rows.append([item.item_id, item.title, item.license, license_file, item.attribution])
     return rows
+
+
+# -- explanations ----------------------------------------------------------------------------------
+def highlighted_text(explanation) -> list[tuple[str, float | None]]:
+    """The explained text as (segment, score in [-1, 1] or None) for ``gr.HighlightedText``.
+
+    Scores are scaled by the largest |score| so the colours use the full range; the gaps between
+    words (spaces, punctuation handled as words) are kept unscored so the text reads naturally.
+    """
+    attribution = explanation.text
+    if attribution is None:
+        return []
+    text = attribution.text
+    peak = max((abs(w.score) for w in attribution.words), default=0.0) or 1.0
+    out: list[tuple[str, float | None]] = []
+    cursor = 0
+    for word in attribution.words:
+        if word.start > cursor:
+            out.append((text[cursor : word.start], None))
+        out.append((text[word.start : word.end], round(word.score / peak, 4)))
+        cursor = word.end
+    if cursor < len(text) and not attribution.truncated:
+        out.append((text[cursor:], None))
+    elif attribution.truncated:
+        out.append((" … (the rest was beyond the encoder's token limit)", None))
+    return out
+
+
+def heatmap_on_image(image_path, heatmap):
+    """``(image, [(mask, label)])`` for ``gr.AnnotatedImage``; the heatmap covers the CNN's centre crop."""
+    if heatmap is None or image_path is None:
+        return None
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(image_path) as img:
+        width, height = img.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    heat = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype("uint8")).resize((side, side), Image.BILINEAR)
+    mask = np.zeros((height, width), dtype=np.float32)
+    mask[top : top + side, left : left + side] = np.asarray(heat, dtype=np.float32) / 255.0
+    return (str(image_path), [(mask, "evidence")])
+
+
+def modality_frame(explanation):
+    import pandas as pd
+
+    return pd.DataFrame(
+        [{"part": k, "share": round(v, 4)} for k, v in explanation.modality_share.items()], columns=["part", "share"]
+    )
+
+
+def history_frame(explanation, catalog: Catalog):
+    import pandas as pd
+
+    rows = [{"liked item": catalog.get(h.item_id).title, "contribution": round(h.contribution, 4)}
+            for h in explanation.history]
+    return pd.DataFrame(rows, columns=["liked item", "contribution"])
+
+
+def explanation_summary(explanation, catalog: Catalog) -> str:
+    e = explanation
+    share = ", ".join(f"{k} {v:.0%}" for k, v in e.modality_share.items())
+    lines = [
+        f"**Score {e.score:.3f}** = text {e.text_score:.3f} + image {e.image_score:.3f} ({share}).",
+        f"Tokens: Integrated Gradients on the word embeddings (convergence delta {e.delta:.2g}); "
+        f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
+    ]
+    if e.text is not None:
+        top = sorted((w for w in e.text.words if w.score > 0), key=lambda w: -w.score)[:5]
+        if top:
+            lines.append("Words that raised the score most: " + ", ".join(f"**{esc(w.word)}**" for w in top) + ".")
+    if e.history:
+        best = max(e.history, key=lambda h: h.contribution)
+        title = catalog.get(best.item_id).title
+        lines.append(f"Above all because you liked **{esc(title)}** ({best.share:.0%} of the score).")
+    return "\n\n".join(lines)

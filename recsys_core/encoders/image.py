@@ -58,9 +58,17 @@ class ImageEncoder(nn.Module):
         raw = f"image|{self.weights_id}|{self.config.image_size}|{self.config.mean}|{self.config.std}"
         return "image-" + hashlib.sha256(raw.encode()).hexdigest()[:16]
 
-    def feature_layer(self) -> nn.Module:
+    def cam_layer(self) -> nn.Module:
         """The module whose output is the final feature map (target of LayerGradCam)."""
-        return self.backbone
+        backbone = self.backbone
+        if hasattr(backbone, "cam_layer"):
+            return backbone.cam_layer()
+        for name in ("bn2", "layer4", "norm_pre"):  # EfficientNet/MobileNet, ResNet, ConvNeXt in timm
+            if isinstance(getattr(backbone, name, None), nn.Module):
+                return getattr(backbone, name)
+        if hasattr(backbone, "stages"):
+            return backbone.stages[-1]
+        raise ValueError(f"cannot find the final feature-map layer of {type(backbone).__name__}")
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
         return torch.stack([self.transform(img.convert("RGB")) for img in images]).to(self.device)

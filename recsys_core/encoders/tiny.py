@@ -55,6 +55,9 @@ class TinyCNN(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
 
+    def cam_layer(self) -> nn.Module:
+        return self.features[-1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).mean(dim=(2, 3))
 

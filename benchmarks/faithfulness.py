@@ -1,0 +1,203 @@
+"""Are the explanations true to the model? Deletion tests and a model-randomisation check.
+
+For N (profile, recommended item) pairs (profile = 1-3 random catalog items, item = one of its top-5
+recommendations, seeded):
+
+- tokens: delete (replace by PAD) the top 20% of tokens by attribution and, separately, a random 20%
+  (averaged over several draws); ``token_deletion_ratio`` = mean score drop of the top-attributed
+  deletions / mean drop of the random ones;
+- regions: the same on a 7x7 grid of the image the CNN sees, cells replaced by the baseline (0 after
+  normalisation = mid-grey), ranked by the heatmap's mean per cell: ``region_deletion_ratio``;
+- timing: median seconds of a ``fast`` explanation (tokens + Grad-CAM) over all pairs and of a
+  ``thorough`` one (more IG steps + occlusion) over the first ``--n-thorough`` pairs;
+- sanity: re-initialise the encoders' weights (Adebayo et al., 2018) and report the Spearman rank
+  correlation between the original and the randomised attributions (should be far from 1).
+
+    python benchmarks/faithfulness.py --n 200 --json bench-out/faithfulness.json
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import argparse
+import copy
+import json
+import logging
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+log = logging.getLogger("benchmarks.faithfulness")
+
+
+def spearman(a, b) -> float:
+    import warnings
+
+    from scipy.stats import spearmanr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input (e.g. an all-zero Grad-CAM) is reported as 0 below
+        value = spearmanr(a, b).statistic
+    return float(value) if value == value else 0.0  # NaN (constant input) -> 0
+
+
+def reinitialise(module) -> None:
+    """Fresh random weights everywhere (every submodule that knows how to reset itself)."""
+    import torch
+
+    torch.manual_seed(1234)
+    for sub in module.modules():
+        if hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+        if hasattr(sub, "running_mean") and sub.running_mean is not None:
+            sub.running_mean.zero_()
+            sub.running_var.fill_(1.0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=200, help="number of (profile, recommended item) pairs")
+    parser.add_argument("--n-thorough", type=int, default=20, help="pairs also explained with the thorough method")
+    parser.add_argument("--n-sanity", type=int, default=20, help="pairs for the model-randomisation check")
+    parser.add_argument("--fraction", type=float, default=0.2, help="share of tokens / regions deleted")
+    parser.add_argument("--random-draws", type=int, default=5, help="random deletions averaged per pair")
+    parser.add_argument("--catalog", default="demo")
+    parser.add_argument("--data-root", default=None)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
+    parser.add_argument("--text-encoder", default="minilm")
+    parser.add_argument("--image-encoder", default="efficientnet-lite0")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.set_num_threads(args.threads)
+    from recsys_core.adapters import resolve_catalog
+    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
+    from recsys_core.explain import explain_image, explain_text, heatmap_cells, mask_regions, pad_tokens, text_forward, \
+        text_inputs
+    from recsys_core.service import RecommenderService
+
+    rng = random.Random(args.seed)
+    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
+    config = ServiceConfig(text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
+                           device="cpu", cache_dir=args.data_dir / "features")
+    service = RecommenderService(catalog, config)
+    service.prepare()
+    explainer = service.explainer
+    text_encoder, image_encoder = explainer.text_encoder, explainer.image_encoder
+    pad_id = text_encoder.tokenizer.pad_token_id
+    grid = 7
+
+    pairs = []
+    while len(pairs) < args.n:
+        liked = rng.sample(catalog.ids, rng.randint(1, 3))
+        recs = service.recommend(liked, 5)
+        pairs.append((liked, recs[rng.randrange(len(recs))].item_id))
+
+    token_top, token_random, region_top, region_random = [], [], [], []
+    fast_seconds, thorough_seconds, deltas = [], [], []
+    stored = []
+    for i, (liked, item_id) in enumerate(tqdm(pairs, desc="explain + delete", unit="pair")):
+        explanation = service.explain(liked, item_id, "fast")
+        fast_seconds.append(explanation.seconds)
+        deltas.append(explanation.delta)
+        inputs = service.explanation_inputs(liked, item_id)
+        if i < args.n_thorough:
+            thorough_seconds.append(service.explain(liked, item_id, "thorough").seconds)
+        with torch.no_grad():
+            # Tokens.
+            tin = text_inputs(text_encoder, inputs.text)
+            forward = text_forward(text_encoder, inputs.text_score_fn)
+            base = float(forward(tin.input_ids, tin.attention_mask)[0])
+            candidates = torch.nonzero(~tin.special).flatten().tolist()
+            m = max(1, round(args.fraction * len(candidates)))
+            scores = explanation.text.token_scores
+            top = sorted(candidates, key=lambda p: -scores[p])[:m]
+            token_top.append(base - float(forward(pad_tokens(tin, top, pad_id), tin.attention_mask)[0]))
+            token_random.append(statistics.fmean(
+                base - float(forward(pad_tokens(tin, rng.sample(candidates, m), pad_id), tin.attention_mask)[0])
+                for _ in range(args.random_draws)))
+            # Regions.
+            if inputs.image is not None and explanation.image_heatmap is not None:
+                pixels = image_encoder.preprocess([inputs.image])
+
+                def image_score(px):
+                    return float(inputs.image_score_fn(image_encoder(px)[1])[0])
+
+                base_img = image_score(pixels)
+                cells = heatmap_cells(explanation.image_heatmap, grid)
+                k = max(1, round(args.fraction * grid * grid))
+                top_cells = np.argsort(-cells)[:k].tolist()
+                region_top.append(base_img - image_score(mask_regions(pixels, top_cells, grid)))
+                region_random.append(statistics.fmean(
+                    base_img - image_score(mask_regions(pixels, rng.sample(range(grid * grid), k), grid))
+                    for _ in range(args.random_draws)))
+        if i < args.n_sanity:
+            stored.append((inputs, explanation))
+
+    # Model randomisation: same inputs, re-initialised encoder weights.
+    random_text, random_image = copy.deepcopy(text_encoder), copy.deepcopy(image_encoder)
+    reinitialise(random_text.model)
+    reinitialise(random_image.backbone)
+    token_corr, region_corr = [], []
+    for inputs, explanation in tqdm(stored, desc="randomisation check", unit="pair"):
+        steps = explainer.config.fast_steps
+        attr = explain_text(random_text, inputs.text, inputs.text_score_fn, n_steps=steps,
+                            internal_batch_size=explainer.config.internal_batch_size)
+        keep = [p for p, s in enumerate(explanation.text.token_scores) if s != 0.0 or attr.token_scores[p] != 0.0]
+        token_corr.append(spearman([explanation.text.token_scores[p] for p in keep], [attr.token_scores[p] for p in keep]))
+        if inputs.image is not None and explanation.image_heatmap is not None:
+            heat, _ = explain_image(random_image, inputs.image, inputs.image_score_fn, method="fast",
+                                    config=explainer.config)
+            region_corr.append(spearman(heatmap_cells(explanation.image_heatmap, grid), heatmap_cells(heat, grid)))
+
+    def ratio(top, rnd):
+        return round(statistics.fmean(top) / statistics.fmean(rnd), 3) if rnd and statistics.fmean(rnd) != 0 else None
+
+    out = {
+        "catalog": catalog.name,
+        "n": len(pairs),
+        "fraction_deleted": args.fraction,
+        "token_deletion_ratio": ratio(token_top, token_random),
+        "region_deletion_ratio": ratio(region_top, region_random),
+        "token_drop_top_mean": round(statistics.fmean(token_top), 5),
+        "token_drop_random_mean": round(statistics.fmean(token_random), 5),
+        "region_pairs": len(region_top),
+        "region_drop_top_mean": round(statistics.fmean(region_top), 5) if region_top else None,
+        "region_drop_random_mean": round(statistics.fmean(region_random), 5) if region_random else None,
+        "p50_seconds_fast": round(statistics.median(fast_seconds), 3),
+        "p95_seconds_fast": round(float(np.percentile(fast_seconds, 95)), 3),
+        "p50_seconds_thorough": round(statistics.median(thorough_seconds), 3) if thorough_seconds else None,
+        "n_thorough": len(thorough_seconds),
+        "ig_delta_median": round(statistics.median(deltas), 6),
+        "randomisation_spearman_tokens": round(statistics.fmean(token_corr), 3) if token_corr else None,
+        "randomisation_spearman_regions": round(statistics.fmean(region_corr), 3) if region_corr else None,
+        "n_sanity": len(stored),
+        "threads": args.threads,
+        "fast_method": f"LayerIntegratedGradients ({explainer.config.fast_steps} steps) + LayerGradCam",
+        "thorough_method": f"LayerIntegratedGradients ({explainer.config.thorough_steps} steps) + Occlusion "
+                           f"({explainer.config.occlusion_window}px patches)",
+        "torch_version": torch.__version__,
+    }
+    text = json.dumps(out, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
