@@ -24,7 +24,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
 import copy
-import json
 import logging
 import random
 import statistics
@@ -33,6 +32,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
 
 log = logging.getLogger("benchmarks.faithfulness")
 
@@ -192,11 +193,7 @@ def main() -> None:
                            f"({explainer.config.occlusion_window}px patches)",
         "torch_version": torch.__version__,
     }
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

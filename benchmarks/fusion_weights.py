@@ -15,12 +15,13 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import emit  # noqa: E402
 
 
 def main() -> None:
@@ -67,11 +68,7 @@ def main() -> None:
     out = {"catalog": catalog.name, "items_with_genres": len(with_genre), "k": args.k,
            "genre_agreement_at_k_by_text_weight": results, "chance": round(chance, 4),
            "best": best, "suggested_text_weight": float(chosen)}
-    text = json.dumps(out, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
-    print(text)
+    emit(out, args.json)
 
 
 if __name__ == "__main__":

@@ -121,7 +121,8 @@ def highlighted_text(explanation) -> list[tuple[str, float | None]]:
     cursor = 0
     for word in attribution.words:
         if word.start > cursor:
-            out.append((text[cursor : word.start], None))
+            # Gaps (spaces, line breaks) become one space: each segment is drawn as its own box.
+            out.append((" ", None))
         out.append((text[word.start : word.end], round(word.score / peak, 4)))
         cursor = word.end
     if cursor < len(text) and not attribution.truncated:
@@ -173,9 +174,16 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
         f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
     ]
     if e.text is not None:
-        top = sorted((w for w in e.text.words if w.score > 0), key=lambda w: -w.score)[:5]
+        totals: dict[str, float] = {}
+        for w in e.text.words:
+            if w.score > 0 and any(c.isalnum() for c in w.word):  # skip punctuation
+                totals[w.word.lower()] = totals.get(w.word.lower(), 0.0) + w.score
+        top = sorted(totals, key=lambda word: -totals[word])[:5]
         if top:
-            lines.append("Words that raised the score most: " + ", ".join(f"**{esc(w.word)}**" for w in top) + ".")
+            lines.append("Words that raised the score most (all their occurrences): "
+                         + ", ".join(f"**{esc(word)}**" for word in top) + ".")
+    if e.image_heatmap is not None and float(e.image_heatmap.max()) == 0.0:
+        lines.append("No image region raised the score: the image part works against this item.")
     if e.history:
         best = max(e.history, key=lambda h: h.contribution)
         title = catalog.get(best.item_id).title
