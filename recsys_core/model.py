@@ -1,0 +1,168 @@
+"""The multimodal fusion recommender: item tower over text tokens + image regions, user tower over history.
+
+Item tower: text token states and image region features are projected to a common width, tagged
+with a modality embedding, and fused by a small Transformer layer reading a learned ``[ITEM]``
+token (self-attention lets text and regions attend to each other and the item token pick what
+matters). An optional item-ID embedding is added; during training it is dropped (zeroed) with
+probability ``id_dropout`` so the content path alone must produce a good vector, which is what
+items never seen in training get. User tower: attention pooling (a learned query) over the user's
+history of item vectors with recency-position embeddings. Score = dot product.
+
+No I/O here: ``recsys_core.train`` owns data, loops and checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Modalities = Literal["both", "text", "image"]
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    text_dim: int = 384
+    image_dim: int = 1280
+    width: int = 128
+    heads: int = 4
+    layers: int = 1
+    dropout: float = 0.1
+    # The item tower runs over the whole catalog every training step, so its sequence is kept short:
+    # title + genres + the start of the plot, and the 7x7 map average-pooled to grid x grid regions.
+    max_text_tokens: int = 32
+    image_grid: int = 3
+    n_items: int = 0  # size of the ID table (0 = no ID embedding)
+    id_dropout: float = 0.5
+    history_len: int = 50
+    modalities: Modalities = "both"
+    fusion: Literal["transformer", "mean"] = "transformer"  # "mean" = ablation without attention
+
+    def __post_init__(self) -> None:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} must be divisible by heads {self.heads}")
+        if not 0 <= self.id_dropout <= 1 or not 0 <= self.dropout < 1:
+            raise ValueError("dropouts must be in [0, 1)")
+        if self.modalities not in ("both", "text", "image"):
+            raise ValueError(f"modalities {self.modalities!r}: use both, text or image")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class ItemContent:
+    """Frozen encoder outputs for a set of items (rows aligned with item indices)."""
+
+    text_tokens: torch.Tensor  # [N, T, text_dim] (zeros past each item's length)
+    text_mask: torch.Tensor  # [N, T] bool, True = real token
+    regions: torch.Tensor  # [N, R, image_dim]
+    has_image: torch.Tensor  # [N] bool
+
+    def subset(self, index: torch.Tensor) -> "ItemContent":
+        return ItemContent(self.text_tokens[index], self.text_mask[index], self.regions[index], self.has_image[index])
+
+
+class ItemTower(nn.Module):
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        d = config.width
+        self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
+        self.image_proj = nn.Sequential(nn.LayerNorm(config.image_dim), nn.Linear(config.image_dim, d))
+        self.modality = nn.Parameter(torch.zeros(2, d))
+        self.item_token = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.normal_(self.modality, std=0.02)
+        nn.init.normal_(self.item_token, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, config.heads, 2 * d, config.dropout, batch_first=True, norm_first=True)
+        self.fuse = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.out_norm = nn.LayerNorm(d)
+        self.ids = nn.Embedding(config.n_items, d) if config.n_items > 0 else None
+        if self.ids is not None:
+            nn.init.zeros_(self.ids.weight)  # start from content only; IDs learn the residual
+
+    def forward(self, content: ItemContent, item_index: torch.Tensor | None = None,
+                known: torch.Tensor | None = None) -> torch.Tensor:
+        """Item vectors [N, d]. ``known``: [N] bool, items seen in training (others get no ID part)."""
+        cfg = self.config
+        n = content.text_tokens.shape[0]
+        parts, masks = [self.item_token.expand(n, 1, -1)], [torch.ones(n, 1, dtype=torch.bool)]
+        if cfg.modalities in ("both", "text"):
+            parts.append(self.text_proj(content.text_tokens.float()) + self.modality[0])
+            masks.append(content.text_mask)
+        if cfg.modalities in ("both", "image"):
+            parts.append(self.image_proj(content.regions.float()) + self.modality[1])
+            masks.append(content.has_image[:, None].expand(n, content.regions.shape[1]))
+        tokens = torch.cat(parts, dim=1)
+        mask = torch.cat(masks, dim=1).to(tokens.device)
+        if cfg.fusion == "transformer":
+            fused = self.fuse(tokens, src_key_padding_mask=~mask)[:, 0]
+        else:  # ablation: masked mean of the projected tokens, no attention
+            weights = mask[:, 1:, None].float()
+            fused = (tokens[:, 1:] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+        vectors = self.out_norm(fused)
+        if self.ids is not None and item_index is not None:
+            id_part = self.ids(item_index)
+            keep = torch.ones(n, 1, device=vectors.device)
+            if known is not None:
+                keep = keep * known[:, None].float()
+            if self.training and cfg.id_dropout > 0:
+                keep = keep * (torch.rand(n, 1, device=vectors.device) >= cfg.id_dropout).float()
+            vectors = vectors + keep * id_part
+        return vectors
+
+
+class UserTower(nn.Module):
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        d = config.width
+        self.position = nn.Embedding(config.history_len, d)  # 0 = most recent
+        nn.init.normal_(self.position.weight, std=0.02)
+        self.query = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.normal_(self.query, std=0.02)
+        self.attend = nn.MultiheadAttention(d, config.heads, dropout=config.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """``history`` [B, L, d] item vectors, most recent first; ``history_mask`` [B, L] True = real."""
+        b, length, _ = history.shape
+        keys = history + self.position(torch.arange(length, device=history.device))[None]
+        pooled, _ = self.attend(self.query.expand(b, 1, -1), keys, history, key_padding_mask=~history_mask)
+        mean = (history * history_mask[..., None]).sum(1) / history_mask.sum(1, keepdim=True).clamp(min=1)
+        # Attention picks what matters; the mean is a stable residual that keeps gradients flowing early.
+        return self.norm(pooled[:, 0] + mean)
+
+
+class FusionRecommender(nn.Module):
+    def __init__(self, config: FusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.items = ItemTower(config)
+        self.users = UserTower(config)
+        self.log_scale = nn.Parameter(torch.tensor(2.0))  # learned temperature of the softmax
+
+    def item_vectors(self, content: ItemContent, item_index: torch.Tensor | None = None,
+                     known: torch.Tensor | None = None, batch_size: int = 512) -> torch.Tensor:
+        out = []
+        for start in range(0, content.text_tokens.shape[0], batch_size):
+            sl = slice(start, start + batch_size)
+            part = ItemContent(content.text_tokens[sl], content.text_mask[sl], content.regions[sl], content.has_image[sl])
+            out.append(self.items(part, None if item_index is None else item_index[sl],
+                                  None if known is None else known[sl]))
+        return torch.cat(out)
+
+    def user_vectors(self, item_vectors: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """``history`` [B, L] item indices into ``item_vectors`` (most recent first)."""
+        return self.users(item_vectors[history], history_mask)
+
+    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.log_scale.exp() * F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).T
+
+    def bce_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Explicit like (1) / dislike (0) labels: binary cross-entropy on the paired scores."""
+        scores = self.log_scale.exp() * (F.normalize(users, dim=-1) * F.normalize(items, dim=-1)).sum(-1)
+        return F.binary_cross_entropy_with_logits(scores, labels.float())
