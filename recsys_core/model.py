@@ -62,9 +62,15 @@ class ItemContent:
     text_mask: torch.Tensor  # [N, T] bool, True = real token
     regions: torch.Tensor  # [N, R, image_dim]
     has_image: torch.Tensor  # [N] bool
+    # Whole-item summaries from the frozen encoders (mean-pooled sentence vector over the full text,
+    # pooled CNN vector): the token budget above is short, these carry the rest.
+    text_pooled: torch.Tensor | None = None  # [N, text_dim]
+    image_pooled: torch.Tensor | None = None  # [N, image_dim]
 
-    def subset(self, index: torch.Tensor) -> "ItemContent":
-        return ItemContent(self.text_tokens[index], self.text_mask[index], self.regions[index], self.has_image[index])
+    def slice(self, sl: slice) -> "ItemContent":
+        return ItemContent(self.text_tokens[sl], self.text_mask[sl], self.regions[sl], self.has_image[sl],
+                           None if self.text_pooled is None else self.text_pooled[sl],
+                           None if self.image_pooled is None else self.image_pooled[sl])
 
 
 class ItemTower(nn.Module):
@@ -74,7 +80,7 @@ class ItemTower(nn.Module):
         d = config.width
         self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
         self.image_proj = nn.Sequential(nn.LayerNorm(config.image_dim), nn.Linear(config.image_dim, d))
-        self.modality = nn.Parameter(torch.zeros(2, d))
+        self.modality = nn.Parameter(torch.zeros(4, d))  # text token, image region, text summary, image summary
         self.item_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.modality, std=0.02)
         nn.init.normal_(self.item_token, std=0.02)
@@ -94,9 +100,15 @@ class ItemTower(nn.Module):
         if cfg.modalities in ("both", "text"):
             parts.append(self.text_proj(content.text_tokens.float()) + self.modality[0])
             masks.append(content.text_mask)
+            if content.text_pooled is not None:
+                parts.append(self.text_proj(content.text_pooled.float())[:, None] + self.modality[2])
+                masks.append(torch.ones(n, 1, dtype=torch.bool))
         if cfg.modalities in ("both", "image"):
             parts.append(self.image_proj(content.regions.float()) + self.modality[1])
             masks.append(content.has_image[:, None].expand(n, content.regions.shape[1]))
+            if content.image_pooled is not None:
+                parts.append(self.image_proj(content.image_pooled.float())[:, None] + self.modality[3])
+                masks.append(content.has_image[:, None])
         tokens = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1).to(tokens.device)
         if cfg.fusion == "transformer":
@@ -150,7 +162,7 @@ class FusionRecommender(nn.Module):
         out = []
         for start in range(0, content.text_tokens.shape[0], batch_size):
             sl = slice(start, start + batch_size)
-            part = ItemContent(content.text_tokens[sl], content.text_mask[sl], content.regions[sl], content.has_image[sl])
+            part = content.slice(sl)
             out.append(self.items(part, None if item_index is None else item_index[sl],
                                   None if known is None else known[sl]))
         return torch.cat(out)

@@ -88,7 +88,8 @@ def token_text(item) -> str:
 
 
 def build_content(catalog: Catalog, text_encoder, regions: torch.Tensor | None, has_image: torch.Tensor,
-                  config: FusionConfig, cache_dir: Path | None) -> ItemContent:
+                  config: FusionConfig, cache_dir: Path | None, text_pooled: torch.Tensor | None = None,
+                  image_pooled: torch.Tensor | None = None) -> ItemContent:
     """Frozen inputs of the item tower, with the token states cached on disk (fp16)."""
     texts = [token_text(item) for item in catalog.items]
     key = hashlib.sha256(("|".join(texts) + f"|{text_encoder.cache_key}|{config.max_text_tokens}").encode()).hexdigest()[:16]
@@ -119,7 +120,8 @@ def build_content(catalog: Catalog, text_encoder, regions: torch.Tensor | None, 
         pooled = torch.zeros(len(catalog), grid * grid, config.image_dim, dtype=torch.float16)
     else:
         pooled = F.adaptive_avg_pool2d(regions.float(), grid).flatten(2).transpose(1, 2).half()
-    return ItemContent(text_tokens=tokens, text_mask=mask, regions=pooled, has_image=has_image.clone())
+    return ItemContent(text_tokens=tokens, text_mask=mask, regions=pooled, has_image=has_image.clone(),
+                       text_pooled=text_pooled, image_pooled=image_pooled)
 
 
 def _pad_histories(histories: Sequence[Sequence[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -362,7 +364,7 @@ def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "
     features = service._state().features
     fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind)  # type: ignore[arg-type]
     content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
-                            Path(data_dir) / "features")
+                            Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image)
     return fit(split.train, catalog, content, fusion, train or TrainConfig()), catalog
 
 
