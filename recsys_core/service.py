@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 from recsys_core.catalog import Catalog, Item
@@ -24,7 +25,7 @@ from recsys_core.errors import EmptyProfileError, InvalidInputError
 from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
 from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.images import load_image
-from recsys_core.index import ExactIndex
+from recsys_core.index import ExactIndex, SearchResult
 from recsys_core.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
@@ -183,14 +184,25 @@ class RecommenderService:
         self.catalog.check_ids(ids)
         return ids
 
-    def recommend(self, liked_ids: Sequence[str], k: int = 10) -> list[Recommendation]:
-        """Top-``k`` catalog items for someone who likes ``liked_ids`` (which are never returned)."""
+    def recommend(self, liked_ids: Sequence[str], k: int = 10, diversity: float = 0.0) -> list[Recommendation]:
+        """Top-``k`` catalog items for someone who likes ``liked_ids`` (which are never returned).
+
+        ``diversity`` in [0, 1] re-ranks with maximal marginal relevance over the fused item vectors:
+        0 = plain ranking by score, higher = fewer near-duplicates in the list.
+        """
         k = self._check_k(k)
+        diversity = self._check_diversity(diversity)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
         state = self._state()
         query = state.model.profile(indices)
-        return self._results(state, query, k, exclude=indices)
+        return self._results(state, query, k, exclude=indices, diversity=diversity)
+
+    @staticmethod
+    def _check_diversity(diversity: float) -> float:
+        if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or not 0.0 <= diversity <= 1.0:
+            raise InvalidInputError(f"diversity is {diversity!r}; allowed 0..1 (0 = no re-ranking)")
+        return float(diversity)
 
     def recommend_for_upload(
         self, *, image: str | Path | bytes | None, title: str = "", description: str = "", k: int = 10
@@ -339,8 +351,18 @@ class RecommenderService:
             seconds=seconds,
         )
 
-    def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int]) -> list[Recommendation]:
-        found = state.index.search(query, k, exclude=exclude)
+    def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],
+                 diversity: float = 0.0) -> list[Recommendation]:
+        if diversity > 0.0:
+            from recsys_core.metrics import mmr_rerank
+
+            scores = (state.index.vectors @ query.float()).numpy()
+            scores[exclude] = -np.inf
+            k = min(k, len(scores) - len(set(exclude)))
+            chosen = mmr_rerank(scores, state.model.item_vectors.numpy(), k, diversity, pool=max(100, 5 * k))
+            found = SearchResult(torch.as_tensor(chosen, dtype=torch.long), torch.as_tensor(scores[chosen]))
+        else:
+            found = state.index.search(query, k, exclude=exclude)
         parts = state.model.modality_scores(query, found.indices)
         out = []
         for rank, (idx, score) in enumerate(zip(found.indices.tolist(), found.scores.tolist()), start=1):

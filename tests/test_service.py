@@ -258,3 +258,17 @@ def test_upload_description_only_uses_the_whole_description(tiny_service) -> Non
     a = tiny_service.recommend_for_upload(image=None, description=prefix + "arcade space shooter racing", k=7)
     b = tiny_service.recommend_for_upload(image=None, description=prefix + "card puzzle logic board", k=7)
     assert [r.score for r in a] != pytest.approx([r.score for r in b], abs=1e-6) or _ids(a) != _ids(b)
+
+
+def test_diversity_rerank_keeps_the_best_item_and_mixes_the_rest(tiny_service) -> None:
+    """MMR: 0 is the plain ranking; a high diversity weight changes the order but never the top item."""
+    plain = tiny_service.recommend(["chess"], 5)
+    assert [r.item_id for r in tiny_service.recommend(["chess"], 5, 0.0)] == [r.item_id for r in plain]
+    diverse = tiny_service.recommend(["chess"], 5, 0.9)
+    assert diverse[0].item_id == plain[0].item_id
+    assert [r.item_id for r in diverse] != [r.item_id for r in plain]
+    assert "chess" not in {r.item_id for r in diverse}
+    assert [r.rank for r in diverse] == [1, 2, 3, 4, 5]
+    for bad in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(InvalidInputError, match="diversity"):
+            tiny_service.recommend(["chess"], 5, bad)

@@ -91,10 +91,12 @@ class Handlers:
 
     # -- API (gradio_client) -----------------------------------------------------------------------
     @user_errors
-    def api_recommend(self, liked_ids: list[str], k: int = 10, request: gr.Request = None) -> list[dict]:
-        """Top-k items for a profile of liked item ids (liked items are never returned)."""
+    def api_recommend(self, liked_ids: list[str], k: int = 10, request: gr.Request = None,
+                      diversity: float = 0.0) -> list[dict]:
+        """Top-k items for a profile of liked item ids (liked items are never returned); ``diversity``
+        in [0, 1] re-ranks with maximal marginal relevance (0 = off)."""
         liked = _as_id_list(liked_ids, "liked_ids")
-        recs = self.service.recommend(liked, int(k))
+        recs = self.service.recommend(liked, int(k), float(diversity))
         self._record_impressions(recs, liked, _session_key(request), "api")
         return [r.to_api() for r in recs]
 
@@ -145,9 +147,10 @@ class Handlers:
         return liked
 
     @user_errors
-    def recommend(self, liked: list[str] | None, k: float, request: gr.Request) -> tuple[Any, list, Any, dict, str, str]:
+    def recommend(self, liked: list[str] | None, k: float, request: gr.Request, diversity: float = 0.0
+                  ) -> tuple[Any, list, Any, dict, str, str]:
         liked = list(liked or [])
-        recs = self.service.recommend(liked, int(k))
+        recs = self.service.recommend(liked, int(k), float(diversity or 0.0))
         request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
         state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}

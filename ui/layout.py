@@ -69,7 +69,9 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                                         info="Add by clicking tiles or typing here; remove with ×.")
                     with gr.Row():
                         k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many recommendations")
-                        go = gr.Button("2. Recommend", variant="primary")
+                        diversity = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Diversity (MMR)",
+                                              info="0 = by score only; higher = fewer look-alikes")
+                    go = gr.Button("2. Recommend", variant="primary")
                     status = gr.Markdown()
                     results = gr.Gallery(label="Recommendations", columns=5, height=320, allow_preview=False,
                                          object_fit="contain", elem_id="results-gallery")
@@ -127,7 +129,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
-        go.click(handlers.recommend, [liked, k], [results, table, parts, rec_state, details, status],
+        go.click(handlers.recommend, [liked, k, diversity], [results, table, parts, rec_state, details, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         explain = {"concurrency_limit": 1, "concurrency_id": "explain", **ui}  # heavy: one at a time
         results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui).then(
