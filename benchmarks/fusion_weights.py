@@ -48,7 +48,7 @@ def main() -> None:
     catalog = resolve_catalog(args.catalog, data_root=args.data_root)
     service = RecommenderService(catalog, ServiceConfig(cache_dir=args.data_dir / "features"))
     service.prepare()
-    features = service._state().features
+    features = service.features
     genres = [set(item.genres) for item in catalog.items]
     with_genre = [i for i, g in enumerate(genres) if g]
     # Chance level: the expected share for a random top-k list.

@@ -418,7 +418,7 @@ class ZeroShotScorer(_Base):
         start = time.perf_counter()
         service.prepare()
         log.info("zeroshot: features ready in %.1fs", time.perf_counter() - start)
-        self.model = service._state().model
+        self.model = service.zeroshot_model
         self.model_item_ids = tuple(item.item_id for item in catalog.items)
 
     def fit(self, data: InteractionData) -> "ZeroShotScorer":

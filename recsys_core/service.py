@@ -68,6 +68,13 @@ class ExplanationInputs:
 
 
 @dataclass(frozen=True)
+class _Upload:
+    title: str
+    description: str
+    image: object | None  # PIL image after validation
+
+
+@dataclass(frozen=True)
 class _Snapshot:
     model: ZeroShotModel
     index: ExactIndex
@@ -149,6 +156,16 @@ class RecommenderService:
     def model_version(self) -> str:
         return self._state().model.version
 
+    @property
+    def zeroshot_model(self) -> ZeroShotModel:
+        """The active model (read-only use: evaluation and training read its vectors)."""
+        return self._state().model
+
+    @property
+    def features(self) -> CatalogFeatures:
+        """The catalog's encoder outputs behind the active model."""
+        return self._state().features
+
     # -- catalog ----------------------------------------------------------------------------------
     def has_item(self, item_id: str) -> bool:
         return item_id in self.catalog
@@ -209,6 +226,12 @@ class RecommenderService:
     ) -> list[Recommendation]:
         """Catalog items most similar to a new item given by an image and/or text."""
         k = self._check_k(k)
+        upload = self._check_upload(image, title, description)
+        state = self._state()
+        return self._results(state, self._upload_query(state, upload), k, exclude=[])
+
+    def _check_upload(self, image: str | Path | bytes | None, title: str, description: str) -> "_Upload":
+        """Validate an uploaded item (text limits, at least one part, a safe image) before any encoding."""
         limits = self.config.limits
         title, description = (title or "").strip(), (description or "").strip()
         for name, value in (("title", title), ("description", description)):
@@ -219,14 +242,18 @@ class RecommenderService:
         pil = None
         if image is not None:
             pil = load_image(image, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels)
-        state = self._state()
+        return _Upload(title=title, description=description, image=pil)
+
+    def _upload_query(self, state: "_Snapshot", upload: "_Upload") -> torch.Tensor:
+        """The fused vector of an uploaded item (either modality may be absent)."""
         text_vec = None
-        if title or description:
-            text = Item(item_id="upload", title=title, description=description).text
+        if upload.title or upload.description:
+            text = Item(item_id="upload", title=upload.title, description=upload.description).text
             text_vec = self.text_encoder.encode([text])[0]
-        image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
-        query = state.model.embed_new(text_vec, image_vec)
-        return self._results(state, query, k, exclude=[])
+        image_vec = None
+        if upload.image is not None:
+            image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
+        return state.model.embed_new(text_vec, image_vec)
 
     # -- explanations -----------------------------------------------------------------------------
     @property
@@ -275,22 +302,16 @@ class RecommenderService:
         """Why catalog item ``item_id`` matched an uploaded item; also maps the matching upload regions."""
         method = self._check_method(method)
         target = self.catalog.index_of(str(item_id))
-        limits = self.config.limits
-        pil = load_image(image, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels) \
-            if image is not None else None
-        title, description = (title or "").strip(), (description or "").strip()
-        if pil is None and not title and not description:
-            raise InvalidInputError("give an image, a title or a description (or several) for the new item")
+        upload = self._check_upload(image, title, description)
         state = self._state()
-        image_key = hashlib.sha256(pil.tobytes()).hexdigest() if pil is not None else ""
-        key = (state.model.version, "upload", image_key, text_hash(title + "\x00" + description), str(item_id), method)
+        image_key = hashlib.sha256(upload.image.tobytes()).hexdigest() if upload.image is not None else ""
+        text_key = text_hash(upload.title + "\x00" + upload.description)
+        key = (state.model.version, "upload", image_key, text_key, str(item_id), method)
         hit = self.explainer.cached(key)
         if hit is not None:
             return hit
-        text_vec = self.text_encoder.encode([Item("upload", title, description).text])[0] if (title or description) else None
-        image_vec = self.image_encoder.encode([pil], keep_regions=False).pooled[0] if pil is not None else None
-        query = state.model.embed_new(text_vec, image_vec)
-        explanation = self._explain_item(state, query, target, method, history=(), upload_image=pil)
+        explanation = self._explain_item(state, self._upload_query(state, upload), target, method, history=(),
+                                         upload_image=upload.image)
         self.explainer.remember(key, explanation)
         return explanation
 

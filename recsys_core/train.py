@@ -135,17 +135,16 @@ def _pad_histories(histories: Sequence[Sequence[int]], length: int) -> tuple[tor
     return out, mask
 
 
-def ndcg_at(scores: torch.Tensor, targets: list[set[int]], k: int = 20) -> float:
-    top = torch.topk(scores, k, dim=1).indices.tolist()
-    discounts = [1.0 / math.log2(r + 2) for r in range(k)]
-    values = []
-    for row, target in zip(top, targets):
-        if not target:
-            continue
-        dcg = sum(discounts[r] for r, item in enumerate(row) if item in target)
-        idcg = sum(discounts[: min(len(target), k)])
-        values.append(dcg / idcg)
-    return float(np.mean(values)) if values else 0.0
+def validation_ndcg(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets: Sequence[set[int]]) -> float:
+    """NDCG@20 of held-out items with the same metric code as the offline evaluation."""
+    from recsys_core.metrics import evaluate_scores
+
+    if not any(targets):
+        return 0.0
+    mask = np.zeros(tuple(scores.shape), dtype=bool)
+    for row, items in enumerate(seen):
+        mask[row, list(items)] = True
+    return evaluate_scores(scores.numpy(), mask, [sorted(t) for t in targets], [20])["ndcg@20"]
 
 
 @dataclass
@@ -239,10 +238,7 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
             schedule.step()
             losses.append(loss.item())
         trained = TrainedModel(model, content, data, fusion, train)
-        scores = trained.score_users(fit_hist)
-        for row, items in enumerate(fit_hist):
-            scores[row, items] = float("-inf")
-        val = ndcg_at(scores, val_targets, 20)
+        val = validation_ndcg(trained.score_users(fit_hist), fit_hist, val_targets)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_ndcg@20": val,
                         "seconds": time.perf_counter() - epoch_start})
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_ndcg=f"{val:.4f}")
@@ -361,7 +357,7 @@ def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "
     catalog = load_movielens_100k(Path(data_root))
     service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(data_dir) / "features"))
     service.prepare()
-    features = service._state().features
+    features = service.features
     fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind)  # type: ignore[arg-type]
     content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
                             Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image)

@@ -15,7 +15,7 @@ import gradio as gr
 
 from recsys_core.errors import InvalidInputError, UnknownItemError
 from recsys_core.service import Recommendation, RecommenderService
-from storage import ALLOWED_LABELS, FeedbackIn, ImpressionIn, InvalidFeedbackError, Repository
+from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render
 from ui.errors import user_errors
 
@@ -71,8 +71,6 @@ class Handlers:
 
     def _store_feedback(self, *, liked: list[str], item_id: str, label: str, request_id: str,
                         session_key: str | None, client: str) -> dict[str, Any]:
-        if label not in ALLOWED_LABELS:
-            raise InvalidFeedbackError(f"label {label!r} is not allowed; use one of: {', '.join(ALLOWED_LABELS)}")
         if not self.service.has_item(item_id):
             raise UnknownItemError([item_id])
         self.service.catalog.check_ids(liked)
