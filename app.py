@@ -3,6 +3,7 @@
     python app.py                                   # the bundled games catalog
     python app.py --catalog path/to/folder          # your own catalog (items.csv / items.jsonl)
     python app.py --catalog movielens-100k --data-root ../shared/data/movielens-100k
+    python app.py --catalog movielens-100k --data-root ... --model checkpoints/warm   # a fine-tuned model
 
 Parses arguments and environment into an :class:`AppConfig`, builds storage and the recommender
 service, builds the UI and launches it. Importing this module loads nothing heavy.
@@ -67,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", env("PORT", "7860")), help="port")
     p.add_argument("--device", choices=DEVICES, default=env("DEVICE", "auto"),
                    help="where encoders run: auto = CUDA if available, else CPU")
+    p.add_argument("--model", type=Path, default=env("MODEL_DIR"),
+                   help="serve a fine-tuned checkpoint folder (written by python -m recsys_core.train --out DIR; "
+                        "env MODEL_DIR); default: the zero-shot model")
     p.add_argument("--text-encoder", default="minilm",
                    help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local model folder or a hub id")
     p.add_argument("--image-encoder", default="efficientnet-lite0",
@@ -100,6 +104,7 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20)),
         device=args.device,
         cache_dir=data_dir / "features",
+        model_dir=_checked_model_dir(args.model),
     )
     return AppConfig(
         catalog=args.catalog,
@@ -111,6 +116,16 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         service=service,
         log_level=args.log_level,
     )
+
+
+def _checked_model_dir(folder: Path | None) -> Path | None:
+    if folder is None or str(folder) == "":
+        return None
+    folder = Path(folder).expanduser()
+    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
+        raise ValueError(f"--model {folder}: not a checkpoint folder (needs config.json and model.safetensors, "
+                         "as written by python -m recsys_core.train --out DIR)")
+    return folder
 
 
 def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "Repository"]:

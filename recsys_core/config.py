@@ -129,6 +129,8 @@ class ServiceConfig(_Config):
     cache_dir: Path | None = None
     # Keep the 1280x7x7 image feature maps in the cache (float16) for region-level models/explanations.
     cache_feature_maps: bool = True
+    # A fine-tuned checkpoint folder (python -m recsys_core.train --out DIR) to serve; None = zero-shot.
+    model_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -41,6 +41,10 @@ class FusionConfig:
     history_len: int = 50
     modalities: Modalities = "both"
     fusion: Literal["transformer", "mean"] = "transformer"  # "mean" = ablation without attention
+    # A per-item popularity bias added to every score: predicted from content (so cold items get
+    # one too) plus an ID residual (dropped like the ID vector). Cosine scores alone cannot say
+    # "this item is liked by many people", which is most of what ranks well on MovieLens.
+    item_bias: bool = True
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -73,6 +77,16 @@ class ItemContent:
                            None if self.image_pooled is None else self.image_pooled[sl])
 
 
+class ItemVectors(NamedTuple):
+    """Item tower output: ``vectors`` [N, d] and the additive popularity ``bias`` [N]."""
+
+    vectors: torch.Tensor
+    bias: torch.Tensor
+
+    def take(self, index) -> "ItemVectors":
+        return ItemVectors(self.vectors[index], self.bias[index])
+
+
 class ItemTower(nn.Module):
     def __init__(self, config: FusionConfig) -> None:
         super().__init__()
@@ -90,10 +104,14 @@ class ItemTower(nn.Module):
         self.ids = nn.Embedding(config.n_items, d) if config.n_items > 0 else None
         if self.ids is not None:
             nn.init.zeros_(self.ids.weight)  # start from content only; IDs learn the residual
+        self.bias_head = nn.Linear(d, 1) if config.item_bias else None
+        self.id_bias = nn.Embedding(config.n_items, 1) if config.item_bias and config.n_items > 0 else None
+        if self.id_bias is not None:
+            nn.init.zeros_(self.id_bias.weight)
 
     def forward(self, content: ItemContent, item_index: torch.Tensor | None = None,
-                known: torch.Tensor | None = None) -> torch.Tensor:
-        """Item vectors [N, d]. ``known``: [N] bool, items seen in training (others get no ID part)."""
+                known: torch.Tensor | None = None) -> ItemVectors:
+        """Item vectors [N, d] and biases [N]. ``known``: [N] bool, items seen in training (others get no ID part)."""
         cfg = self.config
         n = content.text_tokens.shape[0]
         parts, masks = [self.item_token.expand(n, 1, -1)], [torch.ones(n, 1, dtype=torch.bool)]
@@ -117,15 +135,17 @@ class ItemTower(nn.Module):
             weights = mask[:, 1:, None].float()
             fused = (tokens[:, 1:] * weights).sum(1) / weights.sum(1).clamp(min=1.0)
         vectors = self.out_norm(fused)
+        bias = self.bias_head(vectors)[:, 0] if self.bias_head is not None else vectors.new_zeros(n)
         if self.ids is not None and item_index is not None:
-            id_part = self.ids(item_index)
             keep = torch.ones(n, 1, device=vectors.device)
             if known is not None:
                 keep = keep * known[:, None].float()
             if self.training and cfg.id_dropout > 0:
                 keep = keep * (torch.rand(n, 1, device=vectors.device) >= cfg.id_dropout).float()
-            vectors = vectors + keep * id_part
-        return vectors
+            vectors = vectors + keep * self.ids(item_index)
+            if self.id_bias is not None:
+                bias = bias + keep[:, 0] * self.id_bias(item_index)[:, 0]
+        return ItemVectors(vectors, bias)
 
 
 class UserTower(nn.Module):
@@ -158,23 +178,28 @@ class FusionRecommender(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(2.0))  # learned temperature of the softmax
 
     def item_vectors(self, content: ItemContent, item_index: torch.Tensor | None = None,
-                     known: torch.Tensor | None = None, batch_size: int = 512) -> torch.Tensor:
+                     known: torch.Tensor | None = None, batch_size: int = 512) -> ItemVectors:
         out = []
         for start in range(0, content.text_tokens.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             part = content.slice(sl)
             out.append(self.items(part, None if item_index is None else item_index[sl],
                                   None if known is None else known[sl]))
-        return torch.cat(out)
+        return ItemVectors(torch.cat([o.vectors for o in out]), torch.cat([o.bias for o in out]))
 
-    def user_vectors(self, item_vectors: torch.Tensor, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
-        """``history`` [B, L] item indices into ``item_vectors`` (most recent first)."""
-        return self.users(item_vectors[history], history_mask)
+    def user_vectors(self, items: ItemVectors, history: torch.Tensor, history_mask: torch.Tensor) -> torch.Tensor:
+        """``history`` [B, L] item indices into ``items`` (most recent first)."""
+        return self.users(items.vectors[history], history_mask)
 
-    def logits(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.log_scale.exp() * F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).T
+    def logits(self, users: torch.Tensor, items: ItemVectors) -> torch.Tensor:
+        """Scores [B, N]: scaled cosine of user and item vectors plus the item bias."""
+        return self.log_scale.exp() * F.normalize(users, dim=-1) @ F.normalize(items.vectors, dim=-1).T + items.bias
 
-    def bce_loss(self, users: torch.Tensor, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def pair_logits(self, users: torch.Tensor, items: ItemVectors) -> torch.Tensor:
+        """Scores [B] of row-aligned (user, item) pairs."""
+        cos = (F.normalize(users, dim=-1) * F.normalize(items.vectors, dim=-1)).sum(-1)
+        return self.log_scale.exp() * cos + items.bias
+
+    def bce_loss(self, users: torch.Tensor, items: ItemVectors, labels: torch.Tensor) -> torch.Tensor:
         """Explicit like (1) / dislike (0) labels: binary cross-entropy on the paired scores."""
-        scores = self.log_scale.exp() * (F.normalize(users, dim=-1) * F.normalize(items, dim=-1)).sum(-1)
-        return F.binary_cross_entropy_with_logits(scores, labels.float())
+        return F.binary_cross_entropy_with_logits(self.pair_logits(users, items), labels.float())

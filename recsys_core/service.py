@@ -26,6 +26,7 @@ from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, 
 from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.images import load_image
 from recsys_core.index import ExactIndex, SearchResult
+from recsys_core.serving import FusionServing, UploadParts, load_serving
 from recsys_core.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
@@ -76,9 +77,10 @@ class _Upload:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    model: ZeroShotModel
+    model: "ZeroShotModel | FusionServing"  # the active model: what requests are served from
     index: ExactIndex
     features: CatalogFeatures
+    zeroshot: ZeroShotModel  # always built: the baseline, and the fallback when no checkpoint is set
 
 
 class RecommenderService:
@@ -126,8 +128,13 @@ class RecommenderService:
                 progress=progress,
                 max_pixels=self.config.limits.max_image_pixels,
             )
-            model = ZeroShotModel(features, self.config.zeroshot)
-            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features)
+            zeroshot = ZeroShotModel(features, self.config.zeroshot)
+            model: ZeroShotModel | FusionServing = zeroshot
+            if self.config.model_dir is not None:
+                model = load_serving(self.config.model_dir, self.catalog, features, self.text_encoder,
+                                     self.config.cache_dir)
+            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features,
+                                       zeroshot=zeroshot)
         report = PrepareReport(
             items=len(self.catalog),
             with_image=int(features.has_image.sum()),
@@ -158,8 +165,29 @@ class RecommenderService:
 
     @property
     def zeroshot_model(self) -> ZeroShotModel:
-        """The active model (read-only use: evaluation and training read its vectors)."""
-        return self._state().model
+        """The zero-shot model (read-only use: evaluation and training read its vectors)."""
+        return self._state().zeroshot
+
+    @property
+    def model_kind(self) -> str:
+        """``zeroshot`` or ``multimodal`` (a fine-tuned checkpoint)."""
+        return self._state().model.kind
+
+    def load_model(self, folder: Path | None) -> str:
+        """Serve the checkpoint in ``folder`` (None = back to zero-shot) without a restart.
+
+        The new model and index are built aside and swapped in one assignment: requests already
+        running finish on the snapshot they started with. Returns the new model version.
+        """
+        state = self._state()
+        model: ZeroShotModel | FusionServing = state.zeroshot
+        if folder is not None:
+            model = load_serving(Path(folder), self.catalog, state.features, self.text_encoder, self.config.cache_dir)
+        with self._lock:
+            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=state.features,
+                                       zeroshot=state.zeroshot)
+        log.info("now serving %s", model.version)
+        return model.version
 
     @property
     def features(self) -> CatalogFeatures:
@@ -245,15 +273,25 @@ class RecommenderService:
         return _Upload(title=title, description=description, image=pil)
 
     def _upload_query(self, state: "_Snapshot", upload: "_Upload") -> torch.Tensor:
-        """The fused vector of an uploaded item (either modality may be absent)."""
-        text_vec = None
-        if upload.title or upload.description:
-            text = Item(item_id="upload", title=upload.title, description=upload.description).text
-            text_vec = self.text_encoder.encode([text])[0]
-        image_vec = None
+        """The query for an uploaded item (either modality may be absent)."""
+        model = state.model
+        item = Item(item_id="upload", title=upload.title, description=upload.description)
+        has_text = bool(upload.title or upload.description)
+        text_vec = self.text_encoder.encode([item.text])[0] if has_text else None
+        if isinstance(model, ZeroShotModel):
+            image_vec = None
+            if upload.image is not None:
+                image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
+            return model.embed_new(text_vec, image_vec)
+        from recsys_core.content import pool_regions, token_states, token_text
+
+        tokens = mask = regions = image_vec = None
+        if has_text:
+            tokens, mask = token_states(self.text_encoder, [token_text(item)], model.config.max_text_tokens)
         if upload.image is not None:
-            image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
-        return state.model.embed_new(text_vec, image_vec)
+            encoded = self.image_encoder.encode([upload.image], keep_regions=True)
+            image_vec, regions = encoded.pooled[0], pool_regions(encoded.regions, model.config.image_grid)
+        return model.embed_upload(UploadParts(tokens, mask, text_vec, regions, image_vec))
 
     # -- explanations -----------------------------------------------------------------------------
     @property
@@ -327,15 +365,16 @@ class RecommenderService:
         parts = model.modality_scores(query, torch.tensor([target]))
         text_part, image_part = float(parts.text[0]), float(parts.image[0])
         has_image = bool(state.features.has_image[target])
-        # Each attribution targets the full score; the other modality's part is a constant there.
+        # Each attribution targets the full score of the item.
+        text_fn, image_fn = model.score_fns(query, target)
         return ExplanationInputs(
             item=item,
             text=item.text,
             image=self._item_image(item) if has_image and image_part != 0.0 else None,
             text_part=text_part,
             image_part=image_part,
-            text_score_fn=lambda pooled: model.text_score(query, pooled) + image_part,
-            image_score_fn=lambda pooled: model.image_score(query, pooled) + text_part,
+            text_score_fn=text_fn,
+            image_score_fn=image_fn,
         )
 
     def _explain_item(self, state: _Snapshot, query: torch.Tensor, target: int, method: str, *,
@@ -347,7 +386,7 @@ class RecommenderService:
             image_score_fn=inputs.image_score_fn, method=method,  # type: ignore[arg-type]
         )
         query_heatmap = None
-        if upload_image is not None and bool(state.features.has_image[target]):
+        if upload_image is not None and bool(state.features.has_image[target]) and isinstance(model, ZeroShotModel):
             # Similarity is symmetric: fix the catalog item and attribute over the upload's pixels.
             item_vector = model.item_vectors[target]
             _, query_heatmap, _, more = self.explainer.explain_parts(
@@ -360,7 +399,7 @@ class RecommenderService:
             item_id=inputs.item.item_id,
             method=method,
             model_version=model.version,
-            score=inputs.text_part + inputs.image_part,
+            score=float(model.item_vectors[target] @ query.to(model.item_vectors.dtype)),
             text_score=inputs.text_part,
             image_score=inputs.image_part,
             text=text,
@@ -380,7 +419,7 @@ class RecommenderService:
             scores = (state.index.vectors @ query.float()).numpy()
             scores[exclude] = -np.inf
             k = min(k, len(scores) - len(set(exclude)))
-            chosen = mmr_rerank(scores, state.model.item_vectors.numpy(), k, diversity, pool=max(100, 5 * k))
+            chosen = mmr_rerank(scores, state.model.diversity_vectors.numpy(), k, diversity, pool=max(100, 5 * k))
             found = SearchResult(torch.as_tensor(chosen, dtype=torch.long), torch.as_tensor(scores[chosen]))
         else:
             found = state.index.search(query, k, exclude=exclude)

@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from recsys_core.catalog import Catalog
-from recsys_core.model import FusionConfig, FusionRecommender, ItemContent
+from recsys_core.content import build_content, token_text  # noqa: F401  (re-exported for callers)
+from recsys_core.model import FusionConfig, FusionRecommender, ItemContent, ItemVectors
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class Interactions:
     users: list[str]
     histories: list[list[int]]
     known_items: torch.Tensor  # [N] bool: items with at least one training interaction
+    item_ids: tuple[str, ...] = ()  # the catalog order the indices refer to
 
     @classmethod
     def from_frame(cls, frame, catalog: Catalog) -> "Interactions":
@@ -78,50 +80,7 @@ class Interactions:
         known = torch.zeros(len(catalog), dtype=torch.bool)
         for items in histories:
             known[items] = True
-        return cls(users, histories, known)
-
-
-def token_text(item) -> str:
-    """Genres before the plot, so a short token budget keeps them."""
-    genres = ", ".join(item.genres)
-    return f"{item.title}. Genres: {genres}. {item.description}" if genres else f"{item.title}. {item.description}"
-
-
-def build_content(catalog: Catalog, text_encoder, regions: torch.Tensor | None, has_image: torch.Tensor,
-                  config: FusionConfig, cache_dir: Path | None, text_pooled: torch.Tensor | None = None,
-                  image_pooled: torch.Tensor | None = None) -> ItemContent:
-    """Frozen inputs of the item tower, with the token states cached on disk (fp16)."""
-    texts = [token_text(item) for item in catalog.items]
-    key = hashlib.sha256(("|".join(texts) + f"|{text_encoder.cache_key}|{config.max_text_tokens}").encode()).hexdigest()[:16]
-    path = cache_dir / f"tokens-{key}.pt" if cache_dir else None
-    if path is not None and path.is_file():
-        tokens, mask = torch.load(path, weights_only=True)
-    else:
-        from tqdm.auto import tqdm
-
-        chunks, masks = [], []
-        tok = text_encoder.tokenizer
-        with torch.inference_mode():
-            for start in tqdm(range(0, len(texts), 64), desc="token states", unit="batch"):
-                batch = tok(texts[start : start + 64], padding="max_length", truncation=True,
-                            max_length=config.max_text_tokens, return_tensors="pt")
-                states, _ = text_encoder(batch["input_ids"].to(text_encoder.device),
-                                         batch["attention_mask"].to(text_encoder.device))
-                chunks.append(states.half().cpu())
-                masks.append(batch["attention_mask"].bool())
-        tokens, mask = torch.cat(chunks), torch.cat(masks)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save((tokens, mask), tmp)
-            os.replace(tmp, path)
-    grid = config.image_grid
-    if regions is None:
-        pooled = torch.zeros(len(catalog), grid * grid, config.image_dim, dtype=torch.float16)
-    else:
-        pooled = F.adaptive_avg_pool2d(regions.float(), grid).flatten(2).transpose(1, 2).half()
-    return ItemContent(text_tokens=tokens, text_mask=mask, regions=pooled, has_image=has_image.clone(),
-                       text_pooled=text_pooled, image_pooled=image_pooled)
+        return cls(users, histories, known, tuple(catalog.ids))
 
 
 def _pad_histories(histories: Sequence[Sequence[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,7 +117,7 @@ class TrainedModel:
     seconds: float = 0.0
 
     @torch.no_grad()
-    def item_vectors(self) -> torch.Tensor:
+    def item_vectors(self) -> ItemVectors:
         self.model.eval()
         n = self.content.text_tokens.shape[0]
         return self.model.item_vectors(self.content, torch.arange(n), self.interactions.known_items)
@@ -280,6 +239,9 @@ def save_checkpoint(trained: TrainedModel, out: Path, *, metrics: dict, fingerpr
     (tmp / "metrics.json").write_text(json.dumps({**metrics, "history": trained.history,
                                                   "train_seconds": trained.seconds}, indent=2))
     (tmp / "fingerprint.json").write_text(json.dumps(fingerprint_info, indent=2))
+    # Which catalog the ID table indexes, and which items had training interactions (they get an ID part).
+    (tmp / "items.json").write_text(json.dumps({"item_ids": list(trained.interactions.item_ids),
+                                                "known": trained.interactions.known_items.tolist()}))
     plot_history(trained.history, tmp / "val_ndcg.png")
     if out.exists():
         import shutil

@@ -42,6 +42,7 @@ class ZeroShotModel:
         text = self._text_part(features.text)
         image = self._image_part(features.image) * has.unsqueeze(1)
         self.item_vectors = torch.cat([text, image], dim=1).contiguous()
+        self.diversity_vectors = self.item_vectors  # similarity for MMR re-ranking
         digest = hashlib.sha256(
             f"{features.text_key}|{features.image_key}|{config.to_json()}|{','.join(features.item_ids)}".encode()
         ).hexdigest()[:10]
@@ -81,6 +82,17 @@ class ZeroShotModel:
     def image_score(self, query: torch.Tensor, pooled_image: torch.Tensor) -> torch.Tensor:
         """Image part of the score of items with raw image vectors ``pooled_image`` [B, Di] -> [B]."""
         return self._image_part(pooled_image) @ query[self.text_dim :].to(pooled_image.dtype)
+
+    def score_fns(self, query: torch.Tensor, target: int):
+        """Full score of item ``target`` as functions of its pooled text / pooled image vectors.
+
+        The score is additive over modalities, so each function is its modality's part plus the
+        other part held constant.
+        """
+        parts = self.modality_scores(query, torch.tensor([target]))
+        text_part, image_part = float(parts.text[0]), float(parts.image[0])
+        return (lambda pooled: self.text_score(query, pooled) + image_part,
+                lambda pooled: self.image_score(query, pooled) + text_part)
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
         """Exact split of ``score(profile(liked), item)`` over the liked items; sums to the score.

@@ -69,7 +69,7 @@ def test_checkpoint_round_trip_gives_identical_scores(tmp_path) -> None:
     save_checkpoint(trained, out, metrics={"best_val_ndcg@20": 0.0}, fingerprint_info={"items": N_ITEMS},
                     encoders={"text": "test", "image": "test"})
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "metrics.json", "fingerprint.json",
-                                               "val_ndcg.png"}
+                                               "items.json", "val_ndcg.png"}
     model, saved = load_checkpoint(out)
     assert saved["fusion"] == dataclasses.asdict(trained.fusion)  # the config travels with the weights
     reloaded = TrainedModel(model, content, trained.interactions, trained.fusion, trained.train)
@@ -81,6 +81,7 @@ def test_unseen_items_get_content_only_vectors(tmp_path) -> None:
     model = FusionRecommender(config)
     with torch.no_grad():
         model.items.ids.weight.normal_()
+        model.items.id_bias.weight.normal_()
     model.eval()
     content = _content(config)
     index = torch.arange(N_ITEMS)
@@ -88,15 +89,18 @@ def test_unseen_items_get_content_only_vectors(tmp_path) -> None:
     known[22:] = False
     with_ids = model.item_vectors(content, index, known)
     content_only = model.item_vectors(content)
-    assert torch.allclose(with_ids[22:], content_only[22:])
-    assert not torch.allclose(with_ids[:22], content_only[:22])
+    assert torch.allclose(with_ids.vectors[22:], content_only.vectors[22:])
+    assert torch.allclose(with_ids.bias[22:], content_only.bias[22:])
+    assert not torch.allclose(with_ids.vectors[:22], content_only.vectors[:22])
+    assert not torch.allclose(with_ids.bias[:22], content_only.bias[:22])
+    assert torch.isfinite(content_only.bias).all()
 
 
 def test_modality_ablations_and_bad_config() -> None:
     content = _content(_config())
     for modalities in ("text", "image"):
         model = FusionRecommender(_config(modalities=modalities, n_items=0)).eval()
-        assert model.item_vectors(content).shape == (N_ITEMS, 16)
+        assert model.item_vectors(content).vectors.shape == (N_ITEMS, 16)
     with pytest.raises(ValueError):
         _config(width=15)
     with pytest.raises(ValueError):
