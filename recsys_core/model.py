@@ -45,6 +45,11 @@ class FusionConfig:
     # one too) plus an ID residual (dropped like the ID vector). Cosine scores alone cannot say
     # "this item is liked by many people", which is most of what ranks well on MovieLens.
     item_bias: bool = True
+    # Trainable encoder tops (recsys_core.encoder_tops): the item tower then reads the cached states
+    # below them. 0 / False = frozen encoders (the tower reads final token states and regions).
+    text_top_layers: int = 0
+    lora_rank: int = 0  # > 0: the text top is frozen and trains LoRA adapters of this rank
+    image_top: bool = False
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -53,6 +58,10 @@ class FusionConfig:
             raise ValueError("dropouts must be in [0, 1)")
         if self.modalities not in ("both", "text", "image"):
             raise ValueError(f"modalities {self.modalities!r}: use both, text or image")
+        if self.text_top_layers < 0 or self.lora_rank < 0:
+            raise ValueError("text_top_layers and lora_rank must be >= 0")
+        if self.lora_rank and not self.text_top_layers:
+            raise ValueError("LoRA needs text_top_layers >= 1 (the blocks that get adapters)")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -62,14 +71,19 @@ class FusionConfig:
 class ItemContent:
     """Frozen encoder outputs for a set of items (rows aligned with item indices)."""
 
-    text_tokens: torch.Tensor  # [N, T, text_dim] (zeros past each item's length)
+    text_tokens: torch.Tensor  # [N, T, text_dim] (zeros past each item's length); states below the text top if any
     text_mask: torch.Tensor  # [N, T] bool, True = real token
-    regions: torch.Tensor  # [N, R, image_dim]
+    regions: torch.Tensor  # [N, R, image_dim]; with an image top: the lower maps [N, C_low, H, W]
     has_image: torch.Tensor  # [N] bool
     # Whole-item summaries from the frozen encoders (mean-pooled sentence vector over the full text,
     # pooled CNN vector): the token budget above is short, these carry the rest.
     text_pooled: torch.Tensor | None = None  # [N, text_dim]
     image_pooled: torch.Tensor | None = None  # [N, image_dim]
+
+    def to(self, device: torch.device | str) -> "ItemContent":
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return ItemContent(move(self.text_tokens), move(self.text_mask), move(self.regions), move(self.has_image),
+                           move(self.text_pooled), move(self.image_pooled))
 
     def slice(self, sl: slice) -> "ItemContent":
         return ItemContent(self.text_tokens[sl], self.text_mask[sl], self.regions[sl], self.has_image[sl],
@@ -88,9 +102,13 @@ class ItemVectors(NamedTuple):
 
 
 class ItemTower(nn.Module):
-    def __init__(self, config: FusionConfig) -> None:
+    def __init__(self, config: FusionConfig, text_top: nn.Module | None = None, image_top: nn.Module | None = None) -> None:
         super().__init__()
+        if bool(config.text_top_layers) != (text_top is not None) or config.image_top != (image_top is not None):
+            raise ValueError("the encoder tops given do not match the config (text_top_layers / image_top)")
         self.config = config
+        self.text_top = text_top
+        self.image_top = image_top
         d = config.width
         self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
         self.image_proj = nn.Sequential(nn.LayerNorm(config.image_dim), nn.Linear(config.image_dim, d))
@@ -109,18 +127,35 @@ class ItemTower(nn.Module):
         if self.id_bias is not None:
             nn.init.zeros_(self.id_bias.weight)
 
+    def _apply_tops(self, content: ItemContent) -> ItemContent:
+        """Run the trainable encoder tops (if any) on the cached lower states."""
+        from dataclasses import replace
+
+        if self.text_top is not None and self.config.modalities != "image":
+            content = replace(content, text_tokens=self.text_top(content.text_tokens.float(), content.text_mask))
+        if self.image_top is not None and self.config.modalities != "text":
+            maps = self.image_top(content.regions.float())
+            grid = self.config.image_grid
+            # A given pooled vector wins over the head's: explanations vary it to attribute the summary path.
+            pooled = content.image_pooled if content.image_pooled is not None else maps.mean(dim=(2, 3))
+            content = replace(content, regions=F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2),
+                              image_pooled=pooled)
+        return content
+
     def forward(self, content: ItemContent, item_index: torch.Tensor | None = None,
                 known: torch.Tensor | None = None) -> ItemVectors:
         """Item vectors [N, d] and biases [N]. ``known``: [N] bool, items seen in training (others get no ID part)."""
         cfg = self.config
         n = content.text_tokens.shape[0]
-        parts, masks = [self.item_token.expand(n, 1, -1)], [torch.ones(n, 1, dtype=torch.bool)]
+        device = self.item_token.device
+        content = self._apply_tops(content)
+        parts, masks = [self.item_token.expand(n, 1, -1)], [torch.ones(n, 1, dtype=torch.bool, device=device)]
         if cfg.modalities in ("both", "text"):
             parts.append(self.text_proj(content.text_tokens.float()) + self.modality[0])
             masks.append(content.text_mask)
             if content.text_pooled is not None:
                 parts.append(self.text_proj(content.text_pooled.float())[:, None] + self.modality[2])
-                masks.append(torch.ones(n, 1, dtype=torch.bool))
+                masks.append(torch.ones(n, 1, dtype=torch.bool, device=device))
         if cfg.modalities in ("both", "image"):
             parts.append(self.image_proj(content.regions.float()) + self.modality[1])
             masks.append(content.has_image[:, None].expand(n, content.regions.shape[1]))
@@ -170,10 +205,10 @@ class UserTower(nn.Module):
 
 
 class FusionRecommender(nn.Module):
-    def __init__(self, config: FusionConfig) -> None:
+    def __init__(self, config: FusionConfig, text_top: nn.Module | None = None, image_top: nn.Module | None = None) -> None:
         super().__init__()
         self.config = config
-        self.items = ItemTower(config)
+        self.items = ItemTower(config, text_top, image_top)
         self.users = UserTower(config)
         self.log_scale = nn.Parameter(torch.tensor(2.0))  # learned temperature of the softmax
 

@@ -26,7 +26,7 @@ from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, 
 from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.images import load_image
 from recsys_core.index import ExactIndex, SearchResult
-from recsys_core.serving import FusionServing, UploadParts, load_serving
+from recsys_core.serving import FusionServing, load_serving
 from recsys_core.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ class RecommenderService:
             model: ZeroShotModel | FusionServing = zeroshot
             if self.config.model_dir is not None:
                 model = load_serving(self.config.model_dir, self.catalog, features, self.text_encoder,
-                                     self.config.cache_dir)
+                                     self.image_encoder, self.config.cache_dir, self.config.limits.max_image_pixels)
             self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features,
                                        zeroshot=zeroshot)
         report = PrepareReport(
@@ -182,7 +182,8 @@ class RecommenderService:
         state = self._state()
         model: ZeroShotModel | FusionServing = state.zeroshot
         if folder is not None:
-            model = load_serving(Path(folder), self.catalog, state.features, self.text_encoder, self.config.cache_dir)
+            model = load_serving(Path(folder), self.catalog, state.features, self.text_encoder, self.image_encoder,
+                                 self.config.cache_dir, self.config.limits.max_image_pixels)
         with self._lock:
             self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=state.features,
                                        zeroshot=state.zeroshot)
@@ -283,15 +284,11 @@ class RecommenderService:
             if upload.image is not None:
                 image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
             return model.embed_new(text_vec, image_vec)
-        from recsys_core.content import pool_regions, token_states, token_text
+        from recsys_core.content import token_text
 
-        tokens = mask = regions = image_vec = None
-        if has_text:
-            tokens, mask = token_states(self.text_encoder, [token_text(item)], model.config.max_text_tokens)
-        if upload.image is not None:
-            encoded = self.image_encoder.encode([upload.image], keep_regions=True)
-            image_vec, regions = encoded.pooled[0], pool_regions(encoded.regions, model.config.image_grid)
-        return model.embed_upload(UploadParts(tokens, mask, text_vec, regions, image_vec))
+        parts = model.upload_parts(self.text_encoder, self.image_encoder, token_text(item) if has_text else None,
+                                   text_vec, upload.image)
+        return model.embed_upload(parts)
 
     # -- explanations -----------------------------------------------------------------------------
     @property

@@ -99,25 +99,46 @@ class FusionServing:
         """Query for someone who liked ``indices`` (in the order given; the last is the most recent)."""
         return self._user(self.items.vectors[list(reversed(indices))])
 
+    def upload_parts(self, text_encoder, image_encoder, token_text: str | None, text_vec: torch.Tensor | None,
+                     image) -> UploadParts:
+        """Encode an upload the way the catalog's content was encoded (states below a trained top, if any)."""
+        from recsys_core.content import pool_regions, token_states
+        from recsys_core.encoder_tops import lower_image_maps
+
+        cfg = self.config
+        tokens = mask = regions = image_vec = None
+        if token_text is not None:
+            tokens, mask = token_states(text_encoder, [token_text], cfg.max_text_tokens, below_top=cfg.text_top_layers)
+        if image is not None:
+            if cfg.image_top:
+                regions = lower_image_maps(image_encoder, image_encoder.preprocess([image])).float().cpu()
+            else:
+                encoded = image_encoder.encode([image], keep_regions=True)
+                image_vec, regions = encoded.pooled[0], pool_regions(encoded.regions, cfg.image_grid)
+        return UploadParts(tokens, mask, text_vec, regions, image_vec)
+
     @torch.no_grad()
     def embed_upload(self, parts: UploadParts) -> torch.Tensor:
         """Query for someone who likes the uploaded item: the user tower over a one-item history."""
         return self._user(self.upload_vector(parts)[None])
 
     def upload_vector(self, parts: UploadParts) -> torch.Tensor:
+        """The item tower's vector of an upload (no ID part: the item is new)."""
         cfg = self.config
+        has_image = parts.regions is not None
         tokens = parts.token_states if parts.token_states is not None else torch.zeros(1, 1, cfg.text_dim)
         mask = parts.token_mask if parts.token_mask is not None else torch.zeros(1, tokens.shape[1], dtype=torch.bool)
-        regions = parts.regions if parts.regions is not None else torch.zeros(1, cfg.image_grid ** 2, cfg.image_dim)
-        content = ItemContent(
-            text_tokens=tokens, text_mask=mask, regions=regions,
-            has_image=torch.tensor([parts.regions is not None]),
-            text_pooled=(None if parts.text_pooled is None or self.content.text_pooled is None
-                         else parts.text_pooled.reshape(1, -1)),
-            image_pooled=(parts.image_pooled.reshape(1, -1) if parts.image_pooled is not None
-                          else torch.zeros(1, cfg.image_dim)) if self.content.image_pooled is not None else None,
-        )
-        return self.model.items(content).vectors[0]  # no ID: the upload is new
+        # A missing image: zeros shaped like the catalog's regions, masked out by has_image=False.
+        regions = parts.regions if has_image else torch.zeros_like(self.content.regions[:1], dtype=torch.float32)
+        text_pooled = None
+        if parts.text_pooled is not None and self.content.text_pooled is not None:
+            text_pooled = parts.text_pooled.reshape(1, -1)
+        image_pooled = None  # with a trained CNN head the tower pools the head's own output
+        if not cfg.image_top and self.content.image_pooled is not None:
+            image_pooled = parts.image_pooled.reshape(1, -1) if parts.image_pooled is not None else torch.zeros(1, cfg.image_dim)
+        content = ItemContent(text_tokens=tokens, text_mask=mask, regions=regions, has_image=torch.tensor([has_image]),
+                              text_pooled=text_pooled, image_pooled=image_pooled)
+        return self.model.items(content).vectors[0]
 
     # -- explanation pieces -----------------------------------------------------------------------
     def modality_scores(self, query: torch.Tensor, indices: torch.Tensor) -> ModalityScores:
@@ -176,7 +197,8 @@ def checkpoint_version(folder: Path) -> str:
     return f"multimodal-{digest}"
 
 
-def load_serving(folder: Path, catalog, features, text_encoder, cache_dir: Path | None) -> FusionServing:
+def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, cache_dir: Path | None,
+                 max_pixels: int = 40_000_000) -> FusionServing:
     """Load a checkpoint folder for ``catalog``. Item IDs are used only when the catalog is the one it trained on."""
     from recsys_core.content import build_content
     from recsys_core.train import load_checkpoint
@@ -186,7 +208,11 @@ def load_serving(folder: Path, catalog, features, text_encoder, cache_dir: Path 
         if not (folder / name).is_file():
             raise CatalogError(f"{folder} is not a model checkpoint: {name} is missing "
                                "(expected a folder written by python -m recsys_core.train)")
-    model, config = load_checkpoint(folder)
+    try:
+        model, config = load_checkpoint(folder, text_encoder, image_encoder)
+    except (KeyError, RuntimeError, ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise CatalogError(f"checkpoint {folder} cannot be loaded by this version ({type(exc).__name__}: "
+                           f"{str(exc)[:300]}); retrain it with python -m recsys_core.train") from exc
     fusion = model.config
     if fusion.text_dim != features.text.shape[1] or fusion.image_dim != features.image.shape[1]:
         raise CatalogError(f"checkpoint {folder} expects text/image widths {fusion.text_dim}/{fusion.image_dim}; "
@@ -201,5 +227,6 @@ def load_serving(folder: Path, catalog, features, text_encoder, cache_dir: Path 
         else:
             log.warning("checkpoint %s was trained on another catalog: serving from content only (no item IDs)", folder)
     content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
-                            text_pooled=features.text, image_pooled=features.image, progress=False)
+                            text_pooled=features.text, image_pooled=features.image, progress=False,
+                            image_encoder=image_encoder if fusion.image_top else None, max_pixels=max_pixels)
     return FusionServing(model, content, known, checkpoint_version(folder), source=folder)

@@ -35,8 +35,13 @@ from recsys_core.model import FusionConfig, FusionRecommender, ItemContent, Item
 log = logging.getLogger(__name__)
 
 
+STRATEGIES: tuple[str, ...] = ("frozen", "top-layers", "lora")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
+    # frozen: encoders frozen, features cached. top-layers: the top ``text_layers`` text blocks and the
+    # CNN head train too. lora: LoRA adapters (peft) on the top ``text_layers`` text blocks.
     strategy: str = "frozen"
     epochs: int = 40
     batch_users: int = 512
@@ -50,12 +55,49 @@ class TrainConfig:
     patience: int = 8
     val_fraction: float = 0.1
     seed: int = 0
+    text_layers: int = 1  # top-layers / lora: how many top text blocks train
+    lora_rank: int = 8
+    encoder_lr: float | None = None  # learning rate of encoder tops; None: 1e-4 (top-layers), 1e-3 (lora)
+    label_weight: float = 1.0  # weight of the BCE loss on explicit like/dislike labels, when given
+    device: str = "auto"  # auto = CUDA when available
+    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
 
     def __post_init__(self) -> None:
-        if self.strategy != "frozen":
-            raise ValueError(f"strategy {self.strategy!r} is not implemented yet; available: frozen")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy {self.strategy!r} is not known; use one of: {', '.join(STRATEGIES)}")
         if self.epochs < 1 or self.batch_users < 1 or self.lr <= 0:
             raise ValueError("epochs, batch_users and lr must be positive")
+        if self.text_layers < 1 or self.lora_rank < 1:
+            raise ValueError("text_layers and lora_rank must be >= 1")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision {self.precision!r}: use auto, fp32 or bf16")
+
+    @property
+    def tops_lr(self) -> float:
+        if self.encoder_lr is not None:
+            return self.encoder_lr
+        return 1e-3 if self.strategy == "lora" else 1e-4
+
+    def fusion_overrides(self) -> dict[str, object]:
+        """What the strategy changes in the model config."""
+        if self.strategy == "top-layers":
+            return {"text_top_layers": self.text_layers, "image_top": True}
+        if self.strategy == "lora":
+            return {"text_top_layers": self.text_layers, "lora_rank": self.lora_rank}
+        return {}
+
+
+@dataclass(frozen=True)
+class LabelData:
+    """Explicit judgements: (history before the judgement, judged item, label 1 = like / 0 = dislike)."""
+
+    histories: list[list[int]]
+    items: list[int]
+    labels: list[float]
+
+    def __post_init__(self) -> None:
+        if not len(self.histories) == len(self.items) == len(self.labels):
+            raise ValueError("histories, items and labels must have the same length")
 
 
 @dataclass
@@ -116,27 +158,84 @@ class TrainedModel:
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
 
+    @property
+    def device(self) -> torch.device:
+        return self.model.log_scale.device
+
     @torch.no_grad()
     def item_vectors(self) -> ItemVectors:
         self.model.eval()
         n = self.content.text_tokens.shape[0]
-        return self.model.item_vectors(self.content, torch.arange(n), self.interactions.known_items)
+        with _autocast(self.train, self.device):
+            items = self.model.item_vectors(self.content, torch.arange(n, device=self.device),
+                                            self.interactions.known_items.to(self.device))
+        return ItemVectors(items.vectors.float(), items.bias.float())
 
     @torch.no_grad()
     def score_users(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
-        """Scores [U, N] of all catalog items for users given by their histories (most recent first)."""
+        """Scores [U, N] (on the CPU) of all catalog items for users given by their histories (most recent first)."""
         vectors = self.item_vectors()
         hist, mask = _pad_histories(histories, self.fusion.history_len)
-        users = self.model.user_vectors(vectors, hist, mask)
-        return self.model.logits(users, vectors)
+        users = self.model.user_vectors(vectors, hist.to(self.device), mask.to(self.device))
+        return self.model.logits(users, vectors).float().cpu()
+
+
+def _use_bf16(train: TrainConfig, device: torch.device) -> bool:
+    return train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+
+
+def _autocast(train: TrainConfig, device: torch.device):
+    """bf16 autocast on CUDA (or when asked); a no-op context otherwise."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_use_bf16(train, device))
+
+
+def _softmax_loss(model: FusionRecommender, vectors: ItemVectors, fit_hist: list[list[int]], rows: list[int],
+                  known: torch.Tensor, fusion: FusionConfig, train: TrainConfig, rng: random.Random) -> torch.Tensor:
+    """Sampled (history, held-out target) rows; full softmax over training items minus the user's other positives."""
+    device = known.device
+    targets, histories, others = [], [], []
+    for r in rows:
+        items = fit_hist[r]
+        for t in rng.sample(range(len(items)), min(train.targets_per_user, len(items))):
+            targets.append(items[t])
+            histories.append(items[:t] + items[t + 1 :])
+            others.append(items)
+    hist, mask = _pad_histories(histories, fusion.history_len)
+    users = model.user_vectors(vectors, hist.to(device), mask.to(device))
+    logits = model.logits(users, vectors).float()
+    block = ~known.expand(len(targets), -1).clone()
+    for row, items in enumerate(others):
+        block[row, items] = True
+    target = torch.tensor(targets, device=device)
+    block[torch.arange(len(targets), device=device), target] = False
+    return F.cross_entropy(logits.masked_fill(block, float("-inf")), target)
+
+
+def _label_loss(model: FusionRecommender, vectors: ItemVectors, labels: LabelData, batch: list[int],
+                fusion: FusionConfig) -> torch.Tensor:
+    device = vectors.vectors.device
+    hist, mask = _pad_histories([labels.histories[i] for i in batch], fusion.history_len)
+    users = model.user_vectors(vectors, hist.to(device), mask.to(device))
+    items = vectors.take(torch.tensor([labels.items[i] for i in batch], device=device))
+    target = torch.tensor([labels.labels[i] for i in batch], device=device)
+    return F.binary_cross_entropy_with_logits(model.pair_logits(users, items).float(), target)
 
 
 def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, train: TrainConfig,
-        progress: bool = True) -> TrainedModel:
-    """Train on the interactions in ``frame`` (user_id, item_id, timestamp); returns the best epoch's model."""
+        progress: bool = True, *, text_top=None, image_top=None, labels: LabelData | None = None,
+        init_state: dict[str, torch.Tensor] | None = None) -> TrainedModel:
+    """Train on the interactions in ``frame`` (user_id, item_id, timestamp); returns the best epoch's model.
+
+    ``labels``: explicit like/dislike judgements, trained with binary cross-entropy beside the
+    softmax on interactions. ``text_top``/``image_top``: trainable encoder tops (strategies
+    top-layers and lora). ``init_state``: start from these weights (continued fine-tuning).
+    """
+    from recsys_core.device import resolve_device
+
     random.seed(train.seed)
     np.random.seed(train.seed)
     torch.manual_seed(train.seed)
+    device = resolve_device(train.device)
     data = Interactions.from_frame(frame, catalog)
     rng = random.Random(train.seed)
     fit_hist, val_targets = [], []
@@ -146,17 +245,28 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         fit_hist.append([i for i in items if i not in val])
         val_targets.append(val)
     n_items = len(catalog)
-    model = FusionRecommender(fusion)
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "ids" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "ids" not in n)]
-    optimiser = torch.optim.AdamW([{"params": decay, "weight_decay": train.weight_decay},
-                                   {"params": rest, "weight_decay": 0.0}], lr=train.lr)
-    steps_per_epoch = math.ceil(len(data.users) / train.batch_users)
+    model = FusionRecommender(fusion, text_top, image_top)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model.to(device)
+    content = content.to(device)
+    tops = {id(p) for m in (text_top, image_top) if m is not None for p in m.parameters()}
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if id(p) not in tops and p.ndim >= 2 and "ids" not in n and "id_bias" not in n]
+    top_params = [p for n, p in trainable if id(p) in tops]
+    rest = [p for n, p in trainable if id(p) not in tops and not (p.ndim >= 2 and "ids" not in n and "id_bias" not in n)]
+    groups = [{"params": decay, "weight_decay": train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    if top_params:
+        groups.append({"params": top_params, "weight_decay": train.weight_decay, "lr": train.tops_lr})
+    optimiser = torch.optim.AdamW(groups, lr=train.lr)
+    steps_per_epoch = max(1, math.ceil(len(data.users) / train.batch_users))
     total, warm = train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
-    known = data.known_items
-    item_index = torch.arange(n_items)
+    known = data.known_items.to(device)
+    item_index = torch.arange(n_items, device=device)
+    label_order = list(range(len(labels.items))) if labels is not None else []
+    label_batch = math.ceil(len(label_order) / steps_per_epoch) if label_order else 0
     best, best_state, bad, history = -1.0, None, 0, []
     start = time.perf_counter()
     from tqdm.auto import tqdm
@@ -166,41 +276,32 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         model.train()
         order = list(range(len(data.users)))
         rng.shuffle(order)
+        rng.shuffle(label_order)
         losses = []
         epoch_start = time.perf_counter()
-        for b in range(0, len(order), train.batch_users):
+        for step, b in enumerate(range(0, max(len(order), 1), train.batch_users)):
             rows = [r for r in order[b : b + train.batch_users] if len(fit_hist[r]) >= 2]
-            if not rows:
+            batch_labels = label_order[step * label_batch : (step + 1) * label_batch]
+            if not rows and not batch_labels:
                 continue
-            targets, histories, others = [], [], []
-            for r in rows:
-                items = fit_hist[r]
-                for t in rng.sample(range(len(items)), min(train.targets_per_user, len(items))):
-                    targets.append(items[t])
-                    histories.append(items[:t] + items[t + 1 :])
-                    others.append(items)
-            vectors = model.item_vectors(content, item_index, known)
-            hist, mask = _pad_histories(histories, fusion.history_len)
-            users = model.user_vectors(vectors, hist, mask)
-            logits = model.logits(users, vectors)
-            # Softmax over items seen in training, without the user's other positives.
-            block = ~known.expand(len(targets), -1).clone()
-            for row, items in enumerate(others):
-                block[row, items] = True
-            target = torch.tensor(targets)
-            block[torch.arange(len(targets)), target] = False
-            loss = F.cross_entropy(logits.masked_fill(block, float("-inf")), target)
+            with _autocast(train, device):
+                vectors = model.item_vectors(content, item_index, known)
+                loss = vectors.vectors.new_zeros((), dtype=torch.float32)
+                if rows:
+                    loss = loss + _softmax_loss(model, vectors, fit_hist, rows, known, fusion, train, rng)
+                if batch_labels:
+                    loss = loss + train.label_weight * _label_loss(model, vectors, labels, batch_labels, fusion)  # type: ignore[arg-type]
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), train.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], train.grad_clip)
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
         trained = TrainedModel(model, content, data, fusion, train)
         val = validation_ndcg(trained.score_users(fit_hist), fit_hist, val_targets)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_ndcg@20": val,
-                        "seconds": time.perf_counter() - epoch_start})
-        bar.set_postfix(loss=f"{np.mean(losses):.3f}", val_ndcg=f"{val:.4f}")
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
+                        "val_ndcg@20": val, "seconds": time.perf_counter() - epoch_start})
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_ndcg=f"{val:.4f}")
         if val > best:
             best, bad = val, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -250,12 +351,33 @@ def save_checkpoint(trained: TrainedModel, out: Path, *, metrics: dict, fingerpr
     os.replace(tmp, out)
 
 
-def load_checkpoint(folder: Path) -> tuple[FusionRecommender, dict]:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors``; returns (model, config dict)."""
+def make_tops(fusion: FusionConfig, text_encoder=None, image_encoder=None):
+    """Fresh copies of the encoder tops a config needs (None where it needs none)."""
+    from recsys_core.encoder_tops import make_image_top, make_text_top
+
+    text_top = image_top = None
+    if fusion.text_top_layers:
+        if text_encoder is None:
+            raise ValueError("this model fine-tunes the text encoder's top blocks: pass the text encoder")
+        text_top = make_text_top(text_encoder, fusion.text_top_layers, lora_rank=fusion.lora_rank)
+    if fusion.image_top:
+        if image_encoder is None:
+            raise ValueError("this model fine-tunes the CNN head: pass the image encoder")
+        image_top = make_image_top(image_encoder)
+    return text_top, image_top
+
+
+def load_checkpoint(folder: Path, text_encoder=None, image_encoder=None) -> tuple[FusionRecommender, dict]:
+    """Rebuild the model from ``config.json`` and load ``model.safetensors``; returns (model, config dict).
+
+    Models trained with ``top-layers``/``lora`` carry their encoder tops; the encoders they were cut
+    from are needed to rebuild their structure before the weights are loaded.
+    """
     from safetensors.torch import load_file
 
     config = json.loads((Path(folder) / "config.json").read_text())
-    model = FusionRecommender(FusionConfig(**config["fusion"]))
+    fusion = FusionConfig(**config["fusion"])
+    model = FusionRecommender(fusion, *make_tops(fusion, text_encoder, image_encoder))
     model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
     model.eval()
     return model, config
@@ -286,7 +408,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--protocol", default="warm", choices=["warm", "cold-item"])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--strategy", default="frozen", choices=["frozen"])
+    parser.add_argument("--strategy", default="frozen", choices=list(STRATEGIES),
+                        help="frozen: encoders frozen (fast on CPU); top-layers: also train the top --text-layers "
+                             "text blocks and the CNN head; lora: LoRA adapters (peft) on the top --text-layers text blocks")
+    parser.add_argument("--text-layers", type=int, default=None,
+                        help="top text blocks that train (top-layers default 1, lora default 2)")
+    parser.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                        help="auto = CUDA when available (bf16 autocast there)")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     parser.add_argument("--modalities", default="both", choices=["both", "text", "image"])
     parser.add_argument("--fusion", default="transformer", choices=["transformer", "mean"])
@@ -301,7 +430,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     split = load_split(args.data_root, args.protocol)
     trained, catalog = fit_for_split(split, args.data_root, args.data_dir, modalities=args.modalities,
                                      fusion_kind=args.fusion, use_ids=not args.no_ids,
-                                     train=TrainConfig(epochs=args.epochs, seed=args.seed))
+                                     train=TrainConfig(epochs=args.epochs, seed=args.seed, strategy=args.strategy,
+                                                       text_layers=args.text_layers or (2 if args.strategy == "lora" else 1),
+                                                       lora_rank=args.lora_rank, device=args.device))
     best = max(h["val_ndcg@20"] for h in trained.history)
     save_checkpoint(trained, args.out, metrics={"best_val_ndcg@20": best, "protocol": args.protocol},
                     fingerprint_info=fingerprint(split.train, catalog), encoders={"text": "minilm",
@@ -310,20 +441,27 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "both", fusion_kind: str = "transformer",
-                  use_ids: bool = True, train: TrainConfig | None = None) -> tuple[TrainedModel, Catalog]:
-    """Build the MovieLens catalog and frozen features, then train on ``split.train``."""
+                  use_ids: bool = True, train: TrainConfig | None = None, progress: bool = True,
+                  **fusion_options) -> tuple[TrainedModel, Catalog]:
+    """Build the MovieLens catalog and encoder features, then train on ``split.train``."""
     from recsys_core.adapters import load_movielens_100k
     from recsys_core.config import ServiceConfig
     from recsys_core.service import RecommenderService
 
+    train = train or TrainConfig()
     catalog = load_movielens_100k(Path(data_root))
-    service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(data_dir) / "features"))
+    service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(data_dir) / "features", device=train.device))
     service.prepare()
     features = service.features
-    fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind)  # type: ignore[arg-type]
+    fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind,  # type: ignore[arg-type]
+                          text_dim=features.text.shape[1], image_dim=features.image.shape[1],
+                          **{**train.fusion_overrides(), **fusion_options})
     content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
-                            Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image)
-    return fit(split.train, catalog, content, fusion, train or TrainConfig()), catalog
+                            Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image,
+                            image_encoder=service.image_encoder if fusion.image_top else None, progress=progress)
+    text_top, image_top = make_tops(fusion, service.text_encoder, service.image_encoder if fusion.image_top else None)
+    trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top, image_top=image_top)
+    return trained, catalog
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from PIL import Image
 from recsys_core.content import build_content
 from recsys_core.errors import CatalogError
 from recsys_core.model import FusionConfig
-from recsys_core.train import TrainConfig, fit, save_checkpoint
+from recsys_core.train import LabelData, TrainConfig, fit, make_tops, save_checkpoint
 
 # Two tastes: board/strategy games versus arcade games.
 TASTES = [["chess", "checkers", "noimage", "puzzle"], ["space", "racer", "cards"]]
@@ -28,19 +28,25 @@ def _frame() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-@pytest.fixture
-def checkpoint(tiny_service, tmp_path):
-    features = tiny_service.features
-    catalog = tiny_service.catalog
+def _train(service, tmp_path, train: TrainConfig):
+    features = service.features
+    catalog = service.catalog
     fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], width=16, heads=2,
-                          max_text_tokens=8, image_grid=2, n_items=len(catalog), history_len=8, dropout=0.0)
-    content = build_content(catalog, tiny_service.text_encoder, features.regions, features.has_image, fusion,
+                          max_text_tokens=8, image_grid=2, n_items=len(catalog), history_len=8, dropout=0.0,
+                          **train.fusion_overrides())
+    content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
                             tmp_path / "features", text_pooled=features.text, image_pooled=features.image,
-                            progress=False)
-    trained = fit(_frame(), catalog, content, fusion, TrainConfig(epochs=4, batch_users=8, patience=10), progress=False)
-    out = tmp_path / "ckpt"
+                            progress=False, image_encoder=service.image_encoder)
+    text_top, image_top = make_tops(fusion, service.text_encoder, service.image_encoder)
+    trained = fit(_frame(), catalog, content, fusion, train, progress=False, text_top=text_top, image_top=image_top)
+    out = tmp_path / f"ckpt-{train.strategy}"
     save_checkpoint(trained, out, metrics={}, fingerprint_info={}, encoders={"text": "tiny", "image": "tiny"})
     return out, trained
+
+
+@pytest.fixture
+def checkpoint(tiny_service, tmp_path):
+    return _train(tiny_service, tmp_path, TrainConfig(epochs=4, batch_users=8, patience=10))
 
 
 def test_served_scores_equal_the_trained_model(tiny_service, checkpoint) -> None:
@@ -101,3 +107,49 @@ def test_other_catalog_serves_content_only_and_bad_folders_are_refused(tiny_serv
     empty.mkdir()
     with pytest.raises(CatalogError, match="config.json is missing"):
         tiny_service.load_model(empty)
+
+
+@pytest.mark.parametrize("strategy", ["top-layers", "lora"])
+def test_encoder_top_strategies_train_save_and_serve(tiny_service, tmp_path, strategy) -> None:
+    text_before = {k: v.clone() for k, v in tiny_service.text_encoder.state_dict().items()}
+    out, trained = _train(tiny_service, tmp_path, TrainConfig(strategy=strategy, epochs=5, batch_users=8,
+                                                              patience=10, lr=5e-3, encoder_lr=5e-3, lora_rank=2))
+    losses = [h["loss"] for h in trained.history]
+    assert losses[-1] < losses[0]
+    top = trained.model.items.text_top
+    names = [n for n, p in top.named_parameters() if p.requires_grad]
+    if strategy == "lora":
+        assert names and all("lora_" in n for n in names)  # only the adapters train
+    else:
+        assert any("attention" in n for n in names) and trained.model.items.image_top is not None
+    # The app's own encoder (features, explanations) is never modified by fine-tuning.
+    assert all(torch.equal(v, tiny_service.text_encoder.state_dict()[k]) for k, v in text_before.items())
+
+    tiny_service.load_model(out)
+    catalog = tiny_service.catalog
+    expected = trained.score_users([[catalog.index_of("chess")]])[0]
+    for rec in tiny_service.recommend(["chess"], k=4):
+        assert rec.score == pytest.approx(float(expected[catalog.index_of(rec.item_id)]), abs=1e-4)
+    assert len(tiny_service.recommend_for_upload(image=None, title="Space war", k=3)) == 3
+
+
+def test_explicit_labels_and_bf16_autocast(tiny_service, tmp_path) -> None:
+    """Dislike labels push an item down for a profile; the bf16 autocast path (CUDA's) runs on CPU too."""
+    features = tiny_service.features
+    catalog = tiny_service.catalog
+    fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], width=16, heads=2,
+                          max_text_tokens=8, image_grid=2, n_items=len(catalog), history_len=8, dropout=0.0)
+    content = build_content(catalog, tiny_service.text_encoder, features.regions, features.has_image, fusion,
+                            tmp_path / "features", text_pooled=features.text, image_pooled=features.image,
+                            progress=False)
+    chess, racer = catalog.index_of("chess"), catalog.index_of("racer")
+    labels = LabelData(histories=[[chess]] * 20, items=[racer] * 20, labels=[0.0] * 20)
+    likes = LabelData(histories=[[chess]] * 20, items=[racer] * 20, labels=[1.0] * 20)
+    scores = {}
+    for name, data in (("dislike", labels), ("like", likes)):
+        trained = fit(_frame(), catalog, content, fusion, TrainConfig(epochs=6, batch_users=8, patience=10,
+                                                                      label_weight=5.0), progress=False, labels=data)
+        scores[name] = float(trained.score_users([[chess]])[0, racer])
+    assert scores["dislike"] < scores["like"]
+    bf16 = fit(_frame(), catalog, content, fusion, TrainConfig(epochs=2, batch_users=8, precision="bf16"), progress=False)
+    assert all(torch.isfinite(torch.tensor(h["loss"])) for h in bf16.history)

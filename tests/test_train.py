@@ -104,4 +104,4 @@ def test_modality_ablations_and_bad_config() -> None:
     with pytest.raises(ValueError):
         _config(width=15)
     with pytest.raises(ValueError):
-        TrainConfig(strategy="lora")
+        TrainConfig(strategy="everything")

@@ -58,6 +58,10 @@ class TinyCNN(nn.Module):
     def cam_layer(self) -> nn.Module:
         return self.features[-1]
 
+    def split_head(self) -> tuple[nn.Module, nn.Module]:
+        """(lower, head) for the ``top-layers`` strategy: head(lower(x)) == forward_features(x)."""
+        return self.features[:2], self.features[2:]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x).mean(dim=(2, 3))
 
