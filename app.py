@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", env("PORT", "7860")), help="port")
     p.add_argument("--device", choices=DEVICES, default=env("DEVICE", "auto"),
                    help="where encoders run: auto = CUDA if available, else CPU")
-    p.add_argument("--model", type=Path, default=env("MODEL_DIR"),
+    p.add_argument("--model", default=env("MODEL_DIR"),
                    help="serve a fine-tuned checkpoint folder (written by python -m recsys_core.train --out DIR; "
                         "env MODEL_DIR); default: the zero-shot model")
     p.add_argument("--text-encoder", default="minilm",
@@ -118,8 +118,8 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
     )
 
 
-def _checked_model_dir(folder: Path | None) -> Path | None:
-    if folder is None or str(folder) == "":
+def _checked_model_dir(folder: str | None) -> Path | None:
+    if not folder:  # unset or empty: the zero-shot model
         return None
     folder = Path(folder).expanduser()
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from recsys_core.baselines import InteractionData
-from recsys_core.train import TrainConfig, fingerprint, fit_for_split, save_checkpoint
+from recsys_core.train import TrainConfig, default_val_mode, fingerprint, fit_for_split, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class MultimodalScorer:
         self.data = data
         self.trained, catalog = fit_for_split(self.split, self.data_root, self.data_dir, modalities=self.modalities,
                                               fusion_kind=self.fusion, use_ids=self.use_ids,
-                                              train=TrainConfig(seed=self.seed))
+                                              train=TrainConfig(seed=self.seed, val_mode=default_val_mode(self.split.protocol)))
         self.columns = np.array([data.item_index[i] for i in catalog.ids])
         self.histories = dict(zip(self.trained.interactions.users, self.trained.interactions.histories))
         out = self.data_dir / "checkpoints" / f"{self.split.protocol}-{self.name}"

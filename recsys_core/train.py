@@ -54,6 +54,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     patience: int = 8
     val_fraction: float = 0.1
+    # What early stopping watches: "warm" (held-out interactions of known items) or "cold-items"
+    # (held-out items never trained on: the cold-item protocol's question).
+    val_mode: str = "warm"
     seed: int = 0
     text_layers: int = 1  # top-layers / lora: how many top text blocks train
     lora_rank: int = 8
@@ -69,6 +72,8 @@ class TrainConfig:
             raise ValueError("epochs, batch_users and lr must be positive")
         if self.text_layers < 1 or self.lora_rank < 1:
             raise ValueError("text_layers and lora_rank must be >= 1")
+        if self.val_mode not in ("warm", "cold-items"):
+            raise ValueError(f"val_mode {self.val_mode!r}: use warm or cold-items")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"precision {self.precision!r}: use auto, fp32 or bf16")
 
@@ -136,8 +141,12 @@ def _pad_histories(histories: Sequence[Sequence[int]], length: int) -> tuple[tor
     return out, mask
 
 
-def validation_ndcg(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets: Sequence[set[int]]) -> float:
-    """NDCG@20 of held-out items with the same metric code as the offline evaluation."""
+def validation_ndcg(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets: Sequence[set[int]],
+                    candidates: np.ndarray | None = None) -> float:
+    """NDCG@20 of held-out items with the same metric code as the offline evaluation.
+
+    ``candidates``: item indices to rank among (cold-item validation); None = every unseen item.
+    """
     from recsys_core.metrics import evaluate_scores
 
     if not any(targets):
@@ -145,7 +154,33 @@ def validation_ndcg(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets
     mask = np.zeros(tuple(scores.shape), dtype=bool)
     for row, items in enumerate(seen):
         mask[row, list(items)] = True
-    return evaluate_scores(scores.numpy(), mask, [sorted(t) for t in targets], [20])["ndcg@20"]
+    candidate_mask = None
+    if candidates is not None:
+        candidate_mask = np.zeros(scores.shape[1], dtype=bool)
+        candidate_mask[candidates] = True
+    return evaluate_scores(scores.numpy(), mask, [sorted(t) for t in targets], [20], candidate_mask=candidate_mask)["ndcg@20"]
+
+
+def _validation_split(data: Interactions, train: TrainConfig, rng: random.Random):
+    """(fit histories, validation targets, validation candidates or None), carved from the training data.
+
+    warm: per user, a random ``val_fraction`` of their items (users with >= 5). cold-items: a random
+    ``val_fraction`` of the items leave training entirely and users are ranked among them only, so
+    early stopping selects for what the cold-item protocol measures.
+    """
+    if train.val_mode == "cold-items":
+        seen = sorted({i for items in data.histories for i in items})
+        held = set(rng.sample(seen, max(1, int(len(seen) * train.val_fraction))))
+        fit_hist = [[i for i in items if i not in held] for items in data.histories]
+        targets = [{i for i in items if i in held} for items in data.histories]
+        return fit_hist, targets, np.array(sorted(held))
+    fit_hist, targets = [], []
+    for items in data.histories:
+        n_val = int(len(items) * train.val_fraction) if len(items) >= 5 else 0
+        val = set(rng.sample(items, n_val)) if n_val else set()
+        fit_hist.append([i for i in items if i not in val])
+        targets.append(val)
+    return fit_hist, targets, None
 
 
 @dataclass
@@ -238,12 +273,7 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     device = resolve_device(train.device)
     data = Interactions.from_frame(frame, catalog)
     rng = random.Random(train.seed)
-    fit_hist, val_targets = [], []
-    for items in data.histories:
-        n_val = int(len(items) * train.val_fraction) if len(items) >= 5 else 0
-        val = set(rng.sample(items, n_val)) if n_val else set()
-        fit_hist.append([i for i in items if i not in val])
-        val_targets.append(val)
+    fit_hist, val_targets, val_candidates = _validation_split(data, train, rng)
     n_items = len(catalog)
     model = FusionRecommender(fusion, text_top, image_top)
     if init_state is not None:
@@ -263,8 +293,12 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     total, warm = train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
-    known = data.known_items.to(device)
+    known_cpu = data.known_items.clone()
+    if val_candidates is not None:
+        known_cpu[torch.from_numpy(val_candidates)] = False  # validation items are cold: never trained on
+    known = known_cpu.to(device)
     item_index = torch.arange(n_items, device=device)
+    val_rows = [r for r in range(len(fit_hist)) if fit_hist[r] and val_targets[r]]
     label_order = list(range(len(labels.items))) if labels is not None else []
     label_batch = math.ceil(len(label_order) / steps_per_epoch) if label_order else 0
     best, best_state, bad, history = -1.0, None, 0, []
@@ -298,7 +332,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
             schedule.step()
             losses.append(loss.item())
         trained = TrainedModel(model, content, data, fusion, train)
-        val = validation_ndcg(trained.score_users(fit_hist), fit_hist, val_targets)
+        val = validation_ndcg(trained.score_users([fit_hist[r] for r in val_rows]), [fit_hist[r] for r in val_rows],
+                              [val_targets[r] for r in val_rows], val_candidates)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                         "val_ndcg@20": val, "seconds": time.perf_counter() - epoch_start})
         bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_ndcg=f"{val:.4f}")
@@ -420,6 +455,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--modalities", default="both", choices=["both", "text", "image"])
     parser.add_argument("--fusion", default="transformer", choices=["transformer", "mean"])
     parser.add_argument("--no-ids", action="store_true", help="content only, no item-ID embedding")
+    parser.add_argument("--val-mode", default=None, choices=["warm", "cold-items"],
+                        help="what early stopping watches; default: cold-items for --protocol cold-item, else warm")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -432,12 +469,17 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      fusion_kind=args.fusion, use_ids=not args.no_ids,
                                      train=TrainConfig(epochs=args.epochs, seed=args.seed, strategy=args.strategy,
                                                        text_layers=args.text_layers or (2 if args.strategy == "lora" else 1),
-                                                       lora_rank=args.lora_rank, device=args.device))
+                                                       lora_rank=args.lora_rank, device=args.device,
+                                                       val_mode=args.val_mode or default_val_mode(args.protocol)))
     best = max(h["val_ndcg@20"] for h in trained.history)
     save_checkpoint(trained, args.out, metrics={"best_val_ndcg@20": best, "protocol": args.protocol},
                     fingerprint_info=fingerprint(split.train, catalog), encoders={"text": "minilm",
                                                                                   "image": "efficientnet-lite0"})
     log.info("saved %s (best val NDCG@20 %.4f, %.0f s)", args.out, best, trained.seconds)
+
+
+def default_val_mode(protocol: str) -> str:
+    return "cold-items" if protocol == "cold-item" else "warm"
 
 
 def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "both", fusion_kind: str = "transformer",

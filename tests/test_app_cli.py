@@ -14,7 +14,7 @@ from recsys_core.config import LimitsConfig, ZeroShotConfig
 from tests.conftest import REPO_ROOT
 
 ENV_VARS = ("CATALOG", "DATA_ROOT", "DATA_DIR", "DATABASE_URL", "GRADIO_SERVER_NAME", "GRADIO_SERVER_PORT", "PORT",
-            "DEVICE", "LOG_LEVEL")
+            "DEVICE", "LOG_LEVEL", "MODEL_DIR")
 
 
 @pytest.fixture(autouse=True)
@@ -25,7 +25,7 @@ def _clean_env(monkeypatch) -> None:
 
 def test_help_mentions_every_main_flag() -> None:
     text = build_parser().format_help()
-    for flag in ("--catalog", "--data-root", "--data-dir", "--host", "--port", "--device", "--database-url",
+    for flag in ("--catalog", "--model", "--data-root", "--data-dir", "--host", "--port", "--device", "--database-url",
                  "--text-weight", "--image-weight", "--max-upload-mb"):
         assert flag in text
     assert text.startswith("usage: python app.py")
@@ -99,6 +99,7 @@ def test_data_dir_expands_user(monkeypatch, tmp_path: Path) -> None:
         (["--device", "tpu"], "invalid choice: 'tpu'"),
         (["--port", "eighty"], "invalid int value: 'eighty'"),
         (["--log-level", "TRACE"], "invalid choice: 'TRACE'"),
+        (["--model", "/no/such/checkpoint"], "--model /no/such/checkpoint: not a checkpoint folder"),
     ],
 )
 def test_bad_values_exit_with_usage_error(argv, message, capsys) -> None:
@@ -134,3 +135,14 @@ def test_help_in_a_subprocess() -> None:
     assert done.stdout.startswith("usage: python app.py")
     assert "--catalog" in done.stdout and "--data-dir" in done.stdout
     assert done.stderr == ""
+
+
+def test_model_flag_and_env(monkeypatch, tmp_path: Path) -> None:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    assert parse_config(["--model", str(folder)]).service.model_dir == folder
+    monkeypatch.setenv("MODEL_DIR", str(folder))
+    assert parse_config([]).service.model_dir == folder
+    assert parse_config(["--model", ""]).service.model_dir is None  # an empty value means zero-shot
