@@ -103,6 +103,8 @@ register_model("multimodal-text", _multimodal("multimodal-text", modalities="tex
 register_model("multimodal-image", _multimodal("multimodal-image", modalities="image"))
 register_model("multimodal-mean", _multimodal("multimodal-mean", fusion="mean"))  # ablation: no attention
 register_model("multimodal-noid", _multimodal("multimodal-noid", use_ids=False))  # ablation: content only
+register_model("multimodal-top", _multimodal("multimodal-top", strategy="top-layers"))  # + top text block, CNN head
+register_model("multimodal-lora", _multimodal("multimodal-lora", strategy="lora"))  # + LoRA on the top 2 text blocks
 
 
 @dataclass(frozen=True)

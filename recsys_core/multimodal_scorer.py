@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 class MultimodalScorer:
     def __init__(self, split, data_root: Path, data_dir: Path, *, seed: int = 0, modalities: str = "both",
-                 use_ids: bool = True, fusion: str = "transformer", name: str = "multimodal") -> None:
+                 use_ids: bool = True, fusion: str = "transformer", name: str = "multimodal",
+                 strategy: str = "frozen") -> None:
         self.name = name
         self.split = split
         self.data_root = Path(data_root)
@@ -29,13 +30,16 @@ class MultimodalScorer:
         self.modalities = modalities
         self.use_ids = use_ids
         self.fusion = fusion
+        self.strategy = strategy
         self.data: InteractionData | None = None
 
     def fit(self, data: InteractionData) -> "MultimodalScorer":
         self.data = data
         self.trained, catalog = fit_for_split(self.split, self.data_root, self.data_dir, modalities=self.modalities,
                                               fusion_kind=self.fusion, use_ids=self.use_ids,
-                                              train=TrainConfig(seed=self.seed, val_mode=default_val_mode(self.split.protocol)))
+                                              train=TrainConfig(seed=self.seed, val_mode=default_val_mode(self.split.protocol),
+                                                                strategy=self.strategy,
+                                                                text_layers=2 if self.strategy == "lora" else 1))
         self.columns = np.array([data.item_index[i] for i in catalog.ids])
         self.histories = dict(zip(self.trained.interactions.users, self.trained.interactions.histories))
         out = self.data_dir / "checkpoints" / f"{self.split.protocol}-{self.name}"

@@ -22,7 +22,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -62,6 +62,7 @@ class TrainConfig:
     lora_rank: int = 8
     encoder_lr: float | None = None  # learning rate of encoder tops; None: 1e-4 (top-layers), 1e-3 (lora)
     label_weight: float = 1.0  # weight of the BCE loss on explicit like/dislike labels, when given
+    batch_labels: int = 256  # explicit labels per step
     device: str = "auto"  # auto = CUDA when available
     precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
 
@@ -258,12 +259,17 @@ def _label_loss(model: FusionRecommender, vectors: ItemVectors, labels: LabelDat
 
 def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, train: TrainConfig,
         progress: bool = True, *, text_top=None, image_top=None, labels: LabelData | None = None,
-        init_state: dict[str, torch.Tensor] | None = None) -> TrainedModel:
+        init_state: dict[str, torch.Tensor] | None = None, known_items: torch.Tensor | None = None,
+        validate: Callable[["TrainedModel"], float] | None = None,
+        on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainedModel:
     """Train on the interactions in ``frame`` (user_id, item_id, timestamp); returns the best epoch's model.
 
     ``labels``: explicit like/dislike judgements, trained with binary cross-entropy beside the
     softmax on interactions. ``text_top``/``image_top``: trainable encoder tops (strategies
-    top-layers and lora). ``init_state``: start from these weights (continued fine-tuning).
+    top-layers and lora). ``init_state``: start from these weights (continued fine-tuning);
+    ``known_items``: items that keep their ID part (default: items with interactions in ``frame``).
+    ``validate``: the early-stopping score of a model (default: validation NDCG@20 carved from
+    ``frame``). ``on_epoch``: called with each epoch's record (progress reporting).
     """
     from recsys_core.device import resolve_device
 
@@ -272,6 +278,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     torch.manual_seed(train.seed)
     device = resolve_device(train.device)
     data = Interactions.from_frame(frame, catalog)
+    if known_items is not None:
+        data.known_items = known_items.clone().bool()
     rng = random.Random(train.seed)
     fit_hist, val_targets, val_candidates = _validation_split(data, train, rng)
     n_items = len(catalog)
@@ -289,7 +297,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     if top_params:
         groups.append({"params": top_params, "weight_decay": train.weight_decay, "lr": train.tops_lr})
     optimiser = torch.optim.AdamW(groups, lr=train.lr)
-    steps_per_epoch = max(1, math.ceil(len(data.users) / train.batch_users))
+    n_labels = len(labels.items) if labels is not None else 0
+    steps_per_epoch = max(1, math.ceil(len(data.users) / train.batch_users), math.ceil(n_labels / train.batch_labels))
     total, warm = train.epochs * steps_per_epoch, train.warmup_epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda s: (s + 1) / max(1, warm) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
@@ -299,8 +308,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     known = known_cpu.to(device)
     item_index = torch.arange(n_items, device=device)
     val_rows = [r for r in range(len(fit_hist)) if fit_hist[r] and val_targets[r]]
-    label_order = list(range(len(labels.items))) if labels is not None else []
-    label_batch = math.ceil(len(label_order) / steps_per_epoch) if label_order else 0
+    label_order = list(range(n_labels))
+    label_batch = math.ceil(n_labels / steps_per_epoch) if n_labels else 0
     best, best_state, bad, history = -1.0, None, 0, []
     start = time.perf_counter()
     from tqdm.auto import tqdm
@@ -313,7 +322,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         rng.shuffle(label_order)
         losses = []
         epoch_start = time.perf_counter()
-        for step, b in enumerate(range(0, max(len(order), 1), train.batch_users)):
+        for step in range(steps_per_epoch):
+            b = step * train.batch_users
             rows = [r for r in order[b : b + train.batch_users] if len(fit_hist[r]) >= 2]
             batch_labels = label_order[step * label_batch : (step + 1) * label_batch]
             if not rows and not batch_labels:
@@ -332,11 +342,13 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
             schedule.step()
             losses.append(loss.item())
         trained = TrainedModel(model, content, data, fusion, train)
-        val = validation_ndcg(trained.score_users([fit_hist[r] for r in val_rows]), [fit_hist[r] for r in val_rows],
+        val = validate(trained) if validate is not None else validation_ndcg(trained.score_users([fit_hist[r] for r in val_rows]), [fit_hist[r] for r in val_rows],
                               [val_targets[r] for r in val_rows], val_candidates)
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
                         "val_ndcg@20": val, "seconds": time.perf_counter() - epoch_start})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val_ndcg=f"{val:.4f}")
+        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val:.4f}")
+        if on_epoch is not None:
+            on_epoch(history[-1])
         if val > best:
             best, bad = val, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
