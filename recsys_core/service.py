@@ -169,6 +169,11 @@ class RecommenderService:
         return self._state().zeroshot
 
     @property
+    def active_model(self) -> "ZeroShotModel | FusionServing":
+        """The model requests are served from now (read-only use)."""
+        return self._state().model
+
+    @property
     def model_kind(self) -> str:
         """``zeroshot`` or ``multimodal`` (a fine-tuned checkpoint)."""
         return self._state().model.kind

@@ -57,7 +57,7 @@ class FusionServing:
     kind = "multimodal"
 
     def __init__(self, model: FusionRecommender, content: ItemContent, known: torch.Tensor, version: str,
-                 source: Path | None = None) -> None:
+                 source: Path | None = None, *, split_modalities: bool = True) -> None:
         self.model = model.eval()
         self.config = model.config
         self.content = content
@@ -65,17 +65,20 @@ class FusionServing:
         self.version = version
         self.source = source
         n = content.text_tokens.shape[0]
-        self._index = torch.arange(n) if model.items.ids is not None else None
+        device = content.text_tokens.device
+        self.known = self.known.to(device)
+        self._index = torch.arange(n, device=device) if model.items.ids is not None else None
         self.scale = float(model.log_scale.detach().exp())
         with torch.no_grad():
             self.items = self._encode(content)
             # Rows for the modality split: the same items with text, image or both removed.
-            self._rows = {
-                "both": self._rows_of(self.items),
-                "text": self._rows_of(self._encode(_without(content, image=True))),
-                "image": self._rows_of(self._encode(_without(content, text=True))),
-                "none": self._rows_of(self._encode(_without(content, text=True, image=True))),
-            }
+            self._rows = {"both": self._rows_of(self.items)}
+            if split_modalities:  # three more passes over the catalog; scoring-only uses skip them
+                self._rows.update({
+                    "text": self._rows_of(self._encode(_without(content, image=True))),
+                    "image": self._rows_of(self._encode(_without(content, text=True))),
+                    "none": self._rows_of(self._encode(_without(content, text=True, image=True))),
+                })
         self.item_vectors = self._rows["both"]
         self.diversity_vectors = F.normalize(self.items.vectors, dim=-1)  # similarity for MMR re-ranking
         self.dim = self.item_vectors.shape[1]
@@ -90,7 +93,7 @@ class FusionServing:
     def _user(self, history_vectors: torch.Tensor) -> torch.Tensor:
         """``history_vectors`` [L, d], most recent first -> query [d + 1]."""
         history_vectors = history_vectors[: self.config.history_len]
-        mask = torch.ones(1, history_vectors.shape[0], dtype=torch.bool)
+        mask = torch.ones(1, history_vectors.shape[0], dtype=torch.bool, device=history_vectors.device)
         user = self.model.users(history_vectors[None], mask)[0]
         return torch.cat([F.normalize(user, dim=-1), user.new_ones(1)])
 

@@ -1,0 +1,371 @@
+"""Fine-tune a model on the labels people gave, and gate the candidate (``python -m recsys_core.finetune --help``).
+
+The loop: judgements (like/dislike or graded 0-3, from the app's database) are aggregated into
+labels (:mod:`recsys_core.labels`), split by context into train and held-out parts, and the base
+model (a fine-tuned checkpoint, or none = a new fusion model) is trained further with binary
+cross-entropy on the training labels. The candidate and the base are then scored on the held-out
+labels with the same code; the candidate passes the gate when it is not worse (AUC and pairwise
+accuracy). Registering and promoting is the app's job (``studio.jobs``): this module never touches
+the registry.
+
+The CLI reads judgements straight from the database (``--db URL``) through pandas and SQLAlchemy:
+``recsys_core`` does not depend on the ``storage`` package, so the table and column names of
+``storage.models`` (feedback, annotator, labeltask) are the contract here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from recsys_core.catalog import Catalog
+from recsys_core.errors import RecsysError
+from recsys_core.train import LabelData, TrainConfig
+
+log = logging.getLogger(__name__)
+ProgressFn = Callable[[float, str], None]
+
+
+class FinetuneError(RecsysError, ValueError):
+    """The fine-tune cannot run (too few labels, unknown base...): the message says what to do."""
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    epochs: int = 15
+    lr: float = 5e-4
+    heldout_fraction: float = 0.2
+    min_labels: int = 20  # below this a fine-tune learns noise: refuse with a clear message
+    min_heldout: int = 5
+    patience: int = 4
+    batch_labels: int = 32  # small batches: label sets are small, and each step is one catalog pass
+    seed: int = 0
+    tolerance: float = 0.0  # the gate: candidate metric >= base metric - tolerance
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.lr <= 0 or not 0 < self.heldout_fraction < 1:
+            raise ValueError("epochs >= 1, lr > 0 and 0 < heldout_fraction < 1 are required")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    base: dict[str, float]
+    candidate: dict[str, float]
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    out_dir: Path
+    gate: GateResult
+    n_train: int
+    n_heldout: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+# -- labels -> indices -----------------------------------------------------------------------------
+def to_label_data(examples: pd.DataFrame, catalog: Catalog) -> tuple[LabelData, int]:
+    """Map aggregated examples (context_ids, item_id, label) to catalog indices; returns (data, dropped).
+
+    Examples naming an item the catalog no longer has are dropped (counted, logged). The context
+    order is the order people liked things in, so the most recent is last; the model reads
+    histories most recent first.
+    """
+    histories, items, labels, dropped = [], [], [], 0
+    for context, item, label in zip(examples["context_ids"], examples["item_id"], examples["label"]):
+        ids = [str(i) for i in context]
+        if str(item) not in catalog or any(i not in catalog for i in ids) or not ids:
+            dropped += 1
+            continue
+        histories.append([catalog.index_of(i) for i in reversed(ids)])
+        items.append(catalog.index_of(str(item)))
+        labels.append(float(label))
+    if dropped:
+        log.warning("%d label(s) name items that are not in the catalog (or have no context): skipped", dropped)
+    return LabelData(histories, items, labels), dropped
+
+
+def label_metrics(scores: np.ndarray, data: LabelData) -> dict[str, float]:
+    """How well scores order held-out labels: ROC AUC over all pairs, and pairwise accuracy within contexts.
+
+    Within-context accuracy is what a recommendation list needs (for one profile, put the liked item
+    above the disliked one); AUC adds the across-context view. Labels >= 0.5 count as positive.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(data.labels) >= 0.5
+    out: dict[str, float] = {"n": float(len(y)), "positives": float(y.sum())}
+    out["auc"] = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
+    by_context: dict[tuple[int, ...], list[int]] = {}
+    for row, hist in enumerate(data.histories):
+        by_context.setdefault(tuple(hist), []).append(row)
+    right = total = 0.0
+    for rows in by_context.values():
+        pos = [r for r in rows if y[r]]
+        neg = [r for r in rows if not y[r]]
+        for p in pos:
+            for n in neg:
+                total += 1
+                right += 1.0 if scores[p] > scores[n] else 0.5 if scores[p] == scores[n] else 0.0
+    out["pairwise_accuracy"] = right / total if total else float("nan")
+    out["pairs"] = total
+    return out
+
+
+def score_labels(model, data: LabelData) -> np.ndarray:
+    """Scores of (context, item) pairs under a served model (zero-shot or fine-tuned: both have profile/item_vectors)."""
+    out = np.zeros(len(data.items), dtype=np.float64)
+    cache: dict[tuple[int, ...], torch.Tensor] = {}
+    with torch.no_grad():
+        for row, (hist, item) in enumerate(zip(data.histories, data.items)):
+            key = tuple(hist)
+            if key not in cache:
+                cache[key] = model.profile(list(reversed(hist)))  # profile() takes oldest first
+            out[row] = float(model.item_vectors[item] @ cache[key].to(model.item_vectors.dtype))
+    return out
+
+
+def gate(base: dict[str, float], candidate: dict[str, float], tolerance: float = 0.0) -> GateResult:
+    """Pass when the candidate is not worse on every held-out metric that can be computed."""
+    worse = []
+    for name in ("auc", "pairwise_accuracy"):
+        b, c = base.get(name, float("nan")), candidate.get(name, float("nan"))
+        if math.isnan(b) or math.isnan(c):
+            continue
+        if c < b - tolerance:
+            worse.append(f"{name} {c:.4f} < base {b:.4f}")
+    usable = [n for n in ("auc", "pairwise_accuracy") if not math.isnan(candidate.get(n, float("nan")))]
+    if not usable:
+        return GateResult(base, candidate, False, "held-out labels cannot rank anything (need likes and dislikes)")
+    if worse:
+        return GateResult(base, candidate, False, "worse than the active model: " + "; ".join(worse))
+    return GateResult(base, candidate, True, "not worse than the active model on held-out labels")
+
+
+# -- the job ---------------------------------------------------------------------------------------
+def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog, features, text_encoder, image_encoder,
+             base_model, base_dir: Path | None, out_dir: Path, cache_dir: Path | None,
+             config: FinetuneConfig = FinetuneConfig(), extra_metrics: dict | None = None,
+             progress: ProgressFn | None = None) -> FinetuneResult:
+    """Train a candidate from ``base_dir`` (None: a new fusion model) on ``examples``; gate it on ``heldout``.
+
+    ``base_model`` is the model the app serves now (zero-shot or a FusionServing): the gate
+    compares the candidate against exactly what users get today.
+    """
+    from recsys_core.content import build_content
+    from recsys_core.model import FusionConfig
+    from recsys_core.serving import FusionServing, checkpoint_version
+    from recsys_core.train import TrainedModel, fit, load_checkpoint, make_tops, save_checkpoint
+
+    start = time.perf_counter()
+    train_data, _ = to_label_data(examples, catalog)
+    held_data, _ = to_label_data(heldout, catalog)
+    if len(train_data.items) < config.min_labels:
+        raise FinetuneError(f"{len(train_data.items)} usable training labels; at least {config.min_labels} are needed "
+                            "(collect more judgements first)")
+    if len(held_data.items) < config.min_heldout:
+        raise FinetuneError(f"{len(held_data.items)} held-out labels; at least {config.min_heldout} are needed to gate a "
+                            "candidate (collect more judgements, from more profiles)")
+    report = progress or (lambda fraction, message: None)
+    report(0.02, "preparing")
+    base_metrics = label_metrics(score_labels(base_model, held_data), held_data)
+
+    known = torch.zeros(len(catalog), dtype=torch.bool)
+    init_state = None
+    if base_dir is not None:
+        model, saved = load_checkpoint(base_dir, text_encoder, image_encoder)
+        fusion = model.config
+        init_state = model.state_dict()
+        items_file = Path(base_dir) / "items.json"
+        if items_file.is_file():
+            saved_items = json.loads(items_file.read_text())
+            if list(saved_items["item_ids"]) == list(catalog.ids):
+                known = torch.tensor(saved_items["known"], dtype=torch.bool)
+        parent = checkpoint_version(Path(base_dir))
+    else:
+        fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], n_items=len(catalog))
+        parent = getattr(base_model, "version", None)
+        known[sorted(set(train_data.items) | {i for h in train_data.histories for i in h})] = True
+    content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
+                            text_pooled=features.text, image_pooled=features.image, progress=False,
+                            image_encoder=image_encoder if fusion.image_top else None)
+    train_cfg = TrainConfig(epochs=config.epochs, lr=config.lr, warmup_epochs=1, patience=config.patience,
+                            seed=config.seed, label_weight=1.0, batch_labels=config.batch_labels)
+    held_scores: dict[str, float] = {}
+
+    def validate(trained: TrainedModel) -> float:
+        # Early stopping on the held-out labels (the gate's own measure, so no separate split is wasted).
+        serving = FusionServing(trained.model, trained.content, trained.interactions.known_items, "candidate",
+                                split_modalities=False)
+        metrics = label_metrics(score_labels(serving, held_data), held_data)
+        held_scores.update(metrics)
+        value = metrics["pairwise_accuracy"] if not math.isnan(metrics["pairwise_accuracy"]) else metrics["auc"]
+        return 0.0 if math.isnan(value) else value
+
+    def on_epoch(record: dict[str, float]) -> None:
+        report(0.05 + 0.9 * record["epoch"] / config.epochs, f"epoch {int(record['epoch'])}/{config.epochs}: "
+               f"loss {record['loss']:.4f}, held-out {record['val_ndcg@20']:.4f}")
+
+    empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
+                          "timestamp": pd.Series(dtype=float)})
+    text_top, image_top = make_tops(fusion, text_encoder, image_encoder if fusion.image_top else None)
+    trained = fit(empty, catalog, content, fusion, train_cfg, progress=False, text_top=text_top, image_top=image_top,
+                  labels=train_data, init_state=init_state, known_items=known, validate=validate, on_epoch=on_epoch)
+    candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
+                                      split_modalities=False)
+    cand_metrics = label_metrics(score_labels(candidate_serving, held_data), held_data)
+    result = gate(base_metrics, cand_metrics, config.tolerance)
+    report(0.97, "saving the candidate")
+    save_checkpoint(trained, Path(out_dir), metrics={
+        "heldout_base": base_metrics, "heldout_candidate": cand_metrics, "gate_passed": result.passed,
+        "gate_reason": result.reason, "parent": parent, "n_train_labels": len(train_data.items),
+        "n_heldout_labels": len(held_data.items), "finetune": asdict(config), **(extra_metrics or {}),
+    }, fingerprint_info={"labels": len(train_data.items), "catalog": catalog.name, "items": len(catalog)},
+        encoders={"text": text_encoder.weights_id, "image": image_encoder.weights_id})
+    report(1.0, "done")
+    return FinetuneResult(Path(out_dir), result, len(train_data.items), len(held_data.items),
+                          time.perf_counter() - start, trained.history)
+
+
+# -- reading judgements from the app's database ------------------------------------------------------
+JUDGEMENTS_SQL = """
+SELECT f.id AS feedback_id, COALESCE(a.username, 'anonymous') AS annotator, f.context_ids, f.item_id, f.label,
+       f.grade, f.model_version, t.kind AS task_kind, t.expected_grade, t.campaign
+FROM feedback f
+LEFT JOIN annotator a ON a.id = f.annotator_id
+LEFT JOIN labeltask t ON t.id = f.task_id
+ORDER BY f.id
+"""
+
+
+def read_judgements(database_url: str, campaign: str | None = None) -> pd.DataFrame:
+    """All judgements in the database as the frame :func:`recsys_core.labels.aggregate` reads."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            frame = pd.read_sql_query(JUDGEMENTS_SQL, conn)
+    finally:
+        engine.dispose()
+    if campaign is not None:
+        frame = frame[frame["campaign"] == campaign]
+    frame["context_ids"] = [json.loads(c) if isinstance(c, str) else list(c or []) for c in frame["context_ids"]]
+    frame["is_control"] = frame["task_kind"].eq("control").fillna(False).astype(bool)
+    scale = np.where(frame["label"].eq("graded"), 3.0, 1.0)
+    frame["expected"] = [float(e) / s if frame_is_control and not pd.isna(e) else None
+                         for e, s, frame_is_control in zip(frame["expected_grade"], scale, frame["is_control"])]
+    frame["grade"] = [None if pd.isna(g) else int(g) for g in frame["grade"]]
+    return frame.reset_index(drop=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m recsys_core.finetune", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", required=True, help="database URL of the app (e.g. sqlite:///data/recsys.sqlite3)")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="checkpoint folder to start from; default: a new fusion model (the app's zero-shot model is the gate's baseline)")
+    parser.add_argument("--out", type=Path, required=True, help="candidate checkpoint folder to write")
+    parser.add_argument("--catalog", default="demo", help="as for app.py: demo, movielens-100k or a folder")
+    parser.add_argument("--data-root", type=Path, default=None)
+    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
+    parser.add_argument("--campaign", default=None, help="only judgements from this labelling campaign")
+    parser.add_argument("--method", default="majority", choices=["majority", "soft"], help="label aggregation")
+    parser.add_argument("--min-control-accuracy", type=float, default=0.7)
+    parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
+    parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
+    parser.add_argument("--heldout", type=float, default=FinetuneConfig.heldout_fraction, help="fraction of contexts held out for the gate")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="write the result (gate, snapshot, timings) here")
+    parser.add_argument("--progress-file", type=Path, default=None, help="append JSON progress lines here (the app reads them)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        result = run_cli(args)
+    except RecsysError as exc:
+        _write_json(args.json, {"ok": False, "error": str(exc)})
+        raise SystemExit(f"error: {exc}") from None
+    _write_json(args.json, result)
+    log.info("candidate %s: gate %s (%s)", result["out_dir"], "passed" if result["gate"]["passed"] else "failed",
+             result["gate"]["reason"])
+
+
+def _write_json(path: Path | None, value: dict) -> None:
+    if path is None:
+        return
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def run_cli(args: argparse.Namespace) -> dict:
+    from recsys_core.adapters import resolve_catalog
+    from recsys_core.config import ServiceConfig
+    from recsys_core.labels import AggregationConfig, aggregate, split_heldout
+    from recsys_core.service import RecommenderService
+
+    def progress(fraction: float, message: str) -> None:
+        log.info("%3.0f%% %s", 100 * fraction, message)
+        if args.progress_file is not None:
+            with open(args.progress_file, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"fraction": round(fraction, 4), "message": message, "time": time.time()}) + "\n")
+
+    progress(0.0, "reading judgements")
+    judgements = read_judgements(args.db, args.campaign)
+    agg_config = AggregationConfig(method=args.method, min_control_accuracy=args.min_control_accuracy)
+    labels = aggregate(judgements, agg_config)
+    if labels.examples.empty:
+        raise FinetuneError(f"no usable labels in the database ({len(judgements)} judgements; "
+                            f"{len(labels.excluded_annotators)} annotator(s) excluded)")
+    train_part, heldout_part = split_heldout(labels, args.heldout, args.seed)
+    progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
+                   f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
+    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
+    service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(args.data_dir) / "features", device=args.device,
+                                                        model_dir=args.base))
+    service.prepare()
+    state_model = service.active_model  # what the app serves from this base: the gate's baseline
+    result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,
+                      text_encoder=service.text_encoder, image_encoder=service.image_encoder, base_model=state_model,
+                      base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
+                      config=FinetuneConfig(epochs=args.epochs, lr=args.lr, heldout_fraction=args.heldout, seed=args.seed),
+                      extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress)
+    from recsys_core.serving import checkpoint_version
+
+    return {
+        "ok": True,
+        "out_dir": str(result.out_dir),
+        "version": checkpoint_version(result.out_dir),
+        "parent": getattr(state_model, "version", None),
+        "gate": asdict(result.gate),
+        "n_train": result.n_train,
+        "n_heldout": result.n_heldout,
+        "seconds": round(result.seconds, 2),
+        "history": result.history,
+        "snapshot": {"id": labels.snapshot_id, "n_examples": int(len(labels.examples)),
+                     "n_judgements": int(len(judgements)), "config": json.loads(agg_config.to_json()),
+                     "feedback_ids": [int(i) for i in labels.feedback_ids],
+                     "excluded_annotators": labels.excluded_annotators},
+    }
+
+
+if __name__ == "__main__":
+    main()
