@@ -281,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--catalog", default="demo", help="as for app.py: demo, movielens-100k or a folder")
     parser.add_argument("--data-root", type=Path, default=None)
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
+    parser.add_argument("--text-encoder", default="minilm", help="as for app.py (must match the app's)")
+    parser.add_argument("--image-encoder", default="efficientnet-lite0", help="as for app.py (must match the app's)")
     parser.add_argument("--campaign", default=None, help="only judgements from this labelling campaign")
     parser.add_argument("--method", default="majority", choices=["majority", "soft"], help="label aggregation")
     parser.add_argument("--min-control-accuracy", type=float, default=0.7)
@@ -339,8 +341,11 @@ def run_cli(args: argparse.Namespace) -> dict:
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
     catalog = resolve_catalog(args.catalog, data_root=args.data_root)
-    service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(args.data_dir) / "features", device=args.device,
-                                                        model_dir=args.base))
+    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
+
+    service = RecommenderService(catalog, ServiceConfig(
+        text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
+        cache_dir=Path(args.data_dir) / "features", device=args.device, model_dir=args.base))
     service.prepare()
     state_model = service.active_model  # what the app serves from this base: the gate's baseline
     result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,

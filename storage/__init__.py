@@ -1,20 +1,47 @@
-"""Persistence for annotators, labelling sessions, impressions and feedback.
+"""Persistence for annotators, labelling sessions, impressions, feedback,
+crowd-labelling tasks and the model registry.
 
 Deliberately free of torch/gradio/recsys_core imports and of any database
 connection at import time, so it can be used by the app, the API and offline
-scripts alike and imported cheaply in tests.
+scripts alike and imported cheaply in tests. ``storage.export`` (pandas) and
+``storage.auth`` (user file, ``python -m storage.auth``) are imported on
+demand rather than from here, so ``import storage`` stays light and running
+``storage.auth`` as a module does not import it twice.
 """
 
 from storage.db import default_database_url, init_db, make_engine, redact_url
-from storage.models import ALLOWED_LABELS, Annotator, Feedback, Impression, LabelSession
+from storage.models import (
+    ALLOWED_LABELS,
+    FEEDBACK_LABELS,
+    Annotator,
+    Feedback,
+    Impression,
+    LabelSession,
+    LabelSnapshot,
+    LabelTask,
+    ModelVersion,
+    Setting,
+    TaskAssignment,
+)
 from storage.repository import (
     FeedbackIn,
+    FeedbackOut,
     FeedbackResult,
     ImpressionIn,
     InvalidFeedbackError,
+    InvalidTaskError,
+    ModelVersionOut,
+    RegistryError,
     Repository,
+    RequestIdConflictError,
+    SnapshotOut,
+    TaskAlreadyAnsweredError,
+    TaskIn,
+    TaskNotAssignedError,
+    TaskOut,
     add_feedback,
     add_impressions,
+    add_missing_columns,
     count_feedback,
     count_impressions,
     get_or_create_annotator,
@@ -25,16 +52,33 @@ from storage.repository import (
 __all__ = [
     "ALLOWED_LABELS",
     "Annotator",
+    "FEEDBACK_LABELS",
     "Feedback",
     "FeedbackIn",
+    "FeedbackOut",
     "FeedbackResult",
     "Impression",
     "ImpressionIn",
     "InvalidFeedbackError",
+    "InvalidTaskError",
     "LabelSession",
+    "LabelSnapshot",
+    "LabelTask",
+    "ModelVersion",
+    "ModelVersionOut",
+    "RegistryError",
     "Repository",
+    "RequestIdConflictError",
+    "Setting",
+    "SnapshotOut",
+    "TaskAlreadyAnsweredError",
+    "TaskAssignment",
+    "TaskIn",
+    "TaskNotAssignedError",
+    "TaskOut",
     "add_feedback",
     "add_impressions",
+    "add_missing_columns",
     "count_feedback",
     "count_impressions",
     "default_database_url",

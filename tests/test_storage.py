@@ -155,6 +155,11 @@ def test_init_db_is_idempotent(engine: Engine) -> None:
         "feedback",
         "impression",
         "labelsession",
+        "labelsnapshot",
+        "labeltask",
+        "modelversion",
+        "setting",
+        "taskassignment",
     ]
 
 
@@ -475,8 +480,10 @@ def test_threaded_feedback_with_resends(file_url: str) -> None:
         try:
             barrier.wait()
             for rid in plan[t::n_threads]:
+                # The annotator follows the request id: a resend comes from whoever sent it first
+                # (the same id from another annotator is refused, see test_tasks.py).
                 res = repo.add_feedback(
-                    _fb(rid, session_key=f"sess-{t}", annotator=f"user-{t % 3}", client="api")
+                    _fb(rid, session_key=f"sess-{t}", annotator=f"user-{int(rid[4:]) % 3}", client="api")
                 )
                 with lock:
                     results.append((rid, res))
@@ -564,5 +571,10 @@ def test_public_api_is_exported() -> None:
         "add_impressions", "count_feedback", "count_impressions", "default_database_url",
         "get_or_create_annotator", "get_or_create_session", "init_db", "list_feedback",
         "make_engine", "redact_url",
+        # crowd labelling and model registry
+        "FEEDBACK_LABELS", "FeedbackOut", "InvalidTaskError", "LabelSnapshot", "LabelTask", "ModelVersion",
+        "ModelVersionOut", "RegistryError", "RequestIdConflictError", "Setting", "SnapshotOut",
+        "TaskAlreadyAnsweredError", "TaskAssignment", "TaskIn", "TaskNotAssignedError", "TaskOut",
+        "add_missing_columns",
     }
     assert ALLOWED_LABELS == ("like", "dislike")

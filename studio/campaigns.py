@@ -1,0 +1,119 @@
+"""Labelling campaigns: which (profile, item) pairs annotators judge.
+
+A campaign is a set of tasks. Each profile (a few liked items) yields:
+
+- ``recommendation`` tasks: the active model's top items for it (what we want judged);
+- ``random`` tasks: items drawn uniformly from the rest of the catalog (an unbiased sample, so the
+  labels also say how good items the model did *not* pick are);
+- ``control`` tasks: the item the model ranks last for the profile, with the expected answer
+  "not relevant" (grade 0 / dislike). Annotators cannot tell controls from other tasks; one who
+  calls many of them relevant is not reading the task, and the aggregation drops their labels.
+
+Profiles are drawn from the catalog: a few items that share a genre (or given explicitly).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+from recsys_core.errors import InvalidInputError
+from storage import TaskIn
+
+SCALES = ("graded", "binary")
+
+
+@dataclass(frozen=True)
+class CampaignSpec:
+    name: str
+    profiles: int = 10
+    profile_size: int = 3
+    per_profile: int = 5  # recommendation tasks per profile
+    random_per_profile: int = 2
+    controls_per_profile: int = 1
+    overlap: int = 3  # distinct annotators per task
+    scale: str = "graded"  # graded = 0..3 relevance; binary = like/dislike
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.name.strip() or len(self.name) > 100:
+            raise InvalidInputError("campaign name: 1 to 100 characters")
+        for field, low, high in (("profiles", 1, 1000), ("profile_size", 1, 20), ("per_profile", 0, 50),
+                                 ("random_per_profile", 0, 50), ("controls_per_profile", 0, 10), ("overlap", 1, 50)):
+            value = getattr(self, field)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise InvalidInputError(f"{field} is {value!r}; allowed {low}..{high}")
+        if self.scale not in SCALES:
+            raise InvalidInputError(f"scale {self.scale!r}: use graded or binary")
+        if self.per_profile + self.random_per_profile + self.controls_per_profile == 0:
+            raise InvalidInputError("a campaign needs at least one task per profile")
+
+
+def draw_profiles(catalog, count: int, size: int, seed: int) -> list[tuple[str, ...]]:
+    """``count`` profiles of ``size`` items sharing a genre (any items when the catalog has no genres)."""
+    rng = random.Random(seed)
+    by_genre: dict[str, list[str]] = {}
+    for item in catalog.items:
+        for genre in item.genres:
+            by_genre.setdefault(genre, []).append(item.item_id)
+    pools = [ids for ids in by_genre.values() if len(ids) >= size] or [list(catalog.ids)]
+    profiles = []
+    for _ in range(count):
+        pool = rng.choice(pools)
+        profiles.append(tuple(rng.sample(pool, min(size, len(pool)))))
+    return profiles
+
+
+def build_tasks(service, spec: CampaignSpec, profiles: Sequence[Sequence[str]] | None = None) -> list[TaskIn]:
+    """Tasks for every profile, from the model the service is serving now."""
+    catalog = service.catalog
+    rng = random.Random(spec.seed)
+    profiles = [tuple(p) for p in (profiles or draw_profiles(catalog, spec.profiles, spec.profile_size, spec.seed))]
+    version = service.model_version
+    negative = 0  # grade 0 on the graded scale, dislike (0) on the binary one
+    tasks: list[TaskIn] = []
+    for profile in profiles:
+        liked = service.clean_liked(list(profile))
+        top = [r.item_id for r in service.recommend(liked, k=min(spec.per_profile, len(catalog) - len(liked)))] \
+            if spec.per_profile else []
+        rest = [i for i in catalog.ids if i not in set(liked) | set(top)]
+        randoms = rng.sample(rest, min(spec.random_per_profile, len(rest)))
+        bottom = _bottom_items(service, liked, spec.controls_per_profile, exclude=set(liked) | set(top) | set(randoms))
+        for item_id, kind in [(i, "recommendation") for i in top] + [(i, "random") for i in randoms] + \
+                [(i, "control") for i in bottom]:
+            tasks.append(TaskIn(item_id=item_id, context_ids=tuple(liked), model_version=version, kind=kind,
+                                expected_grade=negative if kind == "control" else None, overlap=spec.overlap))
+    rng.shuffle(tasks)  # annotators meet kinds in a random order
+    return tasks
+
+
+def _bottom_items(service, liked: list[str], count: int, exclude: set[str]) -> list[str]:
+    """The ``count`` items the active model ranks lowest for ``liked`` (the whole catalog is ranked)."""
+    if count == 0:
+        return []
+    model = service.active_model
+    indices = service.catalog.check_ids(liked)
+    scores = model.item_vectors @ model.profile(indices).to(model.item_vectors.dtype)
+    out = []
+    for index in scores.argsort().tolist():
+        item_id = service.catalog.items[index].item_id
+        if item_id not in exclude:
+            out.append(item_id)
+            if len(out) == count:
+                break
+    return out
+
+
+def create_campaign(service, repository, spec: CampaignSpec, profiles: Sequence[Sequence[str]] | None = None) -> int:
+    """Build the tasks and store them (and the campaign's answer scale); returns how many tasks were added."""
+    tasks = build_tasks(service, spec, profiles)
+    stored = repository.get_or_create_setting(f"campaign-scale:{spec.name}", lambda: spec.scale)
+    if stored != spec.scale:
+        raise InvalidInputError(f"campaign {spec.name!r} already exists with the {stored} scale; "
+                                "use another name or the same scale")
+    return repository.add_tasks(spec.name, tasks)
+
+
+def campaign_scale(repository, name: str) -> str:
+    return repository.get_or_create_setting(f"campaign-scale:{name}", lambda: "graded")

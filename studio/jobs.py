@@ -1,0 +1,147 @@
+"""The fine-tune job: one at a time, outside the request path, with progress the app can show.
+
+The job runs ``python -m recsys_core.finetune`` in a subprocess. A subprocess rather than a thread:
+training then never holds the app's interpreter, a crash or a kill of the job cannot take the app
+down, and the candidate is written to a temporary folder and renamed (``save_checkpoint``), so a
+killed job never leaves a half-written model behind. The app keeps serving the active model the
+whole time; when the job ends the candidate is registered and, if it passed its gate (and
+``auto_promote``), promoted with a hot swap.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Sequence
+
+from recsys_core.errors import RecsysError
+
+log = logging.getLogger(__name__)
+
+
+class JobBusyError(RecsysError, RuntimeError):
+    """A fine-tune is already running: only one at a time."""
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    state: str  # idle | running | succeeded | failed
+    job_id: str = ""
+    started_by: str = ""
+    started_at: float = 0.0
+    fraction: float = 0.0
+    message: str = ""
+    version: str | None = None
+    gate_passed: bool | None = None
+    gate_reason: str = ""
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+
+class FinetuneJobs:
+    def __init__(self, *, manager, database_url: str, data_dir: Path, catalog_args: Sequence[str],
+                 auto_promote: bool = True, python: str = sys.executable, extra_args: Sequence[str] = ()) -> None:
+        self.manager = manager
+        self.database_url = database_url
+        self.data_dir = Path(data_dir)
+        self.catalog_args = list(catalog_args)
+        self.auto_promote = auto_promote
+        self.python = python
+        self.extra_args = list(extra_args)
+        self._lock = threading.Lock()
+        self._status = JobStatus("idle")
+        self._thread: threading.Thread | None = None
+        self._process: subprocess.Popen | None = None
+
+    def status(self) -> JobStatus:
+        status = self._status
+        if status.running:
+            progress = self._read_progress(status.job_id)
+            if progress:
+                status = replace(status, fraction=progress["fraction"], message=progress["message"])
+        return status
+
+    def start(self, by: str, *, campaign: str | None = None) -> JobStatus:
+        """Start a fine-tune from the active model; raises :class:`JobBusyError` while one runs."""
+        with self._lock:
+            if self._status.running:
+                raise JobBusyError(f"a fine-tune is already running (started by {self._status.started_by}, "
+                                   f"{self.status().message or 'starting'}); wait for it to finish")
+            job_id = time.strftime("%Y%m%d-%H%M%S")
+            active = self.manager.repository.active_model()
+            base = active.path if active is not None and active.path != "zero-shot" else None
+            job_dir = self.data_dir / "jobs" / job_id
+            job_dir.mkdir(parents=True, exist_ok=True)
+            out_dir = self.data_dir / "models" / f"candidate-{job_id}"
+            cmd = [self.python, "-m", "recsys_core.finetune", "--db", self.database_url, "--out", str(out_dir),
+                   "--data-dir", str(self.data_dir), "--json", str(job_dir / "result.json"),
+                   "--progress-file", str(job_dir / "progress.jsonl"), *self.catalog_args, *self.extra_args]
+            if base:
+                cmd += ["--base", base]
+            if campaign:
+                cmd += ["--campaign", campaign]
+            self._status = JobStatus("running", job_id=job_id, started_by=by, started_at=time.time(),
+                                     message="starting")
+            self._thread = threading.Thread(target=self._run, args=(cmd, job_dir, by), daemon=True,
+                                            name=f"finetune-{job_id}")
+            self._thread.start()
+            log.info("%s started fine-tune job %s", by, job_id)
+            return self._status
+
+    def wait(self, timeout: float | None = None) -> JobStatus:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+        return self.status()
+
+    def _read_progress(self, job_id: str) -> dict | None:
+        path = self.data_dir / "jobs" / job_id / "progress.jsonl"
+        try:
+            lines = path.read_text(encoding="utf-8").strip().splitlines()
+            return json.loads(lines[-1]) if lines else None
+        except (OSError, ValueError):
+            return None
+
+    def _run(self, cmd: list[str], job_dir: Path, by: str) -> None:
+        started = time.time()
+        log_path = job_dir / "job.log"
+        try:
+            with open(log_path, "w", encoding="utf-8") as log_file:
+                self._process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+                code = self._process.wait()
+            result_path = job_dir / "result.json"
+            result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+            if code != 0 or not result.get("ok"):
+                error = result.get("error") or _tail(log_path)
+                self._status = replace(self._status, state="failed", error=error, seconds=time.time() - started,
+                                       message="failed")
+                log.error("fine-tune job %s failed: %s", self._status.job_id, error)
+                return
+            version = self.manager.register_candidate(result, auto_promote=self.auto_promote, by=by)
+            gate = result["gate"]
+            self._status = replace(self._status, state="succeeded", fraction=1.0, version=version,
+                                   gate_passed=gate["passed"], gate_reason=gate["reason"],
+                                   seconds=time.time() - started,
+                                   message=("promoted" if gate["passed"] and self.auto_promote else
+                                            "candidate registered" if gate["passed"] else "rejected by the gate"))
+        except Exception as exc:  # the job thread must always end in a final state the UI can show
+            log.exception("fine-tune job crashed")
+            self._status = replace(self._status, state="failed", error=f"{type(exc).__name__}: {exc}",
+                                   seconds=time.time() - started, message="failed")
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "no log"
