@@ -39,6 +39,9 @@ class AppConfig:
     port: int = 7860
     service: ServiceConfig = field(default_factory=ServiceConfig)
     log_level: str = "INFO"
+    auth_file: Path | None = None  # users.csv (username,password,role): login required
+    oauth_admins: str | None = None  # Spaces OAuth: comma-separated admin HF usernames
+    auto_promote: bool = True  # promote a fine-tuned candidate that passes its gate
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -81,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of image similarity in the zero-shot score")
     p.add_argument("--max-upload-mb", type=float, default=LimitsConfig.max_upload_bytes / 2**20,
                    help="largest accepted upload")
+    p.add_argument("--auth-file", type=Path, default=env("AUTH_FILE"),
+                   help="users.csv with columns username,password,role (annotator|admin; passwords plain or hashed "
+                        "with python -m storage.auth hash): login required for labels and admin actions (env AUTH_FILE)")
+    p.add_argument("--oauth-admins", default=env("OAUTH_ADMINS"),
+                   help="on Hugging Face Spaces with hf_oauth: comma-separated HF usernames that are admins; "
+                        "everyone else who signs in is an annotator (env OAUTH_ADMINS)")
+    p.add_argument("--no-auto-promote", action="store_true",
+                   help="keep fine-tuned candidates that pass their gate as candidates until an admin promotes them")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return p
 
@@ -115,7 +126,19 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         port=args.port,
         service=service,
         log_level=args.log_level,
+        auth_file=_checked_auth_file(args.auth_file),
+        oauth_admins=args.oauth_admins or None,
+        auto_promote=not args.no_auto_promote,
     )
+
+
+def _checked_auth_file(path: Path | None) -> Path | None:
+    if path is None or str(path) == "":
+        return None
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ValueError(f"--auth-file {path}: no such file (expected a CSV with columns username,password,role)")
+    return path
 
 
 def _checked_model_dir(folder: str | None) -> Path | None:
@@ -129,7 +152,7 @@ def _checked_model_dir(folder: str | None) -> Path | None:
 
 
 def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "Repository"]:
-    """Build storage, service (features extracted or read from cache) and the UI; does not launch."""
+    """Build storage, service (features extracted or read from cache), registry, jobs and the UI; does not launch."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     # Uploads land in the data directory, not a system temp folder (Spaces mounts DATA_DIR on a bucket).
     os.environ.setdefault("GRADIO_TEMP_DIR", str((config.data_dir / "uploads").resolve()))
@@ -137,28 +160,58 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from recsys_core.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
+    from studio.jobs import FinetuneJobs
+    from studio.models import ModelManager
+    from ui.access import Access
+    from ui.admin import AdminHandlers
     from ui.handlers import Handlers
+    from ui.labelling import LabellingHandlers
     from ui.layout import build_demo
 
+    access = Access.from_options(config.auth_file, config.oauth_admins)
     catalog = resolve_catalog(config.catalog, data_root=config.data_root,
                               max_image_pixels=config.service.limits.max_image_pixels)
     if catalog.problems:
         log.warning("catalog %s: %d row problem(s); see the About tab", catalog.name, len(catalog.problems))
     service = RecommenderService(catalog, config.service)
     service.prepare()
-    repository = Repository.from_url(config.database_url or default_database_url(config.data_dir))
-    demo = build_demo(Handlers(service, repository))
+    database_url = config.database_url or default_database_url(config.data_dir)
+    repository = Repository.from_url(database_url)
+    manager = ModelManager(service, repository)
+    manager.sync_at_startup(config.service.model_dir)
+    jobs = FinetuneJobs(manager=manager, database_url=database_url, data_dir=config.data_dir,
+                        catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote)
+    if access.mode == "open":
+        log.warning("no --auth-file: everyone who can reach this app is its admin; keep it on localhost")
+    demo = build_demo(Handlers(service, repository, access),
+                      labelling=LabellingHandlers(service, repository, access),
+                      admin=AdminHandlers(service, repository, access, manager, jobs, config.data_dir / "exports"))
+    demo.studio_access = access  # launch() needs it for the login form
     return demo, service, repository
 
 
-def launch_kwargs(config: AppConfig, service: "RecommenderService") -> dict:
+def _job_catalog_args(config: AppConfig) -> list[str]:
+    """What the fine-tune subprocess needs to rebuild the same catalog, encoders and features."""
+    args = ["--catalog", config.catalog, "--text-encoder", config.service.text.model,
+            "--image-encoder", config.service.image.model, "--device", config.service.device]
+    if config.data_root is not None:
+        args += ["--data-root", str(config.data_root)]
+    return args
+
+
+def launch_kwargs(config: AppConfig, service: "RecommenderService", access=None) -> dict:
     from ui.render import NO_IMAGE
 
-    return {
+    extra = {}
+    if access is not None and access.mode == "password":
+        extra = {"auth": access.login, "auth_message": "Multimodal Recommendation Studio: log in to label and administer."}
+    return {**extra,
         "server_name": config.host,
         "server_port": config.port,
         "max_file_size": config.service.limits.max_upload_bytes,
-        "allowed_paths": [str(service.catalog.root.resolve()), str(NO_IMAGE.parent)],
+        # Exports are written under random folder names and, with --auth-file, served only after login.
+        "allowed_paths": [str(service.catalog.root.resolve()), str(NO_IMAGE.parent),
+                          str((config.data_dir / "exports").resolve())],
         "footer_links": ["api"],
     }
 
@@ -175,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     demo.queue(default_concurrency_limit=8)
     from ui.layout import CSS
 
-    demo.launch(css=CSS, **launch_kwargs(config, service))
+    demo.launch(css=CSS, **launch_kwargs(config, service, getattr(demo, "studio_access", None)))
 
 
 if __name__ == "__main__":

@@ -1361,6 +1361,10 @@ class Repository:
         """
         return self._run(lambda s: _annotator_progress(s, campaign, username))
 
+    def list_campaigns(self) -> list[str]:
+        """Names of every campaign that has tasks, sorted."""
+        return self._run(lambda s: sorted(s.exec(select(LabelTask.campaign).distinct()).all()))
+
     def campaign_overview(self, campaign: str) -> dict[str, int]:
         """``{"tasks", "complete", "answers", "open"}``: a task is complete once ``overlap`` answers are in."""
         return self._run(lambda s: _campaign_overview(s, campaign))

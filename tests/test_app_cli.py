@@ -118,8 +118,21 @@ def test_launch_kwargs(tiny_service) -> None:
     assert kwargs["max_file_size"] == config.service.limits.max_upload_bytes
     from ui.render import NO_IMAGE
 
-    # The catalog's images and the placeholder for image-less items, nothing else.
-    assert kwargs["allowed_paths"] == [str(tiny_service.catalog.root.resolve()), str(NO_IMAGE.parent)]
+    # The catalog's images, the placeholder for image-less items and label exports, nothing else.
+    assert kwargs["allowed_paths"] == [str(tiny_service.catalog.root.resolve()), str(NO_IMAGE.parent),
+                                       str((config.data_dir / "exports").resolve())]
+    assert "auth" not in kwargs  # open mode: no login form
+
+
+def test_launch_kwargs_with_accounts(tiny_service, tmp_path) -> None:
+    from ui.access import Access
+
+    users = tmp_path / "users.csv"
+    users.write_text("username,password,role\nann,pw1,annotator\nboss,pw2,admin\n")
+    access = Access.from_options(users, None)
+    kwargs = launch_kwargs(AppConfig(), tiny_service, access)
+    assert kwargs["auth"]("boss", "pw2") is True
+    assert kwargs["auth"]("boss", "wrong") is False and kwargs["auth"]("nobody", "pw2") is False
 
 
 def test_app_config_rejects_bad_port() -> None:

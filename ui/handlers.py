@@ -17,6 +17,7 @@ from recsys_core.errors import InvalidInputError, UnknownItemError
 from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render
+from ui.access import Access
 from ui.errors import user_errors
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,10 @@ def _file_path(value: Any) -> str | None:
 
 
 class Handlers:
-    def __init__(self, service: RecommenderService, repository: Repository) -> None:
+    def __init__(self, service: RecommenderService, repository: Repository, access: Access | None = None) -> None:
         self.service = service
         self.repository = repository
+        self.access = access or Access()
 
     # -- shared ------------------------------------------------------------------------------------
     def _record_impressions(self, recs: Sequence[Recommendation], context: list[str], session_key: str | None,
@@ -70,7 +72,9 @@ class Handlers:
         return request_id
 
     def _store_feedback(self, *, liked: list[str], item_id: str, label: str, request_id: str,
-                        session_key: str | None, client: str) -> dict[str, Any]:
+                        session_key: str | None, client: str, request: gr.Request | None = None) -> dict[str, Any]:
+        # With accounts, a label belongs to the logged-in person (and nobody else may resend its id).
+        annotator = self.access.caller(request).username if self.access.mode != "open" else None
         if not self.service.has_item(item_id):
             raise UnknownItemError([item_id])
         self.service.catalog.check_ids(liked)
@@ -83,6 +87,7 @@ class Handlers:
                 model_version=self.service.model_version,
                 session_key=session_key,
                 client=client,
+                annotator=annotator,
             )
         )
         return {"stored": result.stored, "feedback_id": result.feedback_id}
@@ -113,7 +118,7 @@ class Handlers:
         """Store a like/dislike of ``item_id`` given the profile ``liked_ids``; idempotent per request_id."""
         return self._store_feedback(liked=_as_id_list(liked_ids, "liked_ids"), item_id=str(item_id),
                                     label=str(label), request_id=str(request_id),
-                                    session_key=_session_key(request), client="api")
+                                    session_key=_session_key(request), client="api", request=request)
 
     @user_errors
     def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast") -> dict:
@@ -176,7 +181,7 @@ class Handlers:
         # Same click twice on the same result list = one label; a changed mind is a new label.
         request_id = hashlib.sha256(f"ui|{session_key}|{state['request_id']}|{item_id}|{label}".encode()).hexdigest()[:40]
         result = self._store_feedback(liked=list(state.get("liked") or []), item_id=item_id, label=label,
-                                      request_id=request_id, session_key=session_key, client="ui")
+                                      request_id=request_id, session_key=session_key, client="ui", request=request)
         title = render.esc(self.service.item(item_id).title)
         verb = "👍 liked" if label == "like" else "👎 disliked"
         if result["stored"]:

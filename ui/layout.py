@@ -41,7 +41,10 @@ def _explanation_panel(with_upload: bool) -> tuple[gr.Radio, list[gr.components.
     return method, outputs
 
 
-def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio") -> gr.Blocks:
+def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio", labelling=None,
+               admin=None) -> gr.Blocks:
+    """The app. ``labelling`` / ``admin``: :class:`ui.labelling.LabellingHandlers` / :class:`ui.admin.AdminHandlers`
+    (their tabs and API endpoints are added when given)."""
     service = handlers.service
     catalog = service.catalog
     limits = service.config.limits
@@ -108,13 +111,17 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
             up_state = gr.State({})
 
+        if labelling is not None:
+            from ui.labelling import build_labelling_tab
+
+            build_labelling_tab(labelling)
+        if admin is not None:
+            from ui.admin import build_admin_tab
+
+            build_admin_tab(admin)
+
         with gr.Tab("About & credits"):
-            gr.Markdown(
-                f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n"
-                "Scores are `text weight × cosine(text) + image weight × cosine(image)` between your profile "
-                "(the mean of the liked items) and each item, using pretrained encoders "
-                f"(text: `{render.esc(service.config.text.model)}`, image: `{render.esc(service.config.image.model)}`)."
-            )
+            gr.Markdown(f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + render.model_note(service))
             if catalog.problems:
                 gr.Markdown(f"**{len(catalog.problems)} catalog row problem(s)** were found when loading:")
                 gr.Dataframe(value=render.problems_table(catalog), headers=["row", "item id", "problem", "action"],

@@ -189,3 +189,15 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
         title = catalog.get(best.item_id).title
         lines.append(f"Above all because you liked **{esc(title)}** ({best.share:.0%} of the score).")
     return "\n\n".join(lines)
+
+
+def model_note(service) -> str:
+    """How the served model scores, in one paragraph (zero-shot or fine-tuned)."""
+    encoders = f"text: `{esc(service.config.text.model)}`, image: `{esc(service.config.image.model)}`"
+    if service.model_kind == "multimodal":
+        return ("Scores come from a **fine-tuned multimodal model**: an item tower fuses text tokens, image "
+                "regions and whole-item summaries with attention; a user tower attends over your liked items; "
+                f"score = scaled cosine + item bias. Encoders: {encoders}. The text/image parts of a score are "
+                "exact two-player Shapley values; the rest is the item's ID and bias part.")
+    return ("Scores are `text weight × cosine(text) + image weight × cosine(image)` between your profile "
+            f"(the mean of the liked items) and each item, using pretrained encoders ({encoders}).")

@@ -1,0 +1,78 @@
+"""Labelling and admin handlers with accounts: roles enforced on every action, a full small session."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from storage import Repository
+from studio.jobs import FinetuneJobs
+from studio.models import ModelManager
+from ui.access import Access
+from ui.admin import AdminHandlers
+from ui.handlers import Handlers
+from ui.labelling import LabellingHandlers
+
+
+def _req(username: str | None) -> SimpleNamespace:
+    return SimpleNamespace(username=username, session_hash=f"s-{username}")
+
+
+@pytest.fixture
+def app(tiny_service, tmp_path):
+    users = tmp_path / "users.csv"
+    users.write_text("username,password,role\nann1,a,annotator\nann2,b,annotator\nann3,c,annotator\nboss,d,admin\n")
+    access = Access.from_options(users, None)
+    repository = Repository.from_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    manager = ModelManager(tiny_service, repository)
+    manager.sync_at_startup()
+    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path, catalog_args=[])
+    return SimpleNamespace(
+        main=Handlers(tiny_service, repository, access),
+        label=LabellingHandlers(tiny_service, repository, access),
+        admin=AdminHandlers(tiny_service, repository, access, manager, jobs, tmp_path / "exports"),
+        repository=repository, service=tiny_service)
+
+
+def test_roles_are_enforced_on_admin_actions_and_feedback(app) -> None:
+    for call in (lambda r: app.admin.api_finetune("", r), lambda r: app.admin.api_promote("x", False, r),
+                 lambda r: app.admin.api_export(["csv"], True, r), lambda r: app.admin.api_models(r),
+                 lambda r: app.admin.create_campaign("c", 1, 1, 0, 0, 1, "graded", r)):
+        with pytest.raises(gr.Error, match="annotator; this needs the admin role"):
+            call(_req("ann1"))
+        with pytest.raises(gr.Error, match="log in first"):
+            call(_req(None))
+    with pytest.raises(gr.Error, match="log in first"):
+        app.main.api_feedback(["chess"], "checkers", "like", "r1", _req(None))
+    assert app.repository.count_feedback() == 0  # nothing stored on refusal
+    stored = app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann1"))
+    assert stored["stored"] is True
+    with pytest.raises(gr.Error):  # another annotator cannot overwrite or claim that label
+        app.main.api_feedback(["chess"], "checkers", "dislike", "r1", _req("ann2"))
+    assert app.repository.my_feedback("ann2") == [] and len(app.repository.my_feedback("ann1")) == 1
+
+
+def test_a_labelling_session_with_three_annotators(app) -> None:
+    note = app.admin.create_campaign("s1", 2, 2, 1, 1, 2, "graded", _req("boss"))
+    assert "8 task(s) added, each for 2 annotator(s)" in note
+    answered = 0
+    states = {name: app.label.next_task("s1", _req(name))[4] for name in ("ann1", "ann2", "ann3")}
+    while any(states.values()):  # annotators work side by side, one task at a time
+        for name, state in states.items():
+            if state:
+                states[name] = app.label.answer(state, 3 if name != "ann3" else 0, _req(name))[4]
+                answered += 1
+    assert answered == 16  # 8 tasks x overlap 2
+    assert app.repository.campaign_overview("s1")["complete"] == 8
+    text, like_rate, per_annotator, pairs, _ = app.admin.statistics("s1", _req("boss"))
+    assert "16 judgement(s)" in text and "Krippendorff's alpha (ordinal)" in text
+    assert {row[0] for row in per_annotator} == {"ann1", "ann2", "ann3"}
+    mine = app.label.my_labels(_req("ann2"))
+    assert len(mine) == len(app.repository.my_feedback("ann2"))
+    files = app.admin.export(["csv", "jsonl", "mmrec", "cornac", "parquet"], True, "s1", _req("boss"))
+    csv = pd.read_csv(next(f for f in files if f.endswith(".csv")))
+    assert len(csv) == 16 and not csv["annotator"].isin(["ann1", "ann2", "ann3"]).any()  # pseudonymised
+    assert len(pd.read_parquet(next(f for f in files if f.endswith(".parquet")))) == 16

@@ -1,0 +1,89 @@
+"""Who is calling, and may they do this? One check used by every UI event and API endpoint.
+
+Three modes:
+
+- ``--auth-file users.csv`` (local or self-hosted): Gradio's login form checks the file
+  (``username,password,role``, passwords plain or hashed); roles ``annotator`` and ``admin``.
+- Hugging Face OAuth on Spaces (``hf_oauth: true``, ``--oauth-admins alice,bob``): the person
+  signs in with Hugging Face, ``request.username`` is their HF name; the listed names are admins,
+  everyone else who signed in is an annotator.
+- neither: a local single-user tool. Everyone is the admin ``local``; say so in the UI, and never
+  expose such an app to a network.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from recsys_core.errors import RecsysError
+
+log = logging.getLogger(__name__)
+ROLES = ("annotator", "admin")
+
+
+class AccessDenied(RecsysError, PermissionError):
+    """Not logged in, or not allowed: the message says which."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    username: str
+    role: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+class Access:
+    def __init__(self, users: dict | None = None, oauth_admins: frozenset[str] | None = None) -> None:
+        self.users = users  # username -> storage.auth.User
+        self.oauth_admins = oauth_admins
+
+    @classmethod
+    def from_options(cls, auth_file: Path | None, oauth_admins: str | None) -> "Access":
+        if auth_file is not None:
+            from storage.auth import load_users
+
+            users = load_users(Path(auth_file))
+            log.info("login required: %d user(s) from %s (%d admin)", len(users), auth_file,
+                     sum(1 for u in users.values() if u.role == "admin"))
+            return cls(users=users)
+        if oauth_admins:
+            return cls(oauth_admins=frozenset(n.strip() for n in oauth_admins.split(",") if n.strip()))
+        return cls()
+
+    @property
+    def mode(self) -> str:
+        return "password" if self.users is not None else "oauth" if self.oauth_admins is not None else "open"
+
+    def login(self, username: str, password: str) -> bool:
+        """Gradio's ``auth=`` callback (password mode)."""
+        from storage.auth import authenticate
+
+        ok = self.users is not None and authenticate(self.users, username, password) is not None
+        if not ok:
+            log.warning("failed login for %r", username[:64])
+        return ok
+
+    def caller(self, request) -> Caller:
+        """The person behind ``request``; raises :class:`AccessDenied` when nobody is logged in."""
+        if self.mode == "open":
+            return Caller("local", "admin")
+        username = getattr(request, "username", None) if request is not None else None
+        if not username:
+            raise AccessDenied("log in first: labels and admin actions need an account")
+        if self.users is not None:
+            user = self.users.get(username)
+            if user is None:  # removed from the file since login
+                raise AccessDenied(f"user {username!r} is not allowed any more")
+            return Caller(username, user.role)
+        return Caller(username, "admin" if username in (self.oauth_admins or ()) else "annotator")
+
+    def admin(self, request) -> Caller:
+        caller = self.caller(request)
+        if not caller.is_admin:
+            raise AccessDenied(f"{caller.username} is an annotator; this needs the admin role")
+        return caller

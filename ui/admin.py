@@ -1,0 +1,289 @@
+"""The "Admin" tab and admin API: fine-tune, registry decisions, campaigns, statistics, exports.
+
+Every handler first checks the caller's role (:class:`ui.access.Access`): the UI and the API
+enforce the same rule, because the API is reachable without the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from recsys_core.errors import InvalidInputError
+from storage import Repository
+from studio.campaigns import CampaignSpec, create_campaign
+from studio.jobs import FinetuneJobs
+from studio.models import ModelManager
+from ui import render
+from ui.access import Access
+from ui.errors import user_errors
+
+log = logging.getLogger(__name__)
+
+REGISTRY_HEADERS = ["version", "status", "parent", "created", "decided by", "held-out AUC",
+                    "held-out pairwise acc.", "base pairwise acc.", "gate"]
+EXPORT_FORMATS = ["csv", "parquet", "jsonl", "mmrec", "cornac"]
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _rows(frame: pd.DataFrame) -> list[list[Any]]:
+    """Table rows with numbers rounded and missing values (NaN) shown as empty cells."""
+    frame = frame.round(4).astype(object)
+    return frame.where(frame.notna(), "").values.tolist()
+
+
+class AdminHandlers:
+    def __init__(self, service, repository: Repository, access: Access, manager: ModelManager,
+                 jobs: FinetuneJobs, export_dir: Path) -> None:
+        self.service = service
+        self.repository = repository
+        self.access = access
+        self.manager = manager
+        self.jobs = jobs
+        self.export_dir = Path(export_dir)
+
+    # -- registry ---------------------------------------------------------------------------------
+    def _registry(self) -> tuple[list[list[Any]], Any]:
+        rows = self.manager.rows()
+        table = [[r.version, r.status, r.parent or "", r.created, r.decided_by or "", _num(r.heldout_auc),
+                  _num(r.heldout_pairwise), _num(r.base_pairwise), r.gate] for r in rows]
+        return table, gr.update(choices=[r.version for r in rows], value=None)
+
+    @user_errors
+    def registry(self, request: gr.Request = None) -> tuple:
+        self.access.admin(request)
+        table, choices = self._registry()
+        return table, choices, f"Serving **{render.esc(self.service.model_version)}**."
+
+    @user_errors
+    def promote(self, version: str | None, override: bool, request: gr.Request = None) -> tuple:
+        caller = self.access.admin(request)
+        if not version:
+            raise InvalidInputError("choose a model version first")
+        self.manager.promote(version, caller.username, override=bool(override))
+        return self.registry(request)
+
+    @user_errors
+    def rollback(self, version: str | None, request: gr.Request = None) -> tuple:
+        caller = self.access.admin(request)
+        if not version:
+            raise InvalidInputError("choose the version to roll back to")
+        self.manager.rollback(version, caller.username)
+        return self.registry(request)
+
+    @user_errors
+    def reject(self, version: str | None, request: gr.Request = None) -> tuple:
+        caller = self.access.admin(request)
+        if not version:
+            raise InvalidInputError("choose a model version first")
+        self.manager.reject(version, caller.username)
+        return self.registry(request)
+
+    # -- fine-tune ----------------------------------------------------------------------------------
+    def _job_text(self) -> str:
+        s = self.jobs.status()
+        if s.state == "idle":
+            return "No fine-tune has run since the app started."
+        if s.running:
+            bar = "█" * int(20 * s.fraction) + "░" * (20 - int(20 * s.fraction))
+            return (f"**Running** (job {s.job_id}, started by {render.esc(s.started_by)}, "
+                    f"{time.time() - s.started_at:.0f} s): `{bar}` {100 * s.fraction:.0f}% · {render.esc(s.message)}")
+        if s.state == "failed":
+            return f"**Failed** (job {s.job_id}, {s.seconds:.0f} s): {render.esc(s.error[-600:])}"
+        return (f"**Finished** (job {s.job_id}, {s.seconds:.0f} s): candidate `{render.esc(s.version or '')}` — "
+                f"{render.esc(s.message)}; gate: {render.esc(s.gate_reason)}")
+
+    @user_errors
+    def start_finetune(self, campaign: str | None, request: gr.Request = None) -> str:
+        caller = self.access.admin(request)
+        self.jobs.start(caller.username, campaign=campaign or None)
+        return self._job_text()
+
+    def job_status(self, request: gr.Request = None) -> str:
+        try:
+            self.access.admin(request)
+        except Exception:
+            return ""
+        return self._job_text()
+
+    # -- campaigns ----------------------------------------------------------------------------------
+    @user_errors
+    def create_campaign(self, name: str, profiles: float, per_profile: float, randoms: float, controls: float,
+                        overlap: float, scale: str, request: gr.Request = None) -> str:
+        self.access.admin(request)
+        spec = CampaignSpec(name=(name or "").strip(), profiles=int(profiles), per_profile=int(per_profile),
+                            random_per_profile=int(randoms), controls_per_profile=int(controls), overlap=int(overlap),
+                            scale=scale)
+        added = create_campaign(self.service, self.repository, spec)
+        return (f"Campaign **{render.esc(spec.name)}**: {added} task(s) added, each for {spec.overlap} annotator(s), "
+                f"from model `{render.esc(self.service.model_version)}`.")
+
+    # -- statistics -----------------------------------------------------------------------------------
+    @user_errors
+    def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
+        self.access.admin(request)
+        from recsys_core.agreement import agreement_report
+        from recsys_core.labels import judgement_value
+
+        counts = self.repository.label_counts()
+        frame = self.repository.judgements_frame(campaign or None)
+        like_rate = pd.DataFrame(self.repository.like_rate_by_model() or [],
+                                 columns=["model_version", "likes", "dislikes", "like_rate"])
+        summary = (f"**{counts.get('total', 0)} judgement(s)** · " +
+                   " · ".join(f"{k}: {v}" for k, v in counts.items() if k != "total"))
+        if frame.empty:
+            return summary + "\n\nNo judgements yet.", like_rate, [], [], ""
+        ratings = pd.DataFrame({
+            "unit": frame["context_ids"].map(lambda c: "|".join(sorted(c))) + "→" + frame["item_id"],
+            "annotator": frame["annotator"],
+            "value": [judgement_value(l, None if pd.isna(g) else int(g)) for l, g in zip(frame["label"], frame["grade"])],
+        })
+        controls = None
+        is_control = frame["is_control"].fillna(False).astype(bool)
+        if is_control.any():
+            controls = pd.DataFrame({"unit": ratings["unit"][is_control], "expected": frame["expected"][is_control]}) \
+                .drop_duplicates("unit")
+        graded = frame["label"].eq("graded").any()
+        report = agreement_report(ratings, controls, level="ordinal" if graded else "nominal")
+        per = _rows(report.per_annotator)
+        pairs = _rows(report.pairwise)
+        text = (f"{summary}\n\nKrippendorff's alpha ({report.level}): **{_num(report.alpha) or 'n/a'}** over "
+                f"{report.n_units} unit(s), {report.n_annotators} annotator(s).")
+        return text, like_rate, per, pairs, ""
+
+    # -- exports --------------------------------------------------------------------------------------
+    @user_errors
+    def export(self, formats: list[str], pseudonymise: bool, campaign: str | None, request: gr.Request = None) -> list[str]:
+        self.access.admin(request)
+        from storage.export import export_labels
+
+        if not formats:
+            raise InvalidInputError(f"choose at least one format: {', '.join(EXPORT_FORMATS)}")
+        frame = self.repository.judgements_frame(campaign or None)
+        if frame.empty:
+            raise InvalidInputError("there are no judgements to export yet")
+        self.export_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix=time.strftime("labels-%Y%m%d-%H%M%S-"), dir=self.export_dir))
+        paths = export_labels(frame, folder, formats, pseudonymise=bool(pseudonymise), repository=self.repository)
+        log.info("exported %d judgements to %s (%s)", len(frame), folder, ", ".join(paths))
+        return [str(p) for p in paths.values()]
+
+    # -- API (admin only) ----------------------------------------------------------------------------
+    @user_errors
+    def api_finetune(self, campaign: str = "", request: gr.Request = None) -> dict:
+        """Start a fine-tune from the active model on the stored labels (admin). One at a time."""
+        caller = self.access.admin(request)
+        status = self.jobs.start(caller.username, campaign=campaign or None)
+        return {"state": status.state, "job_id": status.job_id}
+
+    @user_errors
+    def api_finetune_status(self, request: gr.Request = None) -> dict:
+        """State of the last fine-tune: state, fraction, message, version, gate_passed, gate_reason, seconds, error."""
+        self.access.admin(request)
+        s = self.jobs.status()
+        return {"state": s.state, "job_id": s.job_id, "fraction": round(s.fraction, 4), "message": s.message,
+                "version": s.version, "gate_passed": s.gate_passed, "gate_reason": s.gate_reason,
+                "seconds": round(s.seconds, 2), "error": s.error, "serving": self.service.model_version}
+
+    @user_errors
+    def api_promote(self, version: str, override: bool = False, request: gr.Request = None) -> dict:
+        """Serve ``version`` (admin); a gate-rejected one needs ``override``. Also the rollback path."""
+        caller = self.access.admin(request)
+        self.manager.promote(str(version), caller.username, override=bool(override))
+        return {"serving": self.service.model_version}
+
+    @user_errors
+    def api_models(self, request: gr.Request = None) -> list[dict]:
+        """The registry, newest first (admin)."""
+        self.access.admin(request)
+        return [{"version": r.version, "status": r.status, "parent": r.parent, "created": r.created,
+                 "heldout_pairwise": r.heldout_pairwise, "gate": r.gate} for r in self.manager.rows()]
+
+    @user_errors
+    def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
+        """Write all labels in the given formats on the server (admin); returns {format: path}."""
+        paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)
+        return {"files": paths}
+
+
+def build_admin_tab(handlers: AdminHandlers) -> None:
+    ui = {"api_visibility": "private"}
+    with gr.Tab("Admin") as tab:
+        gr.Markdown("Admins only. Fine-tune on the collected labels, decide which model is served, run "
+                    "labelling campaigns, and watch label quality.")
+        with gr.Accordion("Models", open=True):
+            serving = gr.Markdown()
+            registry = gr.Dataframe(headers=REGISTRY_HEADERS, interactive=False, wrap=True)
+            with gr.Row():
+                version = gr.Dropdown(label="Model version", choices=[], scale=3)
+                override = gr.Checkbox(label="override the gate", value=False, scale=1)
+            with gr.Row():
+                promote = gr.Button("Promote", variant="primary")
+                rollback = gr.Button("Roll back to this version")
+                reject = gr.Button("Reject", variant="stop")
+                refresh = gr.Button("Refresh")
+        with gr.Accordion("Fine-tune on the labels", open=True):
+            with gr.Row():
+                ft_campaign = gr.Textbox(label="Only this campaign (empty = all labels)", scale=3)
+                ft_start = gr.Button("Start fine-tune", variant="primary", scale=1)
+            job = gr.Markdown()
+            timer = gr.Timer(2.0)
+        with gr.Accordion("New labelling campaign", open=False):
+            with gr.Row():
+                c_name = gr.Textbox(label="Name", value="session-1")
+                c_scale = gr.Radio([("graded 0-3", "graded"), ("like / dislike", "binary")], value="graded",
+                                   label="Answer scale")
+            with gr.Row():
+                c_profiles = gr.Number(label="Profiles", value=10, precision=0)
+                c_per = gr.Number(label="Recommendations per profile", value=5, precision=0)
+                c_random = gr.Number(label="Random items per profile", value=2, precision=0)
+                c_controls = gr.Number(label="Controls per profile", value=1, precision=0)
+                c_overlap = gr.Number(label="Annotators per task (overlap)", value=3, precision=0)
+            c_go = gr.Button("Create campaign")
+            c_note = gr.Markdown()
+        with gr.Accordion("Label statistics and agreement", open=False):
+            with gr.Row():
+                s_campaign = gr.Textbox(label="Campaign (empty = all)", scale=3)
+                s_go = gr.Button("Refresh statistics", scale=1)
+            s_summary = gr.Markdown()
+            s_like = gr.BarPlot(x="model_version", y="like_rate", title="Like-rate of shown recommendations per model",
+                                height=240, y_lim=[0, 1])
+            s_per = gr.Dataframe(headers=["annotator", "labels", "controls", "control accuracy", "majority agreement"],
+                                 interactive=False, label="Per annotator")
+            s_pairs = gr.Dataframe(headers=["annotator A", "annotator B", "Cohen's kappa", "common units"],
+                                   interactive=False, label="Pairwise agreement")
+            s_note = gr.Markdown()
+        with gr.Accordion("Export labels", open=False):
+            e_formats = gr.CheckboxGroup(EXPORT_FORMATS, value=EXPORT_FORMATS, label="Formats")
+            e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
+            e_go = gr.Button("Export")
+            e_files = gr.File(label="Files", file_count="multiple")
+    reg_out = [registry, version, serving]
+    tab.select(handlers.registry, None, reg_out, api_name="ui_admin_open", **ui)
+    refresh.click(handlers.registry, None, reg_out, api_name="ui_admin_refresh", **ui)
+    promote.click(handlers.promote, [version, override], reg_out, api_name="ui_admin_promote", **ui)
+    rollback.click(handlers.rollback, [version], reg_out, api_name="ui_admin_rollback", **ui)
+    reject.click(handlers.reject, [version], reg_out, api_name="ui_admin_reject", **ui)
+    ft_start.click(handlers.start_finetune, [ft_campaign], [job], api_name="ui_admin_finetune", **ui)
+    timer.tick(handlers.job_status, None, [job], api_name="ui_admin_job", show_progress="hidden", **ui)
+    c_go.click(handlers.create_campaign, [c_name, c_profiles, c_per, c_random, c_controls, c_overlap, c_scale],
+               [c_note], api_name="ui_admin_campaign", **ui)
+    s_go.click(handlers.statistics, [s_campaign], [s_summary, s_like, s_per, s_pairs, s_note],
+               api_name="ui_admin_stats", **ui)
+    e_go.click(handlers.export, [e_formats, e_pseudo, s_campaign], [e_files], api_name="ui_admin_export", **ui)
+
+    gr.api(handlers.api_finetune, api_name="finetune")
+    gr.api(handlers.api_finetune_status, api_name="finetune_status")
+    gr.api(handlers.api_promote, api_name="promote")
+    gr.api(handlers.api_models, api_name="models")
+    gr.api(handlers.api_export, api_name="export")
