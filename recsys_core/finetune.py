@@ -137,10 +137,13 @@ def score_labels(model, data: LabelData) -> np.ndarray:
     return out
 
 
+GATE_METRICS = ("auc", "pairwise_accuracy", "offline_ndcg@20")
+
+
 def gate(base: dict[str, float], candidate: dict[str, float], tolerance: float = 0.0) -> GateResult:
-    """Pass when the candidate is not worse on every held-out metric that can be computed."""
+    """Pass when the candidate is not worse on every gate metric that can be computed for both."""
     worse = []
-    for name in ("auc", "pairwise_accuracy"):
+    for name in GATE_METRICS:
         b, c = base.get(name, float("nan")), candidate.get(name, float("nan"))
         if math.isnan(b) or math.isnan(c):
             continue
@@ -151,18 +154,49 @@ def gate(base: dict[str, float], candidate: dict[str, float], tolerance: float =
         return GateResult(base, candidate, False, "held-out labels cannot rank anything (need likes and dislikes)")
     if worse:
         return GateResult(base, candidate, False, "worse than the active model: " + "; ".join(worse))
-    return GateResult(base, candidate, True, "not worse than the active model on held-out labels")
+    offline = " and the offline protocol" if "offline_ndcg@20" in candidate else ""
+    return GateResult(base, candidate, True, f"not worse than the active model on held-out labels{offline}")
+
+
+def offline_ndcg(model, histories: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> float:
+    """NDCG@20 of a served model on an offline split (user histories -> held-out items), all items ranked."""
+    from recsys_core.metrics import evaluate_scores
+
+    rows = [r for r in range(len(histories)) if histories[r] and targets[r]]
+    with torch.no_grad():
+        queries = torch.stack([model.profile(list(histories[r])) for r in rows])
+        scores = (queries.to(model.item_vectors.dtype) @ model.item_vectors.T).cpu().numpy()
+    mask = np.zeros(scores.shape, dtype=bool)
+    for row, r in enumerate(rows):
+        mask[row, list(histories[r])] = True
+    return float(evaluate_scores(scores, mask, [list(targets[r]) for r in rows], [20])["ndcg@20"])
+
+
+def movielens_offline_split(data_root: Path, catalog: Catalog) -> tuple[list[list[int]], list[list[int]]]:
+    """The warm *validation* split (never the test split) as (oldest-first histories, targets) in catalog indices."""
+    from recsys_core.splits import load_split
+
+    split = load_split(Path(data_root), "warm", validation=True)
+    train = split.train.sort_values("timestamp", kind="stable")
+    hist = train.groupby(train["user_id"].astype(str))["item_id"].apply(
+        lambda s: [catalog.index_of(str(i)) for i in s if str(i) in catalog])
+    test = split.test.groupby(split.test["user_id"].astype(str))["item_id"].apply(
+        lambda s: [catalog.index_of(str(i)) for i in s if str(i) in catalog])
+    users = sorted(set(hist.index) & set(test.index))
+    return [hist[u] for u in users], [test[u] for u in users]
 
 
 # -- the job ---------------------------------------------------------------------------------------
 def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog, features, text_encoder, image_encoder,
              base_model, base_dir: Path | None, out_dir: Path, cache_dir: Path | None,
              config: FinetuneConfig = FinetuneConfig(), extra_metrics: dict | None = None,
-             progress: ProgressFn | None = None) -> FinetuneResult:
+             progress: ProgressFn | None = None,
+             offline: tuple[Sequence[Sequence[int]], Sequence[Sequence[int]]] | None = None) -> FinetuneResult:
     """Train a candidate from ``base_dir`` (None: a new fusion model) on ``examples``; gate it on ``heldout``.
 
     ``base_model`` is the model the app serves now (zero-shot or a FusionServing): the gate
-    compares the candidate against exactly what users get today.
+    compares the candidate against exactly what users get today. ``offline``: (histories,
+    targets) of an offline split; when given, its NDCG@20 joins the gate.
     """
     from recsys_core.content import build_content
     from recsys_core.model import FusionConfig
@@ -181,6 +215,8 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     report = progress or (lambda fraction, message: None)
     report(0.02, "preparing")
     base_metrics = label_metrics(score_labels(base_model, held_data), held_data)
+    if offline is not None:
+        base_metrics["offline_ndcg@20"] = offline_ndcg(base_model, *offline)
 
     known = torch.zeros(len(catalog), dtype=torch.bool)
     init_state = None
@@ -226,6 +262,9 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)
     cand_metrics = label_metrics(score_labels(candidate_serving, held_data), held_data)
+    if offline is not None:
+        report(0.96, "offline evaluation")
+        cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate_serving, *offline)
     result = gate(base_metrics, cand_metrics, config.tolerance)
     report(0.97, "saving the candidate")
     save_checkpoint(trained, Path(out_dir), metrics={
@@ -289,6 +328,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
     parser.add_argument("--heldout", type=float, default=FinetuneConfig.heldout_fraction, help="fraction of contexts held out for the gate")
+    parser.add_argument("--min-agreement", type=float, default=0.0,
+                        help="drop annotators whose agreement with the majority is below this (0..1)")
+    parser.add_argument("--no-offline-gate", action="store_true",
+                        help="MovieLens: do not add the offline protocol (warm validation split NDCG@20) to the gate")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the result (gate, snapshot, timings) here")
@@ -332,7 +375,8 @@ def run_cli(args: argparse.Namespace) -> dict:
 
     progress(0.0, "reading judgements")
     judgements = read_judgements(args.db, args.campaign)
-    agg_config = AggregationConfig(method=args.method, min_control_accuracy=args.min_control_accuracy)
+    agg_config = AggregationConfig(method=args.method, min_control_accuracy=args.min_control_accuracy,
+                                   min_majority_agreement=args.min_agreement)
     labels = aggregate(judgements, agg_config)
     if labels.examples.empty:
         raise FinetuneError(f"no usable labels in the database ({len(judgements)} judgements; "
@@ -348,11 +392,14 @@ def run_cli(args: argparse.Namespace) -> dict:
         cache_dir=Path(args.data_dir) / "features", device=args.device, model_dir=args.base))
     service.prepare()
     state_model = service.active_model  # what the app serves from this base: the gate's baseline
+    offline = None
+    if args.catalog == "movielens-100k" and args.data_root is not None and not args.no_offline_gate:
+        offline = movielens_offline_split(args.data_root, catalog)
     result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,
                       text_encoder=service.text_encoder, image_encoder=service.image_encoder, base_model=state_model,
                       base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
                       config=FinetuneConfig(epochs=args.epochs, lr=args.lr, heldout_fraction=args.heldout, seed=args.seed),
-                      extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress)
+                      extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress, offline=offline)
     from recsys_core.serving import checkpoint_version
 
     return {

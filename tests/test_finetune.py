@@ -79,3 +79,17 @@ def test_too_few_labels_is_a_clear_error(tiny_service, tmp_path) -> None:
                  image_encoder=tiny_service.image_encoder, base_model=tiny_service.active_model, base_dir=None,
                  out_dir=tmp_path / "x", cache_dir=None)
     assert not (tmp_path / "x").exists()
+
+
+def test_gate_includes_the_offline_protocol(tiny_service) -> None:
+    from recsys_core.finetune import offline_ndcg
+
+    base = {"auc": 0.8, "pairwise_accuracy": 0.8, "offline_ndcg@20": 0.30}
+    worse_offline = {"auc": 0.9, "pairwise_accuracy": 0.9, "offline_ndcg@20": 0.29}
+    result = gate(base, worse_offline)
+    assert not result.passed and "offline_ndcg@20 0.2900 < base 0.3000" in result.reason
+    assert gate(base, {**worse_offline, "offline_ndcg@20": 0.31}).passed
+    catalog = tiny_service.catalog
+    board = [catalog.index_of(i) for i in ("chess", "checkers")]
+    value = offline_ndcg(tiny_service.active_model, [board, []], [[catalog.index_of("puzzle")], [0]])
+    assert 0.0 <= value <= 1.0
