@@ -153,3 +153,32 @@ def test_explicit_labels_and_bf16_autocast(tiny_service, tmp_path) -> None:
     assert scores["dislike"] < scores["like"]
     bf16 = fit(_frame(), catalog, content, fusion, TrainConfig(epochs=2, batch_users=8, precision="bf16"), progress=False)
     assert all(torch.isfinite(torch.tensor(h["loss"])) for h in bf16.history)
+
+
+def test_hot_swap_never_fails_in_flight_requests(tiny_service, checkpoint) -> None:
+    """Requests keep succeeding while another thread swaps models back and forth."""
+    import threading
+
+    out, _ = checkpoint
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            try:
+                recs = tiny_service.recommend(["chess", "space"], k=4)
+                assert len(recs) == 4
+            except BaseException as exc:  # noqa: BLE001 - any failure is the test's finding
+                errors.append(exc)
+                return
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for _ in range(4):
+        tiny_service.load_model(out)
+        tiny_service.load_model(None)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []

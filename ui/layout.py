@@ -53,6 +53,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
     with gr.Blocks(title=title) as demo:
         gr.Markdown(f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device)))
+        if handlers.access.mode == "oauth":  # Hugging Face sign-in on Spaces (hf_oauth: true in README front matter)
+            gr.LoginButton()
 
         with gr.Tab("Recommend"):
             with gr.Row():
