@@ -5,9 +5,12 @@ A campaign is a set of tasks. Each profile (a few liked items) yields:
 - ``recommendation`` tasks: the active model's top items for it (what we want judged);
 - ``random`` tasks: items drawn uniformly from the rest of the catalog (an unbiased sample, so the
   labels also say how good items the model did *not* pick are);
-- ``control`` tasks: the item the model ranks last for the profile, with the expected answer
-  "not relevant" (grade 0 / dislike). Annotators cannot tell controls from other tasks; one who
-  calls many of them relevant is not reading the task, and the aggregation drops their labels.
+- ``control`` tasks: one of the profile's own items, with the expected answer "highly relevant"
+  (grade 3 / like): someone who likes X surely finds X relevant. This attention check does not
+  depend on any model being right (an earlier design used the model's lowest-ranked item as a
+  "not relevant" control, and a weak model turned attentive annotators into failures). Controls
+  look like any other task; an annotator who fails many is not reading the tasks, and the label
+  aggregation drops their labels. Controls never become training examples.
 
 Profiles are drawn from the catalog: a few items that share a genre (or given explicitly).
 """
@@ -71,7 +74,7 @@ def build_tasks(service, spec: CampaignSpec, profiles: Sequence[Sequence[str]] |
     rng = random.Random(spec.seed)
     profiles = [tuple(p) for p in (profiles or draw_profiles(catalog, spec.profiles, spec.profile_size, spec.seed))]
     version = service.model_version
-    negative = 0  # grade 0 on the graded scale, dislike (0) on the binary one
+    positive = 3 if spec.scale == "graded" else 1  # grade 3, or like (1) on the binary scale
     tasks: list[TaskIn] = []
     for profile in profiles:
         liked = service.clean_liked(list(profile))
@@ -79,30 +82,13 @@ def build_tasks(service, spec: CampaignSpec, profiles: Sequence[Sequence[str]] |
             if spec.per_profile else []
         rest = [i for i in catalog.ids if i not in set(liked) | set(top)]
         randoms = rng.sample(rest, min(spec.random_per_profile, len(rest)))
-        bottom = _bottom_items(service, liked, spec.controls_per_profile, exclude=set(liked) | set(top) | set(randoms))
+        controls = rng.sample(liked, min(spec.controls_per_profile, len(liked)))
         for item_id, kind in [(i, "recommendation") for i in top] + [(i, "random") for i in randoms] + \
-                [(i, "control") for i in bottom]:
+                [(i, "control") for i in controls]:
             tasks.append(TaskIn(item_id=item_id, context_ids=tuple(liked), model_version=version, kind=kind,
-                                expected_grade=negative if kind == "control" else None, overlap=spec.overlap))
+                                expected_grade=positive if kind == "control" else None, overlap=spec.overlap))
     rng.shuffle(tasks)  # annotators meet kinds in a random order
     return tasks
-
-
-def _bottom_items(service, liked: list[str], count: int, exclude: set[str]) -> list[str]:
-    """The ``count`` items the active model ranks lowest for ``liked`` (the whole catalog is ranked)."""
-    if count == 0:
-        return []
-    model = service.active_model
-    indices = service.catalog.check_ids(liked)
-    scores = model.item_vectors @ model.profile(indices).to(model.item_vectors.dtype)
-    out = []
-    for index in scores.argsort().tolist():
-        item_id = service.catalog.items[index].item_id
-        if item_id not in exclude:
-            out.append(item_id)
-            if len(out) == count:
-                break
-    return out
 
 
 def create_campaign(service, repository, spec: CampaignSpec, profiles: Sequence[Sequence[str]] | None = None) -> int:

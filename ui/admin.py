@@ -210,6 +210,17 @@ class AdminHandlers:
                  "heldout_pairwise": r.heldout_pairwise, "gate": r.gate} for r in self.manager.rows()]
 
     @user_errors
+    def api_campaign(self, name: str, profiles: int = 10, per_profile: int = 5, random_per_profile: int = 2,
+                     controls_per_profile: int = 1, overlap: int = 3, scale: str = "graded",
+                     request: gr.Request = None) -> dict:
+        """Create a labelling campaign from the served model (admin); returns how many tasks were added."""
+        self.access.admin(request)
+        spec = CampaignSpec(name=str(name).strip(), profiles=int(profiles), per_profile=int(per_profile),
+                            random_per_profile=int(random_per_profile), controls_per_profile=int(controls_per_profile),
+                            overlap=int(overlap), scale=str(scale))
+        return {"tasks": create_campaign(self.service, self.repository, spec)}
+
+    @user_errors
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
         """Write all labels in the given formats on the server (admin); returns {format: path}."""
         paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)
@@ -287,3 +298,4 @@ def build_admin_tab(handlers: AdminHandlers) -> None:
     gr.api(handlers.api_promote, api_name="promote")
     gr.api(handlers.api_models, api_name="models")
     gr.api(handlers.api_export, api_name="export")
+    gr.api(handlers.api_campaign, api_name="campaign")

@@ -74,6 +74,30 @@ class LabellingHandlers:
         note = "Saved." if result.stored else "Already saved (resent)."
         return self.next_task(state["campaign"], request) + (note,)
 
+    # -- API (any logged-in user) ------------------------------------------------------------------
+    @user_errors
+    def api_next(self, campaign: str, request: gr.Request = None) -> dict:
+        """Your next task in ``campaign``: {"task_id", "context_ids", "item_id", "scale"}; {} when none is left."""
+        caller = self.access.caller(request)
+        task = self.repository.next_task(str(campaign), caller.username)
+        if task is None:
+            return {}
+        return {"task_id": task.task_id, "context_ids": list(task.context_ids), "item_id": task.item_id,
+                "scale": campaign_scale(self.repository, str(campaign))}
+
+    @user_errors
+    def api_answer(self, task_id: int, answer: str, request_id: str, request: gr.Request = None) -> dict:
+        """Answer your task: a grade "0".."3" (graded campaigns) or "like"/"dislike"; idempotent per request_id."""
+        caller = self.access.caller(request)
+        answer = str(answer).strip()
+        if answer in ("0", "1", "2", "3"):
+            label, grade = "graded", int(answer)
+        else:
+            label, grade = answer, None
+        result = self.repository.answer_task(caller.username, int(task_id), label, grade, str(request_id),
+                                             session_key=getattr(request, "session_hash", None), client="api")
+        return {"stored": result.stored, "feedback_id": result.feedback_id}
+
     @user_errors
     def my_labels(self, request: gr.Request = None) -> list[list[Any]]:
         caller = self.access.caller(request)
@@ -116,3 +140,5 @@ def build_labelling_tab(handlers: LabellingHandlers) -> None:
     submit.click(handlers.answer, [state, answer], outputs + [note], api_name="ui_label_answer", concurrency_limit=16,
                  concurrency_id="label", **ui)
     refresh_mine.click(handlers.my_labels, None, [mine], api_name="ui_label_mine", **ui)
+    gr.api(handlers.api_next, api_name="label_next", concurrency_limit=16, concurrency_id="label")
+    gr.api(handlers.api_answer, api_name="label_answer", concurrency_limit=16, concurrency_id="label")
