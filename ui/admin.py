@@ -109,6 +109,14 @@ class AdminHandlers:
         self.jobs.start(caller.username, campaign=campaign or None)
         return self._job_text()
 
+    def tab_visibility(self, request: gr.Request = None) -> tuple[Any, Any]:
+        """Show the Admin controls to admins only (the handlers check the role again on every action)."""
+        try:
+            is_admin = self.access.caller(request).is_admin
+        except Exception:
+            is_admin = False
+        return gr.update(visible=is_admin), gr.update(visible=not is_admin)
+
     def job_status(self, request: gr.Request = None) -> str:
         try:
             self.access.admin(request)
@@ -227,58 +235,62 @@ class AdminHandlers:
         return {"files": paths}
 
 
-def build_admin_tab(handlers: AdminHandlers) -> None:
+def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown]:
+    """Inside an open ``gr.Blocks``: the Admin tab (hidden from annotators on page load) and its wiring."""
     ui = {"api_visibility": "private"}
-    with gr.Tab("Admin") as tab:
+    is_open = handlers.access.mode == "open"
+    with gr.Tab("Admin") as tab:  # the tab itself stays: Gradio does not render tabs that start hidden
         gr.Markdown("Admins only. Fine-tune on the collected labels, decide which model is served, run "
                     "labelling campaigns, and watch label quality.")
-        with gr.Accordion("Models", open=True):
-            serving = gr.Markdown()
-            registry = gr.Dataframe(headers=REGISTRY_HEADERS, interactive=False, wrap=True)
-            with gr.Row():
-                version = gr.Dropdown(label="Model version", choices=[], scale=3)
-                override = gr.Checkbox(label="override the gate", value=False, scale=1)
-            with gr.Row():
-                promote = gr.Button("Promote", variant="primary")
-                rollback = gr.Button("Roll back to this version")
-                reject = gr.Button("Reject", variant="stop")
-                refresh = gr.Button("Refresh")
-        with gr.Accordion("Fine-tune on the labels", open=True):
-            with gr.Row():
-                ft_campaign = gr.Textbox(label="Only this campaign (empty = all labels)", scale=3)
-                ft_start = gr.Button("Start fine-tune", variant="primary", scale=1)
-            job = gr.Markdown()
-            timer = gr.Timer(2.0)
-        with gr.Accordion("New labelling campaign", open=False):
-            with gr.Row():
-                c_name = gr.Textbox(label="Name", value="session-1")
-                c_scale = gr.Radio([("graded 0-3", "graded"), ("like / dislike", "binary")], value="graded",
-                                   label="Answer scale")
-            with gr.Row():
-                c_profiles = gr.Number(label="Profiles", value=10, precision=0)
-                c_per = gr.Number(label="Recommendations per profile", value=5, precision=0)
-                c_random = gr.Number(label="Random items per profile", value=2, precision=0)
-                c_controls = gr.Number(label="Controls per profile", value=1, precision=0)
-                c_overlap = gr.Number(label="Annotators per task (overlap)", value=3, precision=0)
-            c_go = gr.Button("Create campaign")
-            c_note = gr.Markdown()
-        with gr.Accordion("Label statistics and agreement", open=False):
-            with gr.Row():
-                s_campaign = gr.Textbox(label="Campaign (empty = all)", scale=3)
-                s_go = gr.Button("Refresh statistics", scale=1)
-            s_summary = gr.Markdown()
-            s_like = gr.BarPlot(x="model_version", y="like_rate", title="Like-rate of shown recommendations per model",
-                                height=240, y_lim=[0, 1])
-            s_per = gr.Dataframe(headers=["annotator", "labels", "controls", "control accuracy", "majority agreement"],
-                                 interactive=False, label="Per annotator")
-            s_pairs = gr.Dataframe(headers=["annotator A", "annotator B", "Cohen's kappa", "common units"],
-                                   interactive=False, label="Pairwise agreement")
-            s_note = gr.Markdown()
-        with gr.Accordion("Export labels", open=False):
-            e_formats = gr.CheckboxGroup(EXPORT_FORMATS, value=EXPORT_FORMATS, label="Formats")
-            e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
-            e_go = gr.Button("Export")
-            e_files = gr.File(label="Files", file_count="multiple")
+        notice = gr.Markdown("You are logged in as an annotator: this tab is for admins.", visible=False)
+        with gr.Column(visible=is_open) as body:
+            with gr.Accordion("Models", open=True):
+                serving = gr.Markdown()
+                registry = gr.Dataframe(headers=REGISTRY_HEADERS, interactive=False, wrap=True)
+                with gr.Row():
+                    version = gr.Dropdown(label="Model version", choices=[], scale=3)
+                    override = gr.Checkbox(label="override the gate", value=False, scale=1)
+                with gr.Row():
+                    promote = gr.Button("Promote", variant="primary")
+                    rollback = gr.Button("Roll back to this version")
+                    reject = gr.Button("Reject", variant="stop")
+                    refresh = gr.Button("Refresh")
+            with gr.Accordion("Fine-tune on the labels", open=True):
+                with gr.Row():
+                    ft_campaign = gr.Textbox(label="Only this campaign (empty = all labels)", scale=3)
+                    ft_start = gr.Button("Start fine-tune", variant="primary", scale=1)
+                job = gr.Markdown()
+            with gr.Accordion("New labelling campaign", open=False):
+                with gr.Row():
+                    c_name = gr.Textbox(label="Name", value="session-1")
+                    c_scale = gr.Radio([("graded 0-3", "graded"), ("like / dislike", "binary")], value="graded",
+                                       label="Answer scale")
+                with gr.Row():
+                    c_profiles = gr.Number(label="Profiles", value=10, precision=0)
+                    c_per = gr.Number(label="Recommendations per profile", value=5, precision=0)
+                    c_random = gr.Number(label="Random items per profile", value=2, precision=0)
+                    c_controls = gr.Number(label="Controls per profile", value=1, precision=0)
+                    c_overlap = gr.Number(label="Annotators per task (overlap)", value=3, precision=0)
+                c_go = gr.Button("Create campaign")
+                c_note = gr.Markdown()
+            with gr.Accordion("Label statistics and agreement", open=False):
+                with gr.Row():
+                    s_campaign = gr.Textbox(label="Campaign (empty = all)", scale=3)
+                    s_go = gr.Button("Refresh statistics", scale=1)
+                s_summary = gr.Markdown()
+                s_like = gr.BarPlot(x="model_version", y="like_rate", title="Like-rate of shown recommendations per model",
+                                    height=240, y_lim=[0, 1])
+                s_per = gr.Dataframe(headers=["annotator", "labels", "controls", "control accuracy", "majority agreement"],
+                                     interactive=False, label="Per annotator")
+                s_pairs = gr.Dataframe(headers=["annotator A", "annotator B", "Cohen's kappa", "common units"],
+                                       interactive=False, label="Pairwise agreement")
+                s_note = gr.Markdown()
+            with gr.Accordion("Export labels", open=False):
+                e_formats = gr.CheckboxGroup(EXPORT_FORMATS, value=EXPORT_FORMATS, label="Formats")
+                e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
+                e_go = gr.Button("Export")
+                e_files = gr.File(label="Files", file_count="multiple")
+    timer = gr.Timer(2.0)  # polls the job status for the progress line
     reg_out = [registry, version, serving]
     tab.select(handlers.registry, None, reg_out, api_name="ui_admin_open", **ui)
     refresh.click(handlers.registry, None, reg_out, api_name="ui_admin_refresh", **ui)
@@ -299,3 +311,4 @@ def build_admin_tab(handlers: AdminHandlers) -> None:
     gr.api(handlers.api_models, api_name="models")
     gr.api(handlers.api_export, api_name="export")
     gr.api(handlers.api_campaign, api_name="campaign")
+    return body, notice

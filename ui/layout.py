@@ -52,89 +52,99 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
     first_page = catalog.items[: 120]
 
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device)))
+        def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
+            return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
+
+        header = gr.Markdown(header_text())
         if handlers.access.mode == "oauth":  # Hugging Face sign-in on Spaces (hf_oauth: true in README front matter)
             gr.LoginButton()
 
-        with gr.Tab("Recommend"):
-            with gr.Row():
-                with gr.Column(scale=5):
-                    gr.Markdown("**1. Pick items you like.** Click a tile to add or remove it.")
-                    with gr.Row():
-                        query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3)
-                        genre = gr.Dropdown([ALL_GENRES, *service.genres()], value=ALL_GENRES, label="Genre", scale=2)
-                    match_note = gr.Markdown(f"{len(catalog)} item(s)")
-                    catalog_gallery = gr.Gallery(
-                        value=render.catalog_gallery(first_page), label="Catalog", columns=6, height=520,
-                        allow_preview=False, object_fit="contain", elem_id="catalog-gallery",
-                    )
-                    shown_ids = gr.State([i.item_id for i in first_page])
-                with gr.Column(scale=4):
-                    liked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you like",
-                                        info="Add by clicking tiles or typing here; remove with ×.")
-                    with gr.Row():
-                        k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many recommendations")
-                        diversity = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Diversity (MMR)",
-                                              info="0 = by score only; higher = fewer look-alikes")
-                    go = gr.Button("2. Recommend", variant="primary")
-                    status = gr.Markdown()
-                    results = gr.Gallery(label="Recommendations", columns=5, height=320, allow_preview=False,
-                                         object_fit="contain", elem_id="results-gallery")
-                    details = gr.Markdown("Select a recommendation to see details and rate it.")
-                    with gr.Row():
-                        like = gr.Button("👍 Like", size="sm")
-                        dislike = gr.Button("👎 Dislike", size="sm")
-                    feedback_note = gr.Markdown()
-                    method, explanation = _explanation_panel(with_upload=False)
-                    with gr.Accordion("Where each score comes from", open=False):
-                        parts = _parts_plot()
-                        table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
-            rec_state = gr.State({})
+        with gr.Tabs():  # one tab bar, whichever tabs this user may see
+            with gr.Tab("Recommend"):
+                with gr.Row():
+                    with gr.Column(scale=5):
+                        gr.Markdown("**1. Pick items you like.** Click a tile to add or remove it.")
+                        with gr.Row():
+                            query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3)
+                            genre = gr.Dropdown([ALL_GENRES, *service.genres()], value=ALL_GENRES, label="Genre", scale=2)
+                        match_note = gr.Markdown(f"{len(catalog)} item(s)")
+                        catalog_gallery = gr.Gallery(
+                            value=render.catalog_gallery(first_page), label="Catalog", columns=6, height=520,
+                            allow_preview=False, object_fit="contain", elem_id="catalog-gallery",
+                        )
+                        shown_ids = gr.State([i.item_id for i in first_page])
+                    with gr.Column(scale=4):
+                        liked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you like",
+                                            info="Add by clicking tiles or typing here; remove with ×.")
+                        with gr.Row():
+                            k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many recommendations")
+                            diversity = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Diversity (MMR)",
+                                                  info="0 = by score only; higher = fewer look-alikes")
+                        go = gr.Button("2. Recommend", variant="primary")
+                        status = gr.Markdown()
+                        results = gr.Gallery(label="Recommendations", columns=5, height=320, allow_preview=False,
+                                             object_fit="contain", elem_id="results-gallery")
+                        details = gr.Markdown("Select a recommendation to see details and rate it.")
+                        with gr.Row():
+                            like = gr.Button("👍 Like", size="sm")
+                            dislike = gr.Button("👎 Dislike", size="sm")
+                        feedback_note = gr.Markdown()
+                        method, explanation = _explanation_panel(with_upload=False)
+                        with gr.Accordion("Where each score comes from", open=False):
+                            parts = _parts_plot()
+                            table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
+                rec_state = gr.State({})
 
-        with gr.Tab("Upload a new item"):
-            gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
-                        "the studio finds the catalog items most like it.")
-            with gr.Row():
-                with gr.Column(scale=2):
-                    up_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                        height=240)
-                    up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
-                    up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
-                    up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
-                    up_go = gr.Button("Find similar items", variant="primary")
-                with gr.Column(scale=3):
-                    up_status = gr.Markdown()
-                    up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
-                                            allow_preview=False, object_fit="contain")
-                    up_details = gr.Markdown()
-                    up_method, up_explanation = _explanation_panel(with_upload=True)
-                    with gr.Accordion("Where each score comes from", open=False):
-                        up_parts = _parts_plot()
-                        up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
-            up_state = gr.State({})
+            with gr.Tab("Upload a new item"):
+                gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
+                            "the studio finds the catalog items most like it.")
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        up_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
+                                            height=240)
+                        up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
+                        up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
+                        up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
+                        up_go = gr.Button("Find similar items", variant="primary")
+                    with gr.Column(scale=3):
+                        up_status = gr.Markdown()
+                        up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
+                                                allow_preview=False, object_fit="contain")
+                        up_details = gr.Markdown()
+                        up_method, up_explanation = _explanation_panel(with_upload=True)
+                        with gr.Accordion("Where each score comes from", open=False):
+                            up_parts = _parts_plot()
+                            up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
+                up_state = gr.State({})
 
-        if labelling is not None:
-            from ui.labelling import build_labelling_tab
+            if labelling is not None:
+                from ui.labelling import build_labelling_tab
 
-            build_labelling_tab(labelling)
-        if admin is not None:
-            from ui.admin import build_admin_tab
+                build_labelling_tab(labelling)
+            if admin is not None:
+                from ui.admin import build_admin_tab
 
-            build_admin_tab(admin)
+                admin_body, admin_notice = build_admin_tab(admin)
+                demo.load(admin.tab_visibility, None, [admin_body, admin_notice], api_name="ui_admin_visible",
+                          api_visibility="private")
 
-        with gr.Tab("About & credits"):
-            gr.Markdown(f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + render.model_note(service))
-            if catalog.problems:
-                gr.Markdown(f"**{len(catalog.problems)} catalog row problem(s)** were found when loading:")
-                gr.Dataframe(value=render.problems_table(catalog), headers=["row", "item id", "problem", "action"],
-                             interactive=False, wrap=True)
-            gr.Markdown("**Per-item licences and attribution** (licence files ship next to the images):")
-            gr.Dataframe(value=render.attribution_table(catalog),
-                         headers=["item id", "title", "licence", "licence file", "attribution"],
-                         interactive=False, wrap=True, max_height=500)
+            with gr.Tab("About & credits"):
+                def about_text() -> str:
+                    return f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + render.model_note(service)
+
+                about = gr.Markdown(about_text())
+                if catalog.problems:
+                    gr.Markdown(f"**{len(catalog.problems)} catalog row problem(s)** were found when loading:")
+                    gr.Dataframe(value=render.problems_table(catalog), headers=["row", "item id", "problem", "action"],
+                                 interactive=False, wrap=True)
+                gr.Markdown("**Per-item licences and attribution** (licence files ship next to the images):")
+                gr.Dataframe(value=render.attribution_table(catalog),
+                             headers=["item id", "title", "licence", "licence file", "attribution"],
+                             interactive=False, wrap=True, max_height=500)
 
         # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
         ui = {"api_visibility": "private"}
+        demo.load(lambda: (header_text(), about_text()), None, [header, about], api_name="ui_header", **ui)
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
