@@ -328,8 +328,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
     parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
     parser.add_argument("--heldout", type=float, default=FinetuneConfig.heldout_fraction, help="fraction of contexts held out for the gate")
-    parser.add_argument("--min-agreement", type=float, default=0.0,
-                        help="drop annotators whose agreement with the majority is below this (0..1)")
+    parser.add_argument("--min-agreement", type=float, default=0.4,
+                        help="drop annotators whose agreement with the majority of the others is below this (0..1); "
+                             "annotators with no overlapping judgements are kept")
     parser.add_argument("--no-offline-gate", action="store_true",
                         help="MovieLens: do not add the offline protocol (warm validation split NDCG@20) to the gate")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

@@ -70,6 +70,12 @@ def test_a_labelling_session_with_three_annotators(app) -> None:
     text, like_rate, per_annotator, pairs, _ = app.admin.statistics("s1", _req("boss"))
     assert "16 judgement(s)" in text and "Krippendorff's alpha (ordinal)" in text
     assert {row[0] for row in per_annotator} == {"ann1", "ann2", "ann3"}
+    # Like-rate of shown items: ann1/ann2 gave 3 (liked), ann3 gave 0, controls (2 of 8 tasks) left out.
+    frame = app.repository.judgements_frame("s1")
+    shown = frame[~frame["is_control"]]
+    expected = (shown["annotator"] != "ann3").mean()
+    assert like_rate["judgements"].sum() == len(shown) == 12
+    assert like_rate["like_rate"].iloc[0] == pytest.approx(expected)
     mine = app.label.my_labels(_req("ann2"))
     assert len(mine) == len(app.repository.my_feedback("ann2"))
     files = app.admin.export(["csv", "jsonl", "mmrec", "cornac", "parquet"], True, "s1", _req("boss"))

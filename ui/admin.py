@@ -36,6 +36,17 @@ def _num(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
+def _like_rate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of shown items people liked, per model version: 👍, or a grade of 2-3 (controls left out)."""
+    if frame.empty:
+        return pd.DataFrame(columns=["model_version", "judgements", "like_rate"])
+    shown = frame[~frame["is_control"].fillna(False).astype(bool)]
+    liked = shown["label"].eq("like") | (shown["label"].eq("graded") & (shown["grade"].fillna(0) >= 2))
+    out = liked.groupby(shown["model_version"]).agg(["size", "mean"]).reset_index()
+    out.columns = ["model_version", "judgements", "like_rate"]
+    return out
+
+
 def _rows(frame: pd.DataFrame) -> list[list[Any]]:
     """Table rows with numbers rounded and missing values (NaN) shown as empty cells."""
     frame = frame.round(4).astype(object)
@@ -145,8 +156,7 @@ class AdminHandlers:
 
         counts = self.repository.label_counts()
         frame = self.repository.judgements_frame(campaign or None)
-        like_rate = pd.DataFrame(self.repository.like_rate_by_model() or [],
-                                 columns=["model_version", "likes", "dislikes", "like_rate"])
+        like_rate = _like_rate(frame)
         summary = (f"**{counts.get('total', 0)} judgement(s)** · " +
                    " · ".join(f"{k}: {v}" for k, v in counts.items() if k != "total"))
         if frame.empty:
@@ -278,7 +288,8 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown]:
                     s_campaign = gr.Textbox(label="Campaign (empty = all)", scale=3)
                     s_go = gr.Button("Refresh statistics", scale=1)
                 s_summary = gr.Markdown()
-                s_like = gr.BarPlot(x="model_version", y="like_rate", title="Like-rate of shown recommendations per model",
+                s_like = gr.BarPlot(x="model_version", y="like_rate",
+                                title="Like-rate of shown items per model version (👍 or grade 2-3; controls left out)",
                                     height=240, y_lim=[0, 1])
                 s_per = gr.Dataframe(headers=["annotator", "labels", "controls", "control accuracy", "majority agreement"],
                                      interactive=False, label="Per annotator")
