@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from pathlib import Path
@@ -15,50 +10,17 @@ import pytest
 from gradio_client import Client, handle_file
 
 from storage import Repository, default_database_url
+from tests.app_process import running
 from tests.conftest import REPO_ROOT
 
 BOARD_PROFILE = ["org.gnome.Mahjongg", "org.kde.kmahjongg", "pychess", "org.gnome.Reversi"]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def running_app(real_service, real_data_dir: Path):
     """The app on the real weights; features come from the cache that ``real_service`` filled."""
-    port = _free_port()
-    log_path = real_data_dir / "app.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--data-dir", str(real_data_dir), "--port", str(port), "--device", "cpu"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app did not serve within 180 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with running(["--data-dir", str(real_data_dir), "--device", "cpu"], real_data_dir / "app.log") as url:
         yield url, Client(url, verbose=False)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _error_of(client: Client, *args, api_name: str) -> str:

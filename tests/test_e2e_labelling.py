@@ -6,18 +6,14 @@ with tiny random encoders (fast); everything goes through the API with gradio_cl
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
-import urllib.request
 import uuid
 
 import pytest
 from gradio_client import Client
 
-from tests.conftest import REPO_ROOT, write_tiny_catalog
-from tests.test_e2e_app import _free_port
+from tests.app_process import running
+from tests.conftest import write_tiny_catalog
 
 USERS = {"ann1": "pw-1", "ann2": "pw-2", "ann3": "pw-3", "boss": "pw-admin"}
 
@@ -29,36 +25,11 @@ def labelling_app(tmp_path_factory):
     users = root / "users.csv"
     users.write_text("username,password,role\n" + "".join(
         f"{u},{p},{'admin' if u == 'boss' else 'annotator'}\n" for u, p in USERS.items()))
-    port = _free_port()
+    args = ["--catalog", str(catalog), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random",
+            "--data-dir", str(root / "data"), "--auth-file", str(users), "--device", "cpu"]
     log_path = root / "app.log"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "app.py", "--catalog", str(catalog), "--text-encoder", "tiny-random",
-             "--image-encoder", "tiny-random", "--data-dir", str(root / "data"), "--auth-file", str(users),
-             "--port", str(port), "--device", "cpu"],
-            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app did not serve within 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+    with running(args, log_path, timeout=120) as url:
         yield url, log_path
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _client(url: str, user: str) -> Client:
