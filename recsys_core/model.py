@@ -85,6 +85,12 @@ class ItemContent:
         return ItemContent(move(self.text_tokens), move(self.text_mask), move(self.regions), move(self.has_image),
                            move(self.text_pooled), move(self.image_pooled))
 
+    def take(self, index: torch.Tensor) -> "ItemContent":
+        """The rows ``index`` (a 1-d tensor of item indices), in that order."""
+        pick = lambda t: None if t is None else t[index.to(t.device)]  # noqa: E731
+        return ItemContent(pick(self.text_tokens), pick(self.text_mask), pick(self.regions), pick(self.has_image),
+                           pick(self.text_pooled), pick(self.image_pooled))
+
     def slice(self, sl: slice) -> "ItemContent":
         return ItemContent(self.text_tokens[sl], self.text_mask[sl], self.regions[sl], self.has_image[sl],
                            None if self.text_pooled is None else self.text_pooled[sl],

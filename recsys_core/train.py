@@ -257,6 +257,18 @@ def _label_loss(model: FusionRecommender, vectors: ItemVectors, labels: LabelDat
     return F.binary_cross_entropy_with_logits(model.pair_logits(users, items).float(), target)
 
 
+def _label_loss_subset(model: FusionRecommender, content: ItemContent, item_index: torch.Tensor, known: torch.Tensor,
+                       labels: LabelData, batch: list[int], fusion: FusionConfig) -> torch.Tensor:
+    """:func:`_label_loss` computing item vectors only for the items in the batch's histories and targets."""
+    needed = sorted({labels.items[i] for i in batch} | {h for i in batch for h in labels.histories[i][: fusion.history_len]})
+    position = {item: row for row, item in enumerate(needed)}
+    index = torch.tensor(needed, device=item_index.device)
+    vectors = model.item_vectors(content.take(index), item_index[index], known[index])
+    local = LabelData([[position[h] for h in labels.histories[i][: fusion.history_len]] for i in batch],
+                      [position[labels.items[i]] for i in batch], [labels.labels[i] for i in batch])
+    return _label_loss(model, vectors, local, list(range(len(batch))), fusion)
+
+
 def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, train: TrainConfig,
         progress: bool = True, *, text_top=None, image_top=None, labels: LabelData | None = None,
         init_state: dict[str, torch.Tensor] | None = None, known_items: torch.Tensor | None = None,
@@ -329,12 +341,14 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
             if not rows and not batch_labels:
                 continue
             with _autocast(train, device):
-                vectors = model.item_vectors(content, item_index, known)
-                loss = vectors.vectors.new_zeros((), dtype=torch.float32)
-                if rows:
-                    loss = loss + _softmax_loss(model, vectors, fit_hist, rows, known, fusion, train, rng)
-                if batch_labels:
-                    loss = loss + train.label_weight * _label_loss(model, vectors, labels, batch_labels, fusion)  # type: ignore[arg-type]
+                if rows:  # the softmax ranks every training item: the whole catalog goes through the tower
+                    vectors = model.item_vectors(content, item_index, known)
+                    loss = _softmax_loss(model, vectors, fit_hist, rows, known, fusion, train, rng)
+                    if batch_labels:
+                        loss = loss + train.label_weight * _label_loss(model, vectors, labels, batch_labels, fusion)  # type: ignore[arg-type]
+                else:  # labels only: just the items the batch mentions (a few hundred instead of the catalog)
+                    loss = train.label_weight * _label_loss_subset(model, content, item_index, known, labels,  # type: ignore[arg-type]
+                                                                   batch_labels, fusion)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for _, p in trainable], train.grad_clip)

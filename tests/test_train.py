@@ -105,3 +105,17 @@ def test_modality_ablations_and_bad_config() -> None:
         _config(width=15)
     with pytest.raises(ValueError):
         TrainConfig(strategy="everything")
+
+
+def test_label_loss_on_the_batch_items_equals_the_full_catalog_loss() -> None:
+    from recsys_core.train import LabelData, _label_loss, _label_loss_subset
+
+    config = _config()
+    model = FusionRecommender(config).eval()  # eval: no dropout, so both paths see the same vectors
+    content = _content(config)
+    index, known = torch.arange(N_ITEMS), torch.ones(N_ITEMS, dtype=torch.bool)
+    labels = LabelData([[3, 5, 7], [2], [9, 1]], [4, 6, 3], [1.0, 0.0, 1.0])
+    with torch.no_grad():
+        full = _label_loss(model, model.item_vectors(content, index, known), labels, [0, 1, 2], config)
+        subset = _label_loss_subset(model, content, index, known, labels, [0, 1, 2], config)
+    assert torch.allclose(full, subset, atol=1e-6)
