@@ -14,7 +14,6 @@ from sqlmodel import Session, select
 
 from storage import (
     Feedback,
-    FeedbackIn,
     FeedbackResult,
     InvalidFeedbackError,
     InvalidTaskError,
@@ -27,6 +26,7 @@ from storage import (
     TaskOut,
     default_database_url,
 )
+from tests.test_storage import _fb  # the same feedback-row builder as the storage tests
 
 
 @pytest.fixture()
@@ -34,18 +34,6 @@ def repo(tmp_path: Path) -> Iterator[Repository]:
     repository = Repository.from_url(default_database_url(tmp_path / "data"))
     yield repository
     repository.engine.dispose()
-
-
-def _fb(request_id: str = "req-1", **overrides: Any) -> FeedbackIn:
-    values: dict[str, Any] = {
-        "request_id": request_id,
-        "item_id": "item-42",
-        "label": "like",
-        "context_ids": ("item-1", "item-2"),
-        "model_version": "v1",
-    }
-    values.update(overrides)
-    return FeedbackIn(**values)
 
 
 def _task(item: str, kind: str = "recommendation", expected: int | None = None, overlap: int = 1) -> TaskIn:
