@@ -254,10 +254,15 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
         report(0.05 + 0.9 * record["epoch"] / config.epochs, f"epoch {int(record['epoch'])}/{config.epochs}: "
                f"loss {record['loss']:.4f}, held-out {record['val_ndcg@20']:.4f}")
 
-    empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
-                          "timestamp": pd.Series(dtype=float)})
+    replay = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
+                           "timestamp": pd.Series(dtype=float)})
+    if base_dir is not None and (Path(base_dir) / "interactions.csv.gz").is_file():
+        # Replay the base model's own training interactions beside the labels (softmax + BCE every step).
+        replay = pd.read_csv(Path(base_dir) / "interactions.csv.gz", dtype={"user_id": str, "item_id": str})
+        report(0.04, f"replaying the base model's {len(replay):,} training interactions beside the labels")
+        train_cfg = TrainConfig(**{**asdict(train_cfg), "batch_labels": max(config.batch_labels, 256)})
     text_top, image_top = make_tops(fusion, text_encoder, image_encoder if fusion.image_top else None)
-    trained = fit(empty, catalog, content, fusion, train_cfg, progress=False, text_top=text_top, image_top=image_top,
+    trained = fit(replay, catalog, content, fusion, train_cfg, progress=False, text_top=text_top, image_top=image_top,
                   labels=train_data, init_state=init_state, known_items=known, validate=validate, on_epoch=on_epoch)
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)

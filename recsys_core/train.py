@@ -193,6 +193,7 @@ class TrainedModel:
     train: TrainConfig
     history: list[dict[str, float]] = field(default_factory=list)
     seconds: float = 0.0
+    frame: object | None = None  # the interactions it was trained on (saved for replay in later fine-tunes)
 
     @property
     def device(self) -> torch.device:
@@ -374,7 +375,7 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainedModel(model, content, data, fusion, train, history, time.perf_counter() - start)
+    return TrainedModel(model, content, data, fusion, train, history, time.perf_counter() - start, frame=frame)
 
 
 def fingerprint(frame, catalog: Catalog) -> dict[str, object]:
@@ -401,6 +402,12 @@ def save_checkpoint(trained: TrainedModel, out: Path, *, metrics: dict, fingerpr
     (tmp / "metrics.json").write_text(json.dumps({**metrics, "history": trained.history,
                                                   "train_seconds": trained.seconds}, indent=2))
     (tmp / "fingerprint.json").write_text(json.dumps(fingerprint_info, indent=2))
+    frame = trained.frame
+    if frame is not None and len(frame):  # type: ignore[arg-type]
+        # The training interactions travel with the model: a later fine-tune on labels replays them so the
+        # model does not forget what it learned (label-only fine-tuning did: offline NDCG@20 0.262 -> 0.030).
+        cols = [c for c in ("user_id", "item_id", "timestamp") if c in frame.columns]  # type: ignore[union-attr]
+        frame[cols].to_csv(tmp / "interactions.csv.gz", index=False)  # type: ignore[index]
     # Which catalog the ID table indexes, and which items had training interactions (they get an ID part).
     (tmp / "items.json").write_text(json.dumps({"item_ids": list(trained.interactions.item_ids),
                                                 "known": trained.interactions.known_items.tolist()}))

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys_core.finetune import FinetuneConfig, FinetuneError, finetune, gate, label_metrics, to_label_data
-from recsys_core.train import LabelData
+from recsys_core.train import LabelData, TrainConfig
 
 BOARD = ["chess", "checkers", "puzzle", "noimage"]
 ARCADE = ["space", "racer", "cards"]
@@ -93,3 +93,20 @@ def test_gate_includes_the_offline_protocol(tiny_service) -> None:
     board = [catalog.index_of(i) for i in ("chess", "checkers")]
     value = offline_ndcg(tiny_service.active_model, [board, []], [[catalog.index_of("puzzle")], [0]])
     assert 0.0 <= value <= 1.0
+
+
+def test_finetune_from_a_checkpoint_replays_its_training_interactions(tiny_service, tmp_path) -> None:
+    from tests.test_serving import _train
+
+    base_dir, _ = _train(tiny_service, tmp_path, TrainConfig(epochs=3, batch_users=8, patience=10))
+    assert (base_dir / "interactions.csv.gz").is_file()
+    tiny_service.load_model(base_dir)
+    steps = []
+    result = finetune(examples=_examples(6), heldout=_examples(1), catalog=tiny_service.catalog,
+                      features=tiny_service.features, text_encoder=tiny_service.text_encoder,
+                      image_encoder=tiny_service.image_encoder, base_model=tiny_service.active_model,
+                      base_dir=base_dir, out_dir=tmp_path / "cand", cache_dir=tmp_path / "features",
+                      config=FinetuneConfig(epochs=3, min_labels=10), progress=lambda f, m: steps.append(m))
+    assert any("replaying the base model's" in m for m in steps)
+    assert (tmp_path / "cand" / "interactions.csv.gz").is_file()  # replay data carries on to the next fine-tune
+    assert result.n_train > 0

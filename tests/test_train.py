@@ -69,7 +69,9 @@ def test_checkpoint_round_trip_gives_identical_scores(tmp_path) -> None:
     save_checkpoint(trained, out, metrics={"best_val_ndcg@20": 0.0}, fingerprint_info={"items": N_ITEMS},
                     encoders={"text": "test", "image": "test"})
     assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "metrics.json", "fingerprint.json",
-                                               "items.json", "val_ndcg.png"}
+                                               "items.json", "val_ndcg.png", "interactions.csv.gz"}
+    replay = pd.read_csv(out / "interactions.csv.gz", dtype={"user_id": str, "item_id": str})
+    assert len(replay) == len(_interactions())  # the training data travels with the model for replay
     model, saved = load_checkpoint(out)
     assert saved["fusion"] == dataclasses.asdict(trained.fusion)  # the config travels with the weights
     reloaded = TrainedModel(model, content, trained.interactions, trained.fusion, trained.train)
