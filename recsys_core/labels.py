@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from recsys_core.agreement import annotator_stats
+from recsys_core.agreement import AgreementReport, agreement_report, annotator_stats
 
 log = logging.getLogger(__name__)
 
@@ -255,3 +255,15 @@ def split_heldout(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tup
     train = examples.iloc[np.sort(train_idx)].reset_index(drop=True)
     heldout = examples.iloc[np.sort(heldout_idx)].reset_index(drop=True)
     return train, heldout
+
+
+def agreement(judgements: pd.DataFrame, level: str | None = None) -> AgreementReport:
+    """Agreement statistics over the same units, values and control answers the aggregation uses.
+
+    ``level`` defaults to ordinal when any judgement is graded, nominal for likes/dislikes only.
+    """
+    frame = _prepare(judgements)
+    if level is None:
+        level = "ordinal" if frame["label"].eq("graded").any() else "nominal"
+    controls = _controls(frame) if frame["is_control"].any() else None
+    return agreement_report(frame.loc[:, ["unit", "annotator", "value"]], controls, level=level)

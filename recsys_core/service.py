@@ -129,12 +129,8 @@ class RecommenderService:
                 max_pixels=self.config.limits.max_image_pixels,
             )
             zeroshot = ZeroShotModel(features, self.config.zeroshot)
-            model: ZeroShotModel | FusionServing = zeroshot
-            if self.config.model_dir is not None:
-                model = load_serving(self.config.model_dir, self.catalog, features, self.text_encoder,
-                                     self.image_encoder, self.config.cache_dir, self.config.limits.max_image_pixels)
-            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features,
-                                       zeroshot=zeroshot)
+            self._snapshot = self._snapshot_for(self.config.model_dir, features, zeroshot)
+            model = self._snapshot.model
         report = PrepareReport(
             items=len(self.catalog),
             with_image=int(features.has_image.sum()),
@@ -185,15 +181,19 @@ class RecommenderService:
         running finish on the snapshot they started with. Returns the new model version.
         """
         state = self._state()
-        model: ZeroShotModel | FusionServing = state.zeroshot
-        if folder is not None:
-            model = load_serving(Path(folder), self.catalog, state.features, self.text_encoder, self.image_encoder,
-                                 self.config.cache_dir, self.config.limits.max_image_pixels)
+        snapshot = self._snapshot_for(folder, state.features, state.zeroshot)  # built aside, outside the lock
         with self._lock:
-            self._snapshot = _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=state.features,
-                                       zeroshot=state.zeroshot)
-        log.info("now serving %s", model.version)
-        return model.version
+            self._snapshot = snapshot
+        log.info("now serving %s", snapshot.model.version)
+        return snapshot.model.version
+
+    def _snapshot_for(self, folder: Path | None, features: CatalogFeatures, zeroshot: ZeroShotModel) -> _Snapshot:
+        """Model + index for the checkpoint in ``folder`` (None = the zero-shot model)."""
+        model: ZeroShotModel | FusionServing = zeroshot
+        if folder is not None:
+            model = load_serving(Path(folder), self.catalog, features, self.text_encoder, self.image_encoder,
+                                 self.config.cache_dir, self.config.limits.max_image_pixels)
+        return _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features, zeroshot=zeroshot)
 
     @property
     def features(self) -> CatalogFeatures:

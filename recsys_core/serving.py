@@ -163,7 +163,7 @@ class FusionServing:
         def score(content: ItemContent) -> torch.Tensor:
             b = content.text_tokens.shape[0]
             items = self.model.items(content, None if index is None else index.expand(b), known.expand(b))
-            rows = torch.cat([self.scale * F.normalize(items.vectors, dim=-1), items.bias[:, None]], dim=1)
+            rows = self._rows_of(items)
             return rows @ query.to(rows.dtype)
 
         def expand(b: int) -> ItemContent:

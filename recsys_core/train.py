@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys_core.catalog import Catalog
-from recsys_core.content import build_content, token_text  # noqa: F401  (re-exported for callers)
+from recsys_core.content import build_content
 from recsys_core.model import FusionConfig, FusionRecommender, ItemContent, ItemVectors
 
 log = logging.getLogger(__name__)

@@ -1532,6 +1532,10 @@ class Repository:
 
     # -------------------------------------------------------------------- settings
 
+    def get_setting(self, key: str) -> Optional[str]:
+        """The stored value of ``key``, or None; never creates it."""
+        return self._run(lambda s: (row.value if (row := s.get(Setting, key)) is not None else None))
+
     def get_or_create_setting(self, key: str, make_value: Callable[[], str]) -> str:
         """Return the stored value of ``key``, storing ``make_value()`` on first use (race-safe)."""
         _check_name(key, "setting key", ValueError)

@@ -101,5 +101,6 @@ def create_campaign(service, repository, spec: CampaignSpec, profiles: Sequence[
     return repository.add_tasks(spec.name, tasks)
 
 
-def campaign_scale(repository, name: str) -> str:
-    return repository.get_or_create_setting(f"campaign-scale:{name}", lambda: "graded")
+def campaign_scale(repository, name: str) -> str | None:
+    """The answer scale of campaign ``name``; None when no such campaign was created (nothing is written)."""
+    return repository.get_setting(f"campaign-scale:{name}")

@@ -76,29 +76,24 @@ class AdminHandlers:
         table, choices = self._registry()
         return table, choices, f"Serving **{render.esc(self.service.model_version)}**."
 
-    @user_errors
-    def promote(self, version: str | None, override: bool, request: gr.Request = None) -> tuple:
+    def _decide(self, action, version: str | None, request: gr.Request | None) -> tuple:
         caller = self.access.admin(request)
         if not version:
             raise InvalidInputError("choose a model version first")
-        self.manager.promote(version, caller.username, override=bool(override))
+        action(version, caller.username)
         return self.registry(request)
+
+    @user_errors
+    def promote(self, version: str | None, override: bool, request: gr.Request = None) -> tuple:
+        return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), version, request)
 
     @user_errors
     def rollback(self, version: str | None, request: gr.Request = None) -> tuple:
-        caller = self.access.admin(request)
-        if not version:
-            raise InvalidInputError("choose the version to roll back to")
-        self.manager.rollback(version, caller.username)
-        return self.registry(request)
+        return self._decide(self.manager.rollback, version, request)
 
     @user_errors
     def reject(self, version: str | None, request: gr.Request = None) -> tuple:
-        caller = self.access.admin(request)
-        if not version:
-            raise InvalidInputError("choose a model version first")
-        self.manager.reject(version, caller.username)
-        return self.registry(request)
+        return self._decide(self.manager.reject, version, request)
 
     # -- fine-tune ----------------------------------------------------------------------------------
     def _job_text(self) -> str:
@@ -120,13 +115,13 @@ class AdminHandlers:
         self.jobs.start(caller.username, campaign=campaign or None)
         return self._job_text()
 
-    def tab_visibility(self, request: gr.Request = None) -> tuple[Any, Any]:
-        """Show the Admin controls to admins only (the handlers check the role again on every action)."""
+    def tab_visibility(self, request: gr.Request = None) -> tuple[Any, Any, Any]:
+        """Admin controls and the job poller for admins only (the handlers check the role again on every action)."""
         try:
             is_admin = self.access.caller(request).is_admin
         except Exception:
             is_admin = False
-        return gr.update(visible=is_admin), gr.update(visible=not is_admin)
+        return gr.update(visible=is_admin), gr.update(visible=not is_admin), gr.Timer(active=is_admin)
 
     def job_status(self, request: gr.Request = None) -> str:
         try:
@@ -151,8 +146,7 @@ class AdminHandlers:
     @user_errors
     def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
         self.access.admin(request)
-        from recsys_core.agreement import agreement_report
-        from recsys_core.labels import judgement_value
+        from recsys_core.labels import agreement
 
         counts = self.repository.label_counts()
         frame = self.repository.judgements_frame(campaign or None)
@@ -161,18 +155,7 @@ class AdminHandlers:
                    " · ".join(f"{k}: {v}" for k, v in counts.items() if k != "total"))
         if frame.empty:
             return summary + "\n\nNo judgements yet.", like_rate, [], [], ""
-        ratings = pd.DataFrame({
-            "unit": frame["context_ids"].map(lambda c: "|".join(sorted(c))) + "→" + frame["item_id"],
-            "annotator": frame["annotator"],
-            "value": [judgement_value(l, None if pd.isna(g) else int(g)) for l, g in zip(frame["label"], frame["grade"])],
-        })
-        controls = None
-        is_control = frame["is_control"].fillna(False).astype(bool)
-        if is_control.any():
-            controls = pd.DataFrame({"unit": ratings["unit"][is_control], "expected": frame["expected"][is_control]}) \
-                .drop_duplicates("unit")
-        graded = frame["label"].eq("graded").any()
-        report = agreement_report(ratings, controls, level="ordinal" if graded else "nominal")
+        report = agreement(frame)
         per = _rows(report.per_annotator)
         pairs = _rows(report.pairwise)
         text = (f"{summary}\n\nKrippendorff's alpha ({report.level}): **{_num(report.alpha) or 'n/a'}** over "
@@ -245,7 +228,7 @@ class AdminHandlers:
         return {"files": paths}
 
 
-def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown]:
+def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr.Timer]:
     """Inside an open ``gr.Blocks``: the Admin tab (hidden from annotators on page load) and its wiring."""
     ui = {"api_visibility": "private"}
     is_open = handlers.access.mode == "open"
@@ -301,7 +284,9 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown]:
                 e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
                 e_go = gr.Button("Export")
                 e_files = gr.File(label="Files", file_count="multiple")
-    timer = gr.Timer(2.0)  # polls the job status for the progress line
+    # Polls the job status for the progress line; started on page load for admins only, so a crowd of
+    # annotators does not send the server a no-op request every 2 s each.
+    timer = gr.Timer(2.0, active=is_open)
     reg_out = [registry, version, serving]
     tab.select(handlers.registry, None, reg_out, api_name="ui_admin_open", **ui)
     refresh.click(handlers.registry, None, reg_out, api_name="ui_admin_refresh", **ui)
@@ -322,4 +307,4 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown]:
     gr.api(handlers.api_models, api_name="models")
     gr.api(handlers.api_export, api_name="export")
     gr.api(handlers.api_campaign, api_name="campaign")
-    return body, notice
+    return body, notice, timer

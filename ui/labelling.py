@@ -26,6 +26,15 @@ class LabellingHandlers:
         self.service = service
         self.repository = repository
         self.access = access
+        self._scales: dict[str, str] = {}  # a campaign's scale never changes once it exists
+
+    def _scale(self, campaign: str) -> str:
+        if campaign not in self._scales:  # one DB read per campaign, not one per task
+            scale = campaign_scale(self.repository, campaign)
+            if scale is None:  # an unknown name: say so, and remember nothing
+                raise InvalidInputError(f"there is no campaign {campaign!r}; choose one an admin has created")
+            self._scales[campaign] = scale
+        return self._scales[campaign]
 
     @user_errors
     def campaigns(self) -> Any:
@@ -43,7 +52,7 @@ class LabellingHandlers:
         if not campaign:
             raise InvalidInputError("choose a campaign first (an admin creates them in the Admin tab)")
         task = self.repository.next_task(campaign, caller.username)
-        scale = campaign_scale(self.repository, campaign)
+        scale = self._scale(campaign)
         choices = GRADES if scale == "graded" else BINARY
         if task is None:
             return ([], None, "### Nothing left for you in this campaign: thank you!", gr.update(choices=choices, value=None),
@@ -83,7 +92,7 @@ class LabellingHandlers:
         if task is None:
             return {}
         return {"task_id": task.task_id, "context_ids": list(task.context_ids), "item_id": task.item_id,
-                "scale": campaign_scale(self.repository, str(campaign))}
+                "scale": self._scale(str(campaign))}
 
     @user_errors
     def api_answer(self, task_id: int, answer: str, request_id: str, request: gr.Request = None) -> dict:

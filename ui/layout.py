@@ -124,8 +124,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
             if admin is not None:
                 from ui.admin import build_admin_tab
 
-                admin_body, admin_notice = build_admin_tab(admin)
-                demo.load(admin.tab_visibility, None, [admin_body, admin_notice], api_name="ui_admin_visible",
+                admin_outputs = build_admin_tab(admin)  # body, notice, job poller
+                demo.load(admin.tab_visibility, None, list(admin_outputs), api_name="ui_admin_visible",
                           api_visibility="private")
 
             with gr.Tab("About & credits"):
