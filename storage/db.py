@@ -25,6 +25,12 @@ __all__ = ["default_database_url", "make_engine", "redact_url", "init_db", "is_s
 logger = logging.getLogger(__name__)
 
 _DB_FILENAME = "recsys.sqlite3"
+#: The PostgreSQL driver we depend on (psycopg 3). Before SQLAlchemy 2.1 the default for a
+#: bare ``postgresql://`` was psycopg2, which we do not install.
+_POSTGRES_DRIVER = "postgresql+psycopg"
+#: Schemes that mean PostgreSQL without naming a driver; ``postgres://`` is what Heroku-style
+#: hosts hand out and SQLAlchemy no longer accepts.
+_BARE_POSTGRES_SCHEMES = ("postgresql", "postgres")
 
 
 def default_database_url(data_dir: Path) -> str:
@@ -48,6 +54,14 @@ def is_sqlite_memory_url(url: str) -> bool:
     """True for ``sqlite://`` and ``sqlite:///:memory:`` (a DB that lives in one connection)."""
     parsed = make_url(url)
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def _with_default_driver(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://``; other URLs are returned as given."""
+    parsed = make_url(url)
+    if parsed.drivername not in _BARE_POSTGRES_SCHEMES:
+        return url
+    return parsed.set(drivername=_POSTGRES_DRIVER).render_as_string(hide_password=False)
 
 
 def _install_sqlite_listeners(engine: Engine, *, pragmas: tuple[str, ...], begin_sql: str) -> None:
@@ -89,7 +103,12 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, echo: bool = False) 
       pooled connection would see its own empty database.
     * Anything else (e.g. ``postgresql+psycopg``): ``pool_pre_ping`` so that
       connections dropped by the server or a proxy are replaced transparently.
+      A bare ``postgresql://`` or ``postgres://`` URL gets the psycopg driver.
+      Transactions use the server's default isolation (READ COMMITTED on
+      PostgreSQL); :mod:`storage.repository` relies on UNIQUE constraints and
+      row locks, not on SERIALIZABLE.
     """
+    url = _with_default_driver(url)
     parsed = make_url(url)
     engine: Engine
     if parsed.get_backend_name() == "sqlite":

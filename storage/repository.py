@@ -3,7 +3,7 @@
 The module-level functions take a caller-owned ``Session`` so a web handler
 can group several writes in one transaction; :class:`Repository` wraps them
 for the common "one event, one transaction" case and adds retry on transient
-SQLite lock errors.
+errors (SQLite lock timeouts, PostgreSQL deadlocks and serialization failures).
 
 Idempotency and get-or-create are race-safe by relying on the database's
 UNIQUE constraints instead of locks in Python: an insert that loses a race
@@ -63,6 +63,8 @@ from storage.models import (
 
 if TYPE_CHECKING:  # pandas is imported lazily: only the admin statistics need it.
     import pandas as pd
+
+    from storage.erasure import ErasureResult
 
 __all__ = [
     "FeedbackIn",
@@ -766,9 +768,13 @@ def _next_task(session: Session, campaign: str, username: str, batch: int = 16) 
         if not candidates:
             return None
         for task_id in candidates:
-            # Lock the task row (FOR UPDATE on PostgreSQL; SQLite already holds the write lock
-            # from BEGIN IMMEDIATE) and recount, so two annotators cannot both take the last slot.
-            task = session.exec(select(LabelTask).where(col(LabelTask.id) == task_id).with_for_update()).one()
+            # Lock the task row (SQLite already holds the write lock from BEGIN IMMEDIATE) and
+            # recount, so two annotators cannot both take the last slot. FOR NO KEY UPDATE
+            # (key_share) rather than FOR UPDATE: it still serialises next_task calls, but does not
+            # block, or deadlock with, answers whose foreign key to this task takes a KEY SHARE lock.
+            task = session.exec(
+                select(LabelTask).where(col(LabelTask.id) == task_id).with_for_update(key_share=True)
+            ).one()
             taken = session.exec(
                 select(func.count()).select_from(TaskAssignment).where(col(TaskAssignment.task_id) == task_id)
             ).one()
@@ -921,7 +927,13 @@ def _activate(session: Session, row: ModelVersion, by: str, note: str) -> None:
     in between fails on that constraint instead of leaving two active models.
     """
     now = utc_now()
-    current = session.exec(select(ModelVersion).where(col(ModelVersion.status) == "active").with_for_update()).all()
+    # Serialise activations: lock every registry row (a few hundred at most), in id order so
+    # that activators cannot deadlock. Locking only the active row is not enough on PostgreSQL:
+    # a waiter wakes to find it retired and cannot see the newly active row in its statement
+    # snapshot, so it would hit the UNIQUE active_slot again and again under contention.
+    # SQLite ignores FOR UPDATE; BEGIN IMMEDIATE already serialises its writers.
+    session.exec(select(col(ModelVersion.id)).order_by(col(ModelVersion.id)).with_for_update()).all()
+    current = session.exec(select(ModelVersion).where(col(ModelVersion.status) == "active")).all()
     for old in current:
         if old.id == row.id:
             continue
@@ -1155,7 +1167,14 @@ def _get_or_create_setting(session: Session, key: str, make_value: Callable[[], 
 # ------------------------------------------------------------------------ Repository
 
 
+#: PostgreSQL SQLSTATEs after which running the whole transaction again is the documented remedy:
+#: serialization_failure and deadlock_detected (the server already rolled the transaction back).
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
 def _is_transient_lock_error(exc: OperationalError) -> bool:
+    if getattr(exc.orig, "sqlstate", None) in _RETRYABLE_SQLSTATES:
+        return True
     message = str(exc.orig if exc.orig is not None else exc).lower()
     return "locked" in message or "busy" in message
 
@@ -1164,9 +1183,10 @@ class Repository:
     """Engine-owning facade: one ``Session`` and one transaction per call.
 
     SQLite can still report "database is locked" when the busy timeout runs out
-    under heavy write load; those calls are retried with exponential back-off
-    and jitter (so retrying threads do not collide again in lock-step). Every
-    unit of work here is idempotent or append-only, so a retry is safe.
+    under heavy write load, and PostgreSQL aborts one transaction of a deadlock
+    (or a serialization failure); those calls are retried with exponential
+    back-off and jitter (so retrying threads do not collide again in lock-step).
+    Every unit of work here is idempotent or append-only, so a retry is safe.
     """
 
     def __init__(
@@ -1544,3 +1564,14 @@ class Repository:
     def export_key(self) -> bytes:
         """This database's random pseudonymisation key, created once so pseudonyms stay stable across exports."""
         return bytes.fromhex(self.get_or_create_setting(EXPORT_KEY_SETTING, lambda: secrets.token_hex(32)))
+
+    # -------------------------------------------------------------------- privacy
+
+    def erase_annotator(self, username: str) -> "ErasureResult":
+        """Delete every judgement and task assignment of ``username`` (see :mod:`storage.erasure`)."""
+        from storage.erasure import erase_annotator
+
+        _check_name(username, "username", ValueError)
+        result = self._run(lambda s: erase_annotator(session=s, username=username))
+        logger.info("erased %d judgement(s) and %d assignment(s) of one annotator", result.feedback, result.assignments)
+        return result

@@ -9,13 +9,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import itertools
 import random
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sqlalchemy import create_engine
+from sqlalchemy.engine import Engine, make_url
 
 from recsys_core.catalog import load_catalog_folder
 from recsys_core.config import ServiceConfig, TextEncoderConfig
@@ -23,6 +28,7 @@ from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
 from recsys_core.config import ImageEncoderConfig
 from recsys_core.service import RecommenderService
+from storage import default_database_url, redact_url
 
 torch.set_num_threads(1)
 
@@ -108,3 +114,78 @@ def real_service(real_data_dir: Path) -> RecommenderService:
     service = RecommenderService(resolve_catalog("demo"), ServiceConfig(device="cpu", cache_dir=real_data_dir / "features"))
     service.prepare()
     return service
+
+
+# ---------------------------------------------------------------------------- databases
+
+#: Storage tests that take ``db_backend``, ``make_db_url`` or ``db_url`` run once per backend.
+DB_BACKENDS = ("sqlite", "postgresql")
+#: Set by .ci/run: a PostgreSQL database in which the tests may create and drop schemas.
+TEST_DATABASE_URL_ENV = "TEST_DATABASE_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_engine() -> Iterator[Engine]:
+    """Autocommit engine on TEST_DATABASE_URL for creating and dropping per-test schemas.
+
+    Without the variable the PostgreSQL cases skip (a developer's plain ``pytest``); with it, a
+    server that cannot be reached is an error, so CI cannot pass without testing PostgreSQL.
+    """
+    url = os.environ.get(TEST_DATABASE_URL_ENV, "").strip()
+    if not url:
+        pytest.skip(f"{TEST_DATABASE_URL_ENV} is not set (.ci/run starts a PostgreSQL server and sets it)")
+    if make_url(url).get_backend_name() != "postgresql":
+        raise pytest.UsageError(f"{TEST_DATABASE_URL_ENV} must be a postgresql URL; got {redact_url(url)}")
+    # psycopg whatever the URL names: it is the PostgreSQL driver we install (see storage.db).
+    engine = create_engine(make_url(url).set(drivername="postgresql+psycopg"), isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        engine.dispose()
+        # The driver's message names host, port and user but never the password.
+        raise RuntimeError(f"cannot connect to {TEST_DATABASE_URL_ENV} ({redact_url(url)}): {exc}") from None
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=DB_BACKENDS)
+def db_backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def make_db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Factory of URLs of new, empty databases on the backend under test.
+
+    SQLite: a new file under ``tmp_path``. PostgreSQL: a new schema in the TEST_DATABASE_URL
+    database, made the connection's only ``search_path`` entry, so tables, sequences (ids
+    start at 1) and constraints are the test's own; it is dropped afterwards.
+    """
+    counter = itertools.count()
+    schemas: list[str] = []
+    admin: Engine | None = request.getfixturevalue("pg_admin_engine") if db_backend == "postgresql" else None
+
+    def make() -> str:
+        if admin is None:
+            return default_database_url(tmp_path / f"db-{next(counter)}")
+        schema = f"test_{uuid.uuid4().hex[:16]}"  # not seeded: other test runs may share the server
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+        schemas.append(schema)
+        url = make_url(os.environ[TEST_DATABASE_URL_ENV].strip())
+        return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(hide_password=False)
+
+    yield make
+    if admin is not None:
+        with admin.connect() as conn:
+            # A connection a test leaked would make DROP wait for its locks forever; fail instead.
+            conn.exec_driver_sql("SET lock_timeout = '10s'")
+            for schema in schemas:
+                conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+@pytest.fixture
+def db_url(make_db_url: Callable[[], str]) -> str:
+    """URL of a new, empty database on the backend under test (see :func:`make_db_url`)."""
+    return make_db_url()

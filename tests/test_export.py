@@ -1,4 +1,7 @@
-"""Admin statistics (judgements_frame, like rates, counts) and label exports round-tripped through pandas."""
+"""Admin statistics (judgements_frame, like rates, counts) and label exports round-tripped through pandas.
+
+The database-backed tests run on SQLite and on PostgreSQL (see ``make_db_url`` in conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from storage import FeedbackIn, Repository, TaskIn, default_database_url
+from storage import FeedbackIn, Repository, TaskIn
 from storage.export import (
     EXPORT_FORMATS,
     KEY_ENV,
@@ -28,8 +31,9 @@ OTHER_KEY = b"o" * 32
 
 
 @pytest.fixture()
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    repository = Repository.from_url(default_database_url(tmp_path / "data"))
+def repo(db_url: str) -> Iterator[Repository]:
+    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
+    repository = Repository.from_url(db_url)
     yield repository
     repository.engine.dispose()
 
@@ -229,7 +233,8 @@ def test_export_rejects_bad_input_before_writing(filled: Repository, tmp_path: P
 def test_failed_write_keeps_previous_file_and_leaves_no_temp(filled: Repository, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     frame = _frame_without_spaces(filled)
-    out = export_labels(frame, tmp_path, formats=("csv",), key=KEY)
+    folder = tmp_path / "out"  # its own folder: the SQLite database file also lives under tmp_path
+    out = export_labels(frame, folder, formats=("csv",), key=KEY)
     before = out["csv"].read_bytes()
 
     def broken_replace(src: str, dst: str) -> None:
@@ -237,9 +242,9 @@ def test_failed_write_keeps_previous_file_and_leaves_no_temp(filled: Repository,
 
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
-        export_labels(frame.iloc[:1], tmp_path, formats=("csv",), key=KEY)
+        export_labels(frame.iloc[:1], folder, formats=("csv",), key=KEY)
     assert out["csv"].read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "labels.csv"]
+    assert sorted(p.name for p in folder.iterdir()) == ["labels.csv"]
 
 
 def test_empty_frame_exports_headers_only(repo: Repository, tmp_path: Path) -> None:

@@ -1,22 +1,22 @@
-"""Model registry (one active model at a time) and label snapshots (SQLite temp files only)."""
+"""Model registry (one active model at a time) and label snapshots, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from storage import ModelVersion, ModelVersionOut, RegistryError, Repository, SnapshotOut, default_database_url
+from storage import ModelVersion, ModelVersionOut, RegistryError, Repository, SnapshotOut
 
 
 @pytest.fixture()
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    repository = Repository.from_url(default_database_url(tmp_path / "data"))
+def repo(db_url: str) -> Iterator[Repository]:
+    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
+    repository = Repository.from_url(db_url)
     yield repository
     repository.engine.dispose()
 
@@ -177,15 +177,17 @@ def test_model_links_to_snapshot(repo: Repository) -> None:
     assert snapshot is not None and snapshot.feedback_ids == (1, 2)
 
 
-def test_export_key_is_created_once_per_database(repo: Repository, tmp_path: Path) -> None:
+def test_export_key_is_created_once_per_database(
+    repo: Repository, db_url: str, make_db_url: Callable[[], str]
+) -> None:
     key = repo.export_key()
     assert len(key) == 32 and repo.export_key() == key
-    reopened = Repository.from_url(default_database_url(tmp_path / "data"))
+    reopened = Repository.from_url(db_url)
     try:
         assert reopened.export_key() == key
     finally:
         reopened.engine.dispose()
-    other = Repository.from_url(default_database_url(tmp_path / "other"))
+    other = Repository.from_url(make_db_url())
     try:
         assert other.export_key() != key
     finally:

@@ -1,4 +1,9 @@
-"""Tests for the storage package (SQLite only; no GPU, no network)."""
+"""Tests for the storage package (no GPU, no network).
+
+Tests that take ``engine`` or ``db_url`` run on SQLite and on PostgreSQL (see ``make_db_url`` in
+conftest.py; the PostgreSQL cases skip without TEST_DATABASE_URL). The rest test SQLite specifics
+or backend-independent logic.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -71,7 +76,17 @@ def _row_counts(engine: Engine) -> tuple[int, int, int, int]:
 
 
 @pytest.fixture()
-def engine() -> Iterator[Engine]:
+def engine(db_backend: str, make_db_url: Callable[[], str]) -> Iterator[Engine]:
+    """An empty database on each backend; SQLite in memory, which also covers the StaticPool path."""
+    eng = make_engine("sqlite://" if db_backend == "sqlite" else make_db_url())
+    init_db(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture()
+def memory_engine() -> Iterator[Engine]:
+    """For SQLite-only tests and for backend-independent logic (the retry loop) that needs no second run."""
     eng = make_engine("sqlite://")
     init_db(eng)
     yield eng
@@ -123,6 +138,17 @@ def test_make_engine_non_sqlite_uses_pre_ping_and_logs_redacted(
     assert "s3cr3t" not in caplog.text
 
 
+@pytest.mark.parametrize("scheme", ["postgres", "postgresql"])
+def test_make_engine_gives_bare_postgres_urls_the_psycopg_driver(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    captured: dict[str, Any] = {}
+    monkeypatch.setattr(storage_db, "create_engine", lambda url, **kwargs: captured.setdefault("url", url))
+    make_engine(f"{scheme}://alice:p%40ss@db.example:5432/recsys?sslmode=require")
+    # The password keeps its escaping: "p@ss" must not turn into a host separator.
+    assert captured["url"] == "postgresql+psycopg://alice:p%40ss@db.example:5432/recsys?sslmode=require"
+
+
 def test_file_sqlite_pragmas(file_url: str) -> None:
     eng = make_engine(file_url, busy_timeout_ms=2500)
     try:
@@ -136,11 +162,16 @@ def test_file_sqlite_pragmas(file_url: str) -> None:
         eng.dispose()
 
 
-def test_memory_sqlite_is_shared_and_enforces_foreign_keys(engine: Engine) -> None:
-    with engine.connect() as conn:
+def test_memory_sqlite_is_shared(memory_engine: Engine) -> None:
+    with memory_engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "memory"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
     # StaticPool: a second session sees the tables created by init_db.
+    with Session(memory_engine) as s:
+        assert s.exec(select(Feedback)).all() == []
+
+
+def test_foreign_keys_are_enforced(engine: Engine) -> None:
     with Session(engine) as s:
         s.add(Feedback(request_id="r", item_id="i", label="like", model_version="v", session_id=999))
         with pytest.raises(IntegrityError):
@@ -369,8 +400,8 @@ def test_list_feedback_newest_first_with_limit(engine: Engine) -> None:
 # ------------------------------------------------------------------------ Repository
 
 
-def test_repository_methods(file_url: str) -> None:
-    repo = Repository.from_url(file_url)
+def test_repository_methods(db_url: str) -> None:
+    repo = Repository.from_url(db_url)
     try:
         assert (repo.count_feedback(), repo.count_impressions()) == (0, 0)
         assert repo.add_impressions(
@@ -403,10 +434,10 @@ def _locked_error(message: str = "database is locked") -> OperationalError:
 
 
 def test_repository_retries_lock_errors_with_backoff(
-    engine: Engine, caplog: pytest.LogCaptureFixture
+    memory_engine: Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     delays: list[float] = []
-    repo = Repository(engine, sleep=delays.append, rng=random.Random(SEED))
+    repo = Repository(memory_engine, sleep=delays.append, rng=random.Random(SEED))
     attempts = {"n": 0}
 
     def flaky(session: Session) -> int:
@@ -425,9 +456,9 @@ def test_repository_retries_lock_errors_with_backoff(
     assert "retry 2/5" in caplog.records[1].getMessage()
 
 
-def test_repository_gives_up_after_five_retries(engine: Engine) -> None:
+def test_repository_gives_up_after_five_retries(memory_engine: Engine) -> None:
     delays: list[float] = []
-    repo = Repository(engine, sleep=delays.append, rng=random.Random(SEED))
+    repo = Repository(memory_engine, sleep=delays.append, rng=random.Random(SEED))
     attempts = {"n": 0}
 
     def always_locked(session: Session) -> int:
@@ -441,9 +472,9 @@ def test_repository_gives_up_after_five_retries(engine: Engine) -> None:
     assert all(0.05 * 2**i <= d < 0.1 * 2**i for i, d in enumerate(delays))
 
 
-def test_repository_does_not_retry_other_operational_errors(engine: Engine) -> None:
+def test_repository_does_not_retry_other_operational_errors(memory_engine: Engine) -> None:
     delays: list[float] = []
-    repo = Repository(engine, sleep=delays.append)
+    repo = Repository(memory_engine, sleep=delays.append)
     attempts = {"n": 0}
 
     def broken(session: Session) -> int:
@@ -455,10 +486,66 @@ def test_repository_does_not_retry_other_operational_errors(engine: Engine) -> N
     assert (attempts["n"], delays) == (1, [])
 
 
+class _PostgresError(Exception):
+    """Stands in for a psycopg error: the retry decision reads only its ``sqlstate``."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "retried"),
+    [
+        ("40P01", "deadlock detected", True),
+        ("40001", "could not serialize access due to concurrent update", True),
+        ("57P01", "terminating connection due to administrator command", False),
+        ("42P01", 'relation "feedback" does not exist', False),
+    ],
+)
+def test_repository_retries_postgres_deadlocks_and_serialization_failures(
+    memory_engine: Engine, sqlstate: str, message: str, retried: bool
+) -> None:
+    delays: list[float] = []
+    repo = Repository(memory_engine, sleep=delays.append, rng=random.Random(SEED))
+    attempts = {"n": 0}
+
+    def fails_once(session: Session) -> int:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise OperationalError("UPDATE ...", {}, _PostgresError(sqlstate, message))
+        return 7
+
+    if retried:
+        assert repo._run(fails_once) == 7
+        assert (attempts["n"], len(delays)) == (2, 1)
+    else:
+        with pytest.raises(OperationalError, match=message):
+            repo._run(fails_once)
+        assert (attempts["n"], delays) == (1, [])
+
+
+def test_retry_warning_never_shows_the_database_password(caplog: pytest.LogCaptureFixture) -> None:
+    # Never connected: the unit of work fails before it touches the session.
+    eng = make_engine("postgresql+psycopg://alice:s3cr3t@db.invalid:5432/recsys")
+    repo = Repository(eng, sleep=lambda _delay: None, max_retries=1)
+
+    def locked(session: Session) -> int:
+        raise _locked_error()
+
+    with caplog.at_level(logging.DEBUG):
+        with pytest.raises(OperationalError):
+            repo._run(locked)
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("postgresql+psycopg://alice:***@db.invalid:5432/recsys" in m for m in messages)
+    assert "s3cr3t" not in caplog.text
+    eng.dispose()
+
+
 # ----------------------------------------------------------------------- concurrency
 
 
-def test_threaded_feedback_with_resends(file_url: str) -> None:
+def test_threaded_feedback_with_resends(db_url: str) -> None:
     n_threads, per_thread = 8, 25
     rng = random.Random(SEED)
     plan: list[str] = []
@@ -470,7 +557,7 @@ def test_threaded_feedback_with_resends(file_url: str) -> None:
     distinct = set(plan)
     assert len(plan) - len(distinct) > 0
 
-    repo = Repository.from_url(file_url)
+    repo = Repository.from_url(db_url)
     barrier = threading.Barrier(n_threads)
     errors: list[BaseException] = []
     results: list[tuple[str, FeedbackResult]] = []
@@ -511,8 +598,8 @@ def test_threaded_feedback_with_resends(file_url: str) -> None:
         repo.engine.dispose()
 
 
-def test_get_or_create_session_from_threads_one_row(file_url: str) -> None:
-    eng = make_engine(file_url)
+def test_get_or_create_session_from_threads_one_row(db_url: str) -> None:
+    eng = make_engine(db_url)
     init_db(eng)
     n_threads = 8
     barrier = threading.Barrier(n_threads)

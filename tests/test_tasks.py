@@ -1,15 +1,13 @@
-"""Graded labels, request-id ownership and crowd-labelling task routing (SQLite temp files only)."""
+"""Graded labels, request-id ownership and crowd-labelling task routing, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import create_engine, inspect
 from sqlmodel import Session, select
 
 from storage import (
@@ -24,14 +22,14 @@ from storage import (
     TaskIn,
     TaskNotAssignedError,
     TaskOut,
-    default_database_url,
 )
 from tests.test_storage import _fb  # the same feedback-row builder as the storage tests
 
 
 @pytest.fixture()
-def repo(tmp_path: Path) -> Iterator[Repository]:
-    repository = Repository.from_url(default_database_url(tmp_path / "data"))
+def repo(db_url: str) -> Iterator[Repository]:
+    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
+    repository = Repository.from_url(db_url)
     yield repository
     repository.engine.dispose()
 
@@ -274,27 +272,37 @@ def test_add_tasks_rejects_empty_campaign(repo: Repository) -> None:
 # ------------------------------------------------------------------------- upgrades
 
 
-def test_old_database_gets_new_feedback_columns(tmp_path: Path) -> None:
+# The first release's tables, as each backend's create_all made them; {pk} and {ts} are the
+# backend's auto-numbered key and timestamp types.
+OLD_SCHEMA = """
+CREATE TABLE annotator (id {pk}, username VARCHAR(128) NOT NULL UNIQUE,
+    role VARCHAR(32) NOT NULL, created_at {ts} NOT NULL);
+CREATE TABLE labelsession (id {pk}, session_key VARCHAR(128) NOT NULL UNIQUE,
+    annotator_id INTEGER REFERENCES annotator (id), client VARCHAR(16) NOT NULL,
+    started_at {ts} NOT NULL);
+CREATE TABLE feedback (id {pk}, request_id VARCHAR(128) NOT NULL UNIQUE,
+    annotator_id INTEGER REFERENCES annotator (id), session_id INTEGER REFERENCES labelsession (id),
+    context_ids JSON NOT NULL, item_id VARCHAR(256) NOT NULL, label VARCHAR(16) NOT NULL,
+    model_version VARCHAR(128) NOT NULL, created_at {ts} NOT NULL);
+INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at)
+    VALUES ('old-1', '["a"]', 'i', 'like', 'v0', '2024-01-01 00:00:00.000000')
+"""
+OLD_TYPES = {
+    "sqlite": {"pk": "INTEGER PRIMARY KEY", "ts": "DATETIME"},
+    "postgresql": {"pk": "SERIAL PRIMARY KEY", "ts": "TIMESTAMP WITH TIME ZONE"},
+}
+
+
+def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) -> None:
     """A database made before grades/tasks existed keeps its rows and accepts graded answers."""
-    path = tmp_path / "old.sqlite3"
-    with sqlite3.connect(path) as conn:
-        conn.executescript(
-            """
-            CREATE TABLE annotator (id INTEGER PRIMARY KEY, username VARCHAR(128) NOT NULL UNIQUE,
-                role VARCHAR(32) NOT NULL, created_at DATETIME NOT NULL);
-            CREATE TABLE labelsession (id INTEGER PRIMARY KEY, session_key VARCHAR(128) NOT NULL UNIQUE,
-                annotator_id INTEGER REFERENCES annotator (id), client VARCHAR(16) NOT NULL,
-                started_at DATETIME NOT NULL);
-            CREATE TABLE feedback (id INTEGER PRIMARY KEY, request_id VARCHAR(128) NOT NULL UNIQUE,
-                annotator_id INTEGER REFERENCES annotator (id), session_id INTEGER REFERENCES labelsession (id),
-                context_ids JSON NOT NULL, item_id VARCHAR(256) NOT NULL, label VARCHAR(16) NOT NULL,
-                model_version VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL);
-            INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at)
-                VALUES ('old-1', '["a"]', 'i', 'like', 'v0', '2024-01-01 00:00:00.000000');
-            """
-        )
-    conn.close()
-    repo = Repository.from_url(f"sqlite:///{path.as_posix()}")
+    old = create_engine(db_url)  # a plain engine: nothing of storage.db touches the old schema
+    try:
+        with old.begin() as conn:
+            for statement in OLD_SCHEMA.format(**OLD_TYPES[db_backend]).split(";"):
+                conn.exec_driver_sql(statement)
+    finally:
+        old.dispose()
+    repo = Repository.from_url(db_url)
     try:
         columns = {c["name"] for c in inspect(repo.engine).get_columns("feedback")}
         assert {"grade", "task_id"} <= columns
