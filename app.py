@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from recsys_core.config import DEVICES, ImageEncoderConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig
+from studio.backup import BackupConfig
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -42,10 +43,16 @@ class AppConfig:
     auth_file: Path | None = None  # users.csv (username,password,role): login required
     oauth_admins: str | None = None  # Spaces OAuth: comma-separated admin HF usernames
     auto_promote: bool = True  # promote a fine-tuned candidate that passes its gate
+    backup: BackupConfig | None = None  # periodic label (+ SQLite) backup; None = off
+    # Labels per minute per person (moving window); 0 = off. 60 is far above a careful annotator's pace
+    # (one label per second, sustained) yet stops a script or a stuck key from flooding the table.
+    feedback_rate_limit: int = 60
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port is {self.port}; allowed 0..65535")
+        if self.feedback_rate_limit < 0:
+            raise ValueError(f"feedback rate limit is {self.feedback_rate_limit}; allowed 0 (off) or more per minute")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,14 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of text similarity in the zero-shot score")
     p.add_argument("--image-weight", type=float, default=ZeroShotConfig.image_weight,
                    help="weight of image similarity in the zero-shot score")
-    p.add_argument("--max-upload-mb", type=float, default=LimitsConfig.max_upload_bytes / 2**20,
-                   help="largest accepted upload")
+    p.add_argument("--max-upload-mb", type=float, default=float(env("MAX_UPLOAD_MB", LimitsConfig.max_upload_bytes / 2**20)),
+                   help="largest accepted upload, in MiB (env MAX_UPLOAD_MB)")
+    p.add_argument("--max-image-pixels", type=int, default=env("MAX_IMAGE_PIXELS", LimitsConfig.max_image_pixels),
+                   help="largest accepted image, width x height; larger ones (decompression bombs) are refused "
+                        "before decoding (env MAX_IMAGE_PIXELS)")
+    p.add_argument("--max-text-chars", type=int, default=env("MAX_TEXT_CHARS", LimitsConfig.max_text_chars),
+                   help="longest accepted title + description of an upload (env MAX_TEXT_CHARS)")
+    p.add_argument("--feedback-rate-limit", type=int, default=env("FEEDBACK_RATE_LIMIT", AppConfig.feedback_rate_limit),
+                   help="labels per minute per person (likes, dislikes, task answers); 0 = no limit "
+                        "(env FEEDBACK_RATE_LIMIT)")
     p.add_argument("--auth-file", type=Path, default=env("AUTH_FILE"),
                    help="users.csv with columns username,password,role (annotator|admin; passwords plain or hashed "
                         "with python -m storage.auth hash): login required for labels and admin actions (env AUTH_FILE)")
     p.add_argument("--oauth-admins", default=env("OAUTH_ADMINS"),
                    help="on Hugging Face Spaces with hf_oauth: comma-separated HF usernames that are admins; "
                         "everyone else who signs in is an annotator (env OAUTH_ADMINS)")
+    p.add_argument("--backup-dir", type=Path, default=env("BACKUP_DIR") or None,
+                   help="back up all labels (pseudonymised CSV + Parquet) and, for SQLite, a consistent copy of the "
+                        "database into this folder periodically and at shutdown (env BACKUP_DIR; e.g. a mounted "
+                        "storage bucket on Spaces); unset: no backups")
+    p.add_argument("--backup-every", type=float, default=env("BACKUP_EVERY", BackupConfig.every_minutes),
+                   help="minutes between backups (env BACKUP_EVERY)")
+    p.add_argument("--backup-keep", type=int, default=env("BACKUP_KEEP", BackupConfig.keep),
+                   help="how many of the newest backups to keep (env BACKUP_KEEP)")
     p.add_argument("--no-auto-promote", action="store_true",
                    help="keep fine-tuned candidates that pass their gate as candidates until an admin promotes them")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -112,7 +135,8 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         text=TextEncoderConfig(model=args.text_encoder),
         image=ImageEncoderConfig(model=args.image_encoder),
         zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight),
-        limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20)),
+        limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_image_pixels=args.max_image_pixels,
+                            max_text_chars=args.max_text_chars),
         device=args.device,
         cache_dir=data_dir / "features",
         model_dir=_checked_model_dir(args.model),
@@ -129,6 +153,9 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         auth_file=_checked_auth_file(args.auth_file),
         oauth_admins=args.oauth_admins or None,
         auto_promote=not args.no_auto_promote,
+        backup=(BackupConfig(folder=Path(args.backup_dir).expanduser(), every_minutes=args.backup_every,
+                             keep=args.backup_keep) if args.backup_dir else None),
+        feedback_rate_limit=args.feedback_rate_limit,
     )
 
 
@@ -167,6 +194,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from ui.handlers import Handlers
     from ui.labelling import LabellingHandlers
     from ui.layout import build_demo
+    from ui.rate_limit import LabelRateLimit
 
     access = Access.from_options(config.auth_file, config.oauth_admins)
     catalog = resolve_catalog(config.catalog, data_root=config.data_root,
@@ -183,8 +211,9 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
                         catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote)
     if access.mode == "open":
         log.warning("no --auth-file: everyone who can reach this app is its admin; keep it on localhost")
-    demo = build_demo(Handlers(service, repository, access),
-                      labelling=LabellingHandlers(service, repository, access),
+    rate_limit = LabelRateLimit(config.feedback_rate_limit)
+    demo = build_demo(Handlers(service, repository, access, rate_limit),
+                      labelling=LabellingHandlers(service, repository, access, rate_limit),
                       admin=AdminHandlers(service, repository, access, manager, jobs, config.data_dir / "exports"))
     demo.studio_access = access  # launch() needs it for the login form
     return demo, service, repository
@@ -222,13 +251,32 @@ def main(argv: Sequence[str] | None = None) -> None:
     from recsys_core.errors import RecsysError
 
     try:
-        demo, service, _ = create_app(config)
+        demo, service, repository = create_app(config)
     except RecsysError as exc:
         raise SystemExit(f"error: {exc}") from None
-    demo.queue(default_concurrency_limit=8)
+    # An explicit max_size: on ZeroGPU Spaces Gradio otherwise caps the waiting queue at 1, and a
+    # crowd session would get "Queue is full". 1024 waiting events is far above one per annotator.
+    demo.queue(default_concurrency_limit=8, max_size=1024)
     from ui.layout import CSS
 
-    demo.launch(css=CSS, **launch_kwargs(config, service, getattr(demo, "studio_access", None)))
+    backup = None
+    if config.backup is not None:
+        import signal
+
+        from studio.backup import LabelBackup
+
+        backup = LabelBackup(repository, config.backup)
+        backup.start()
+        # SIGTERM (how Spaces and docker stop the app) then stops the server like Ctrl+C, so launch()
+        # returns and the final backup below runs instead of the process dying mid-way.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        demo.launch(css=CSS, **launch_kwargs(config, service, getattr(demo, "studio_access", None)))
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM before launch() reached its own wait loop (which catches it)
+        demo.close()
+    finally:
+        if backup is not None:
+            backup.stop()  # one last backup at shutdown
 
 
 if __name__ == "__main__":

@@ -235,7 +235,9 @@ runpy.run_path("app.py", run_name="__main__")
 def app_cmd(args: argparse.Namespace, data_dir: Path, base: Path, users_csv: Path, port: int) -> list[str]:
     app_args = ["--catalog", "movielens-100k", "--data-root", str(args.data_root), "--data-dir", str(data_dir),
                 "--model", str(base), "--auth-file", str(users_csv), "--port", str(port), "--host", "127.0.0.1",
-                "--device", args.device]
+                "--device", args.device,
+                # Simulated annotators label far faster than people: the per-person label limit is off.
+                "--feedback-rate-limit", "0"]
     if args.finetune_epochs == DEFAULT_FINETUNE_EPOCHS:
         return [sys.executable, str(REPO_ROOT / "app.py"), *app_args]
     return [sys.executable, "-c", _LAUNCHER.format(epochs=str(args.finetune_epochs)), *app_args]

@@ -5,7 +5,9 @@
 
 Starts the app on a free port with a fresh data directory (or ``--data-dir``), polls ``GET /`` every
 0.1 s until it answers 200, stops the app, then starts it again on the same data directory. The app's
-output goes to ``<data dir>/app-run<N>.log``.
+output goes to ``<data dir>/app-run<N>.log``. Feature-extraction throughput of the cold run (text and
+image items/s) comes from the app's own ``features: ...`` log line (seconds logged to 0.1 s, so rates
+below about a second of work are rough; ``benchmarks/feature_throughput.py`` measures them in-process).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 import argparse  # noqa: E402
 import logging  # noqa: E402
+import re  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -29,6 +32,27 @@ from _common import (  # noqa: E402
 )
 
 log = logging.getLogger("benchmarks.startup")
+
+# recsys_core.features logs one line per prepare: what was computed (not cached) and how long it took.
+FEATURES_LINE = re.compile(
+    r"features: text (?P<text_computed>\d+) computed / (?P<text_cached>\d+) cached in (?P<text_s>[0-9.]+)s; "
+    r"images (?P<image_computed>\d+) computed / (?P<image_cached>\d+) cached / (?P<image_failed>\d+) unreadable "
+    r"in (?P<image_s>[0-9.]+)s")
+
+
+def parse_feature_stats(log_path: Path) -> dict | None:
+    """Counts, seconds and items/s of the last feature extraction the app logged (None if none was logged)."""
+    try:
+        found = list(FEATURES_LINE.finditer(log_path.read_text(encoding="utf-8", errors="replace")))
+    except OSError:
+        return None
+    if not found:
+        return None
+    stats: dict = {k: (float(v) if k.endswith("_s") else int(v)) for k, v in found[-1].groupdict().items()}
+    for part in ("text", "image"):
+        seconds, computed = stats[f"{part}_s"], stats[f"{part}_computed"]
+        stats[f"{part}_items_per_s"] = round(computed / seconds, 2) if seconds > 0 and computed else None
+    return stats
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +84,9 @@ def time_one_start(args: argparse.Namespace, data_dir: Path, run: int) -> dict:
     finally:
         app.stop()
     prepare = parse_prepare_seconds(app.log_path)
+    features = parse_feature_stats(app.log_path)
     log.info("run %d: first page after %.2fs (service prepare %s s)", run, seconds, prepare)
-    return {"seconds": round(seconds, 3), "prepare_s": prepare, "log": str(app.log_path)}
+    return {"seconds": round(seconds, 3), "prepare_s": prepare, "features": features, "log": str(app.log_path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         "restart_s": round(restart_s, 3),
         "speedup": round(first["seconds"] / restart_s, 3) if restart_s > 0 else None,
         "first_run_prepare_s": first["prepare_s"],
+        # Cold run: every text and image encoded (none cached yet).
+        "first_run_features": first["features"],
+        "first_run_text_items_per_s": (first["features"] or {}).get("text_items_per_s"),
+        "first_run_image_items_per_s": (first["features"] or {}).get("image_items_per_s"),
         "restart_prepare_s": [r["prepare_s"] for r in restarts],
         "restart_runs_s": [r["seconds"] for r in restarts],
         "catalog": args.catalog,

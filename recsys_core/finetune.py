@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -318,7 +319,9 @@ def read_judgements(database_url: str, campaign: str | None = None) -> pd.DataFr
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recsys_core.finetune", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", required=True, help="database URL of the app (e.g. sqlite:///data/recsys.sqlite3)")
+    parser.add_argument("--db", default=os.environ.get("DATABASE_URL"),
+                        help="database URL of the app (e.g. sqlite:///data/recsys.sqlite3); default: env DATABASE_URL, "
+                             "which keeps a password out of the process list")
     parser.add_argument("--base", type=Path, default=None,
                         help="checkpoint folder to start from; default: a new fusion model (the app's zero-shot model is the gate's baseline)")
     parser.add_argument("--out", type=Path, required=True, help="candidate checkpoint folder to write")
@@ -343,8 +346,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the result (gate, snapshot, timings) here")
     parser.add_argument("--progress-file", type=Path, default=None, help="append JSON progress lines here (the app reads them)")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--parent-pid", type=int, default=None,
+                        help="stop when this process (the app that started the job) is gone")
     args = parser.parse_args(argv)
+    if not args.db:
+        parser.error("give the app's database: --db URL or env DATABASE_URL")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:
+        _exit_with_parent(args.parent_pid)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -355,6 +364,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     _write_json(args.json, result)
     log.info("candidate %s: gate %s (%s)", result["out_dir"], "passed" if result["gate"]["passed"] else "failed",
              result["gate"]["reason"])
+
+
+def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
+    """End this job when the app that started it dies (e.g. SIGKILL), instead of training on as an orphan.
+
+    A polling thread rather than Linux's PR_SET_PDEATHSIG: that needs ``preexec_fn``, which is unsafe in
+    the app's multi-threaded server. The candidate is written to a temporary folder and renamed last, so
+    an exit at any moment leaves no checkpoint that could be registered or served.
+    """
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        log.warning("the app (pid %d) is gone: stopping the fine-tune; nothing is registered", parent_pid)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
 def _write_json(path: Path | None, value: dict) -> None:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -62,6 +64,18 @@ class FinetuneJobs:
         self._status = JobStatus("idle")
         self._thread: threading.Thread | None = None
         self._process: subprocess.Popen | None = None
+        self._remove_unfinished_candidates()
+
+    def _remove_unfinished_candidates(self) -> None:
+        """A job killed mid-write leaves ``<candidate>.tmp``; it was never registered, so it is only junk.
+
+        Only folders untouched for an hour: another app replica on the same data folder may be writing one now.
+        """
+        for leftover in (self.data_dir / "models").glob("*.tmp"):
+            if time.time() - leftover.stat().st_mtime < 3600:
+                continue
+            log.warning("removing %s: an unfinished candidate from a fine-tune that did not complete", leftover)
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def status(self) -> JobStatus:
         status = self._status
@@ -83,9 +97,11 @@ class FinetuneJobs:
             job_dir = self.data_dir / "jobs" / job_id
             job_dir.mkdir(parents=True, exist_ok=True)
             out_dir = self.data_dir / "models" / f"candidate-{job_id}"
-            cmd = [self.python, "-m", "recsys_core.finetune", "--db", self.database_url, "--out", str(out_dir),
+            # The database URL goes in the environment, not argv: argv is visible to every local user (ps).
+            cmd = [self.python, "-m", "recsys_core.finetune", "--out", str(out_dir),
                    "--data-dir", str(self.data_dir), "--json", str(job_dir / "result.json"),
-                   "--progress-file", str(job_dir / "progress.jsonl"), *self.catalog_args, *self.extra_args]
+                   "--progress-file", str(job_dir / "progress.jsonl"), "--parent-pid", str(os.getpid()),
+                   *self.catalog_args, *self.extra_args]
             if base:
                 cmd += ["--base", base]
             if campaign:
@@ -117,7 +133,8 @@ class FinetuneJobs:
         log_path = job_dir / "job.log"
         try:
             with open(log_path, "w", encoding="utf-8") as log_file:
-                self._process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT)
+                self._process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
+                                                 env=dict(os.environ, DATABASE_URL=self.database_url))
                 code = self._process.wait()
             result_path = job_dir / "result.json"
             result = json.loads(result_path.read_text()) if result_path.is_file() else {}

@@ -23,32 +23,43 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@contextlib.contextmanager
-def running(args: Sequence[str], log_path: Path, timeout: float = 180) -> Iterator[str]:
-    """Yield the URL of an app started with ``args`` (``--port`` is added); fail with its log if it never serves."""
+def start_app(args: Sequence[str], log_path: Path, timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """Start ``python app.py args --port <free>`` and wait until it serves; the caller stops the process."""
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
     with log_path.open("w") as log:
         proc = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=REPO_ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=2):
+                return proc, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            stop_app(proc)
+            pytest.fail(f"app did not serve within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.25)
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=2):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"app did not serve within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def running(args: Sequence[str], log_path: Path, timeout: float = 180) -> Iterator[str]:
+    """Yield the URL of an app started with ``args`` (``--port`` is added); fail with its log if it never serves."""
+    proc, url = start_app(args, log_path, timeout)
+    try:
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)

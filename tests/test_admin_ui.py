@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import gradio as gr
 import pandas as pd
 import pytest
 
-from storage import Repository
-from studio.jobs import FinetuneJobs
-from studio.models import ModelManager
-from ui.access import Access
-from ui.admin import AdminHandlers
-from ui.handlers import Handlers
-from ui.labelling import LabellingHandlers
-
-
-def _req(username: str | None) -> SimpleNamespace:
-    return SimpleNamespace(username=username, session_hash=f"s-{username}")
+from tests.studio_app import req as _req
+from tests.studio_app import studio_app
 
 
 @pytest.fixture
 def app(tiny_service, tmp_path):
-    users = tmp_path / "users.csv"
-    users.write_text("username,password,role\nann1,a,annotator\nann2,b,annotator\nann3,c,annotator\nboss,d,admin\n")
-    access = Access.from_options(users, None)
-    repository = Repository.from_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
-    manager = ModelManager(tiny_service, repository)
-    manager.sync_at_startup()
-    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path, catalog_args=[])
-    return SimpleNamespace(
-        main=Handlers(tiny_service, repository, access),
-        label=LabellingHandlers(tiny_service, repository, access),
-        admin=AdminHandlers(tiny_service, repository, access, manager, jobs, tmp_path / "exports"),
-        repository=repository, service=tiny_service)
+    return studio_app(tiny_service, tmp_path)
 
 
 def test_roles_are_enforced_on_admin_actions_and_feedback(app) -> None:

@@ -179,6 +179,27 @@ class AdminHandlers:
         log.info("exported %d judgements to %s (%s)", len(frame), folder, ", ".join(paths))
         return [str(p) for p in paths.values()]
 
+    # -- privacy ----------------------------------------------------------------------------------------
+    def _erase(self, username: str, confirm: bool, request: gr.Request | None):
+        caller = self.access.admin(request)
+        username = (username or "").strip()
+        if not username:
+            raise InvalidInputError("type the annotator's username (as shown in the per-annotator statistics)")
+        if not confirm:
+            raise InvalidInputError(f"confirm to erase every label of {username!r}: it cannot be undone")
+        result = self.repository.erase_annotator(username)
+        log.info("admin %s erased the labels of one annotator (%d judgements)", caller.username, result.feedback)
+        return result
+
+    @user_errors
+    def erase(self, username: str, confirm: bool, request: gr.Request = None) -> str:
+        result = self._erase(username, confirm, request)
+        if not result.found:
+            return f"Nobody called **{render.esc(result.username)}** has labelled anything; nothing was erased."
+        return (f"Erased **{result.feedback}** judgement(s) and {result.assignments} task assignment(s) of "
+                f"**{render.esc(result.username)}**. Later fine-tunes will not use them; models trained before keep "
+                "what they learned (fine-tune again to drop it).")
+
     # -- API (admin only) ----------------------------------------------------------------------------
     @user_errors
     def api_finetune(self, campaign: str = "", request: gr.Request = None) -> dict:
@@ -220,6 +241,12 @@ class AdminHandlers:
                             random_per_profile=int(random_per_profile), controls_per_profile=int(controls_per_profile),
                             overlap=int(overlap), scale=str(scale))
         return {"tasks": create_campaign(self.service, self.repository, spec)}
+
+    @user_errors
+    def api_erase_annotator(self, username: str, confirm: bool = False, request: gr.Request = None) -> dict:
+        """Delete every judgement of ``username`` (admin; ``confirm`` must be true). Returns the counts."""
+        result = self._erase(str(username), bool(confirm), request)
+        return {"found": result.found, "feedback": result.feedback, "assignments": result.assignments}
 
     @user_errors
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
@@ -284,9 +311,19 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
                 e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
                 e_go = gr.Button("Export")
                 e_files = gr.File(label="Files", file_count="multiple")
-    # Polls the job status for the progress line; started on page load for admins only, so a crowd of
-    # annotators does not send the server a no-op request every 2 s each.
-    timer = gr.Timer(2.0, active=is_open)
+            with gr.Accordion("Erase an annotator's labels", open=False):
+                gr.Markdown("Deletes every judgement and task assignment of one annotator (a privacy request, "
+                            "or a careless labeller). Later fine-tunes will not use them. This cannot be undone: "
+                            "export first if you need a record.")
+                with gr.Row():
+                    x_user = gr.Textbox(label="Username", scale=3)
+                    x_confirm = gr.Checkbox(label="I understand this cannot be undone", value=False, scale=2)
+                    x_go = gr.Button("Erase", variant="stop", scale=1)
+                x_note = gr.Markdown()
+        # Polls the job status for the progress line; started on page load for admins only, so a crowd of
+        # annotators does not send the server a no-op request every 2 s each. Inside the tab: a component
+        # directly under gr.Tabs is drawn as an extra tab button.
+        timer = gr.Timer(2.0, active=is_open)
     reg_out = [registry, version, serving]
     tab.select(handlers.registry, None, reg_out, api_name="ui_admin_open", **ui)
     refresh.click(handlers.registry, None, reg_out, api_name="ui_admin_refresh", **ui)
@@ -300,11 +337,16 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
     s_go.click(handlers.statistics, [s_campaign], [s_summary, s_like, s_per, s_pairs, s_note],
                api_name="ui_admin_stats", **ui)
     e_go.click(handlers.export, [e_formats, e_pseudo, s_campaign], [e_files], api_name="ui_admin_export", **ui)
+    x_go.click(handlers.erase, [x_user, x_confirm], [x_note], api_name="ui_admin_erase", **ui)
+    return body, notice, timer
 
+
+def register_admin_api(handlers: AdminHandlers) -> None:
+    """The admin API endpoints; call outside ``gr.Tabs`` (an endpoint there is drawn as a tab button)."""
     gr.api(handlers.api_finetune, api_name="finetune")
     gr.api(handlers.api_finetune_status, api_name="finetune_status")
     gr.api(handlers.api_promote, api_name="promote")
     gr.api(handlers.api_models, api_name="models")
     gr.api(handlers.api_export, api_name="export")
+    gr.api(handlers.api_erase_annotator, api_name="erase_annotator")
     gr.api(handlers.api_campaign, api_name="campaign")
-    return body, notice, timer

@@ -11,6 +11,7 @@ import gradio as gr
 
 from recsys_core.errors import RecsysError
 from storage import InvalidFeedbackError
+from storage.faults import describe_storage_error
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,11 @@ def user_errors(fn: F) -> F:
             raise
         except USER_ERRORS as exc:
             raise gr.Error(str(exc)) from None
-        except Exception:
+        except Exception as exc:
+            storage_problem = describe_storage_error(exc)
+            if storage_problem is not None:  # full or read-only disk: the person can act on it
+                log.error("storage failure in %s: %s", fn.__name__, getattr(exc, "orig", exc))
+                raise gr.Error(storage_problem) from None
             ref = uuid.uuid4().hex[:8]
             log.exception("unexpected error in %s (ref %s)", fn.__name__, ref)
             raise gr.Error(f"Something went wrong on our side (reference {ref}); nothing was changed. "

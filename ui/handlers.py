@@ -9,16 +9,20 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+import weakref
 from typing import Any, Sequence
 
 import gradio as gr
 
 from recsys_core.errors import InvalidInputError, UnknownItemError
+from recsys_core.explain import Explanation
 from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render
 from ui.access import Access
 from ui.errors import user_errors
+from ui.gpu import gpu_task
+from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +51,60 @@ def _file_path(value: Any) -> str | None:
     return str(path) if path else None
 
 
+# -- GPU work (ZeroGPU) ----------------------------------------------------------------------------
+# The three service calls that run the encoders (and Captum) on a request. On a ZeroGPU Space they
+# run under spaces.GPU (see ui/gpu.py); elsewhere gpu_task is a no-op. ZeroGPU reserves the declared
+# seconds and checks them against the visitor's daily GPU quota, so they are upper bounds, not
+# estimates: one upload encoding or one explanation should need a small fraction of them on a GPU
+# (benchmarks/gpu_check.py measures it); the headroom covers a fresh worker's start (weights moved
+# onto the GPU). "thorough" runs Integrated Gradients and Occlusion, hence more time.
+UPLOAD_GPU_S = 20
+EXPLAIN_GPU_S = {"fast": 20, "thorough": 45}
+
+# ZeroGPU pickles a decorated function's arguments into a forked worker, and the service holds locks,
+# so these functions get the service as a key into this table (the fork inherits it) plus plain values.
+# Weak values: a service that is gone (a finished test's) drops out by itself.
+_SERVICES: "weakref.WeakValueDictionary[int, RecommenderService]" = weakref.WeakValueDictionary()
+
+
+def _service_key(service: RecommenderService) -> int:
+    _SERVICES[id(service)] = service
+    return id(service)
+
+
+def _explain_gpu_seconds(*_args: Any, method: str = "fast", **_kwargs: Any) -> int:
+    return EXPLAIN_GPU_S.get(method, max(EXPLAIN_GPU_S.values()))
+
+
+# user_errors inside gpu_task: in a ZeroGPU worker only a gr.Error keeps its message on the way back.
+@gpu_task(UPLOAD_GPU_S)
+@user_errors
+def gpu_recommend_upload(service_key: int, *, image: str | None, title: str, description: str,
+                         k: int) -> list[Recommendation]:
+    return _SERVICES[service_key].recommend_for_upload(image=image, title=title, description=description, k=k)
+
+
+@gpu_task(_explain_gpu_seconds)
+@user_errors
+def gpu_explain(service_key: int, liked_ids: list[str], item_id: str, *, method: str) -> Explanation:
+    return _SERVICES[service_key].explain(liked_ids, item_id, method)
+
+
+@gpu_task(_explain_gpu_seconds)
+@user_errors
+def gpu_explain_upload(service_key: int, *, image: str | None, title: str, description: str, item_id: str,
+                       method: str) -> Explanation:
+    return _SERVICES[service_key].explain_upload(image=image, title=title, description=description,
+                                                 item_id=item_id, method=method)
+
+
 class Handlers:
-    def __init__(self, service: RecommenderService, repository: Repository, access: Access | None = None) -> None:
+    def __init__(self, service: RecommenderService, repository: Repository, access: Access | None = None,
+                 rate_limit: LabelRateLimit | None = None) -> None:
         self.service = service
         self.repository = repository
         self.access = access or Access()
+        self.rate_limit = rate_limit or LabelRateLimit(0)
 
     # -- shared ------------------------------------------------------------------------------------
     def _record_impressions(self, recs: Sequence[Recommendation], context: list[str], session_key: str | None,
@@ -75,6 +128,7 @@ class Handlers:
                         session_key: str | None, client: str, request: gr.Request | None = None) -> dict[str, Any]:
         # With accounts, a label belongs to the logged-in person (and nobody else may resend its id).
         annotator = self.access.caller(request).username if self.access.mode != "open" else None
+        self.rate_limit.check(annotator or session_key)
         if not self.service.has_item(item_id):
             raise UnknownItemError([item_id])
         self.service.catalog.check_ids(liked)
@@ -107,8 +161,8 @@ class Handlers:
     def api_recommend_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
                              k: int = 10, request: gr.Request = None) -> list[dict]:
         """Top-k catalog items similar to a new item given by an image and/or a title/description."""
-        recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
-                                                 description=description or "", k=int(k))
+        recs = gpu_recommend_upload(_service_key(self.service), image=_file_path(image), title=title or "",
+                                    description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "api")
         return [r.to_api() for r in recs]
 
@@ -116,6 +170,7 @@ class Handlers:
     def api_feedback(self, liked_ids: list[str], item_id: str, label: str, request_id: str,
                      request: gr.Request = None) -> dict:
         """Store a like/dislike of ``item_id`` given the profile ``liked_ids``; idempotent per request_id."""
+        self.access.caller(request)  # who is asking comes before what they sent
         return self._store_feedback(liked=_as_id_list(liked_ids, "liked_ids"), item_id=str(item_id),
                                     label=str(label), request_id=str(request_id),
                                     session_key=_session_key(request), client="api", request=request)
@@ -124,7 +179,8 @@ class Handlers:
     def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast") -> dict:
         """Why ``item_id`` is recommended for ``liked_ids``: token scores, a region heatmap (rows x cols in
         [0, 1]), modality shares (sum to 1), per-liked-item shares. ``method``: "fast" or "thorough"."""
-        return self.service.explain(_as_id_list(liked_ids, "liked_ids"), str(item_id), str(method)).to_api()
+        return gpu_explain(_service_key(self.service), _as_id_list(liked_ids, "liked_ids"), str(item_id),
+                           method=str(method)).to_api()
 
     # -- UI events ---------------------------------------------------------------------------------
     @user_errors
@@ -174,6 +230,7 @@ class Handlers:
 
     @user_errors
     def feedback(self, label: str, state: dict | None, request: gr.Request) -> str:
+        self.access.caller(request)  # who is asking comes before what they sent
         if not state or not state.get("selected"):
             raise InvalidInputError("select a recommendation first, then press Like or Dislike")
         item_id = state["selected"]
@@ -197,11 +254,12 @@ class Handlers:
         progress(0.1, desc=f"Explaining with the {method} method…")
         if "upload" in state:
             up = state["upload"]
-            explanation = self.service.explain_upload(image=up.get("image"), title=up.get("title", ""),
-                                                      description=up.get("description", ""), item_id=item_id,
-                                                      method=method)
+            explanation = gpu_explain_upload(_service_key(self.service), image=up.get("image"),
+                                             title=up.get("title", ""), description=up.get("description", ""),
+                                             item_id=item_id, method=method)
         else:
-            explanation = self.service.explain(state.get("liked") or [], item_id, method)
+            explanation = gpu_explain(_service_key(self.service), list(state.get("liked") or []), item_id,
+                                      method=method)
         progress(0.95, desc="Drawing")
         catalog = self.service.catalog
         item = catalog.get(item_id)
@@ -228,8 +286,8 @@ class Handlers:
     @user_errors
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
                          request: gr.Request) -> tuple[Any, list, Any, dict, str]:
-        recs = self.service.recommend_for_upload(image=_file_path(image), title=title or "",
-                                                 description=description or "", k=int(k))
+        recs = gpu_recommend_upload(_service_key(self.service), image=_file_path(image), title=title or "",
+                                    description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
                  "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}

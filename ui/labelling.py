@@ -14,6 +14,7 @@ from studio.campaigns import campaign_scale
 from ui import render
 from ui.access import Access
 from ui.errors import user_errors
+from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +23,11 @@ BINARY = [("👍 like", "like"), ("👎 dislike", "dislike")]
 
 
 class LabellingHandlers:
-    def __init__(self, service, repository: Repository, access: Access) -> None:
+    def __init__(self, service, repository: Repository, access: Access, rate_limit: LabelRateLimit | None = None) -> None:
         self.service = service
         self.repository = repository
         self.access = access
+        self.rate_limit = rate_limit or LabelRateLimit(0)
         self._scales: dict[str, str] = {}  # a campaign's scale never changes once it exists
 
     def _scale(self, campaign: str) -> str:
@@ -74,6 +76,7 @@ class LabellingHandlers:
             raise InvalidInputError("get a task first")
         if answer is None or answer == "":
             raise InvalidInputError("choose an answer before submitting")
+        self.rate_limit.check(caller.username)
         if state["scale"] == "graded":
             label, grade = "graded", int(answer)
         else:
@@ -98,6 +101,7 @@ class LabellingHandlers:
     def api_answer(self, task_id: int, answer: str, request_id: str, request: gr.Request = None) -> dict:
         """Answer your task: a grade "0".."3" (graded campaigns) or "like"/"dislike"; idempotent per request_id."""
         caller = self.access.caller(request)
+        self.rate_limit.check(caller.username)
         answer = str(answer).strip()
         if answer in ("0", "1", "2", "3"):
             label, grade = "graded", int(answer)
@@ -149,5 +153,9 @@ def build_labelling_tab(handlers: LabellingHandlers) -> None:
     submit.click(handlers.answer, [state, answer], outputs + [note], api_name="ui_label_answer", concurrency_limit=16,
                  concurrency_id="label", **ui)
     refresh_mine.click(handlers.my_labels, None, [mine], api_name="ui_label_mine", **ui)
+
+
+def register_labelling_api(handlers: LabellingHandlers) -> None:
+    """The labelling API endpoints; call outside ``gr.Tabs`` (an endpoint there is drawn as a tab button)."""
     gr.api(handlers.api_next, api_name="label_next", concurrency_limit=16, concurrency_id="label")
     gr.api(handlers.api_answer, api_name="label_answer", concurrency_limit=16, concurrency_id="label")

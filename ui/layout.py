@@ -51,7 +51,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
     choices = [(item.title, item.item_id) for item in sorted(catalog.items, key=lambda i: i.title.lower())]
     first_page = catalog.items[: 120]
 
-    with gr.Blocks(title=title) as demo:
+    # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
+    with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
         def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
             return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
 
@@ -171,4 +172,12 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                concurrency_id="upload")
         gr.api(handlers.api_feedback, api_name="feedback", concurrency_limit=16, concurrency_id="feedback")
         gr.api(handlers.api_explain, api_name="explain", concurrency_limit=1, concurrency_id="explain")
+        if labelling is not None:
+            from ui.labelling import register_labelling_api
+
+            register_labelling_api(labelling)
+        if admin is not None:
+            from ui.admin import register_admin_api
+
+            register_admin_api(admin)
     return demo

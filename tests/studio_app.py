@@ -1,0 +1,38 @@
+"""The studio's handlers wired as ``app.py`` wires them, with accounts, on the tiny service (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+from storage import Repository
+from studio.jobs import FinetuneJobs
+from studio.models import ModelManager
+from ui.access import Access
+from ui.admin import AdminHandlers
+from ui.handlers import Handlers
+from ui.labelling import LabellingHandlers
+from ui.rate_limit import LabelRateLimit
+
+USERS = "username,password,role\nann1,a,annotator\nann2,b,annotator\nann3,c,annotator\nboss,d,admin\n"
+
+
+def req(username: str | None) -> SimpleNamespace:
+    """What Gradio hands a handler as ``request`` for a logged-in ``username`` (None: nobody logged in)."""
+    return SimpleNamespace(username=username, session_hash=f"s-{username}")
+
+
+def studio_app(service, tmp_path: Path, *, rate_limit: int = 0) -> SimpleNamespace:
+    users = tmp_path / "users.csv"
+    users.write_text(USERS)
+    access = Access.from_options(users, None)
+    repository = Repository.from_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
+    manager = ModelManager(service, repository)
+    manager.sync_at_startup()
+    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path, catalog_args=[])
+    limit = LabelRateLimit(rate_limit)
+    return SimpleNamespace(
+        main=Handlers(service, repository, access, limit),
+        label=LabellingHandlers(service, repository, access, limit),
+        admin=AdminHandlers(service, repository, access, manager, jobs, tmp_path / "exports"),
+        repository=repository, service=service, access=access)
