@@ -196,7 +196,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from ui.layout import build_demo
     from ui.rate_limit import LabelRateLimit
 
-    access = Access.from_options(config.auth_file, config.oauth_admins)
+    access = Access.from_options(config.auth_file, config.oauth_admins, on_space=bool(os.environ.get("SPACE_ID")))
     catalog = resolve_catalog(config.catalog, data_root=config.data_root,
                               max_image_pixels=config.service.limits.max_image_pixels)
     if catalog.problems:

@@ -161,3 +161,15 @@ def test_the_finetune_job_gets_the_database_url_from_the_environment_not_its_com
     assert jobs.wait(30).state == "failed"  # the fake job exits 1
     assert not any("s3cr3t-pw" in str(part) for part in captured["cmd"])
     assert captured["env"]["DATABASE_URL"] == jobs.database_url
+
+
+def test_a_space_never_runs_open_even_without_admins_configured() -> None:
+    from ui.access import Access
+
+    assert Access.from_options(None, None).mode == "open"  # a local tool on 127.0.0.1
+    on_space = Access.from_options(None, None, on_space=True)
+    assert on_space.mode == "oauth"
+    with pytest.raises(Exception, match="log in first"):
+        on_space.caller(req(None))
+    assert on_space.caller(req("visitor")).role == "annotator"
+    assert Access.from_options(None, "alice, bob", on_space=True).caller(req("bob")).is_admin

@@ -43,7 +43,10 @@ class Access:
         self.oauth_admins = oauth_admins
 
     @classmethod
-    def from_options(cls, auth_file: Path | None, oauth_admins: str | None) -> "Access":
+    def from_options(cls, auth_file: Path | None, oauth_admins: str | None, *, on_space: bool = False) -> "Access":
+        """``on_space``: running on Hugging Face Spaces (env ``SPACE_ID``), where open mode would make every
+        visitor of a public page an admin; there sign-in is always required, and with no ``oauth_admins``
+        nobody is an admin (say so in the log)."""
         if auth_file is not None:
             from storage.auth import load_users
 
@@ -51,8 +54,12 @@ class Access:
             log.info("login required: %d user(s) from %s (%d admin)", len(users), auth_file,
                      sum(1 for u in users.values() if u.role == "admin"))
             return cls(users=users)
-        if oauth_admins:
-            return cls(oauth_admins=frozenset(n.strip() for n in oauth_admins.split(",") if n.strip()))
+        admins = frozenset(n.strip() for n in (oauth_admins or "").split(",") if n.strip())
+        if admins or on_space:
+            if not admins:
+                log.warning("on a Space without OAUTH_ADMINS: everyone who signs in is an annotator and nobody "
+                            "can use the Admin tab; set the Space variable OAUTH_ADMINS to your HF username")
+            return cls(oauth_admins=admins)
         return cls()
 
     @property
