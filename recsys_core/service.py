@@ -25,7 +25,7 @@ from recsys_core.errors import EmptyProfileError, InvalidInputError
 from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
 from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.images import load_image
-from recsys_core.index import ExactIndex, SearchResult
+from recsys_core.index import SearchResult, VectorIndex, build_index
 from recsys_core.serving import FusionServing, load_serving
 from recsys_core.zeroshot import ZeroShotModel
 
@@ -78,7 +78,7 @@ class _Upload:
 @dataclass(frozen=True)
 class _Snapshot:
     model: "ZeroShotModel | FusionServing"  # the active model: what requests are served from
-    index: ExactIndex
+    index: VectorIndex  # exact for small catalogs, FAISS IVF above IndexConfig.faiss_threshold
     features: CatalogFeatures
     zeroshot: ZeroShotModel  # always built: the baseline, and the fallback when no checkpoint is set
 
@@ -193,7 +193,9 @@ class RecommenderService:
         if folder is not None:
             model = load_serving(Path(folder), self.catalog, features, self.text_encoder, self.image_encoder,
                                  self.config.cache_dir, self.config.limits.max_image_pixels)
-        return _Snapshot(model=model, index=ExactIndex(model.item_vectors), features=features, zeroshot=zeroshot)
+        # Exact for small catalogs, FAISS above IndexConfig.faiss_threshold (cached beside the features).
+        index = build_index(model.item_vectors, self.config.index, self.config.cache_dir)
+        return _Snapshot(model=model, index=index, features=features, zeroshot=zeroshot)
 
     @property
     def features(self) -> CatalogFeatures:
