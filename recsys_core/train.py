@@ -8,6 +8,22 @@ positives masked out. AdamW, weight decay, dropout, linear warm-up then cosine d
 clipping, early stopping on validation NDCG@20 (validation carved per user from the training
 split), seeded. The checkpoint folder holds ``config.json``, ``model.safetensors``,
 ``metrics.json``, ``fingerprint.json`` and ``val_ndcg.png``.
+
+Multi-process / multi-GPU fine-tuning: the same command runs data-parallel under Hugging Face
+Accelerate (:mod:`recsys_core.distributed`), e.g. on one machine with 4 GPUs
+``accelerate launch --multi_gpu --num_processes 4 -m recsys_core.train --data-root ... --out DIR``
+(bf16 autocast through Accelerate's mixed precision on CUDA), or with 2 CPU processes (gloo)
+``accelerate launch --multi_gpu --num_processes 2 -m recsys_core.train --device cpu --threads 1 ...``
+(``accelerate launch --cpu`` starts several processes only through MPI, ``--mpirun_hostfile``);
+``torchrun --nproc_per_node N -m recsys_core.train ...`` works too. ``--batch-users`` is the global
+batch: every process draws the same users and targets for a step (same seed) and computes the loss of
+its 1/N of the rows, DistributedDataParallel averages the gradients, and the shares are weighted so
+that the step is the single-process step; with dropout off the two agree to float rounding
+(tests/test_accelerate.py). With dropout each process draws its own masks, so results match in
+distribution, not bit for bit. Every process runs the item tower over the whole catalog (the softmax
+needs all items), so only the user tower and softmax are split. The main process alone validates,
+logs, shows progress and writes the checkpoint; the others take its validation metric, so all stop
+at the same epoch. One process without a launcher runs the plain PyTorch loop, unchanged.
 """
 
 from __future__ import annotations
@@ -22,15 +38,19 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from recsys_core.catalog import Catalog
 from recsys_core.content import build_content
 from recsys_core.model import FusionConfig, FusionRecommender, ItemContent, ItemVectors
+
+if TYPE_CHECKING:
+    from recsys_core.distributed import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +238,9 @@ class TrainedModel:
 
 
 def _use_bf16(train: TrainConfig, device: torch.device) -> bool:
-    return train.precision == "bf16" or (train.precision == "auto" and device.type == "cuda")
+    from recsys_core.distributed import wants_bf16
+
+    return wants_bf16(train.precision, device)
 
 
 def _autocast(train: TrainConfig, device: torch.device):
@@ -226,23 +248,35 @@ def _autocast(train: TrainConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_use_bf16(train, device))
 
 
-def _softmax_loss(model: FusionRecommender, vectors: ItemVectors, fit_hist: list[list[int]], rows: list[int],
-                  known: torch.Tensor, fusion: FusionConfig, train: TrainConfig, rng: random.Random) -> torch.Tensor:
-    """Sampled (history, held-out target) rows; full softmax over training items minus the user's other positives."""
-    device = known.device
-    targets, histories, others = [], [], []
+# One softmax row: (held-out target, the user's other items as history, all the user's positives).
+Example = tuple[int, list[int], list[int]]
+
+
+def _sample_examples(fit_hist: list[list[int]], rows: list[int], train: TrainConfig,
+                     rng: random.Random) -> list[Example]:
+    """Up to ``targets_per_user`` rows per user.
+
+    Every process draws the whole step's rows (same ``rng``, same order) and then keeps its share.
+    """
+    examples = []
     for r in rows:
         items = fit_hist[r]
         for t in rng.sample(range(len(items)), min(train.targets_per_user, len(items))):
-            targets.append(items[t])
-            histories.append(items[:t] + items[t + 1 :])
-            others.append(items)
-    hist, mask = _pad_histories(histories, fusion.history_len)
+            examples.append((items[t], items[:t] + items[t + 1 :], items))
+    return examples
+
+
+def _softmax_loss(model: FusionRecommender, vectors: ItemVectors, examples: list[Example], known: torch.Tensor,
+                  fusion: FusionConfig) -> torch.Tensor:
+    """Mean cross-entropy of the rows; full softmax over training items minus the user's other positives."""
+    device = known.device
+    targets = [target for target, _, _ in examples]
+    hist, mask = _pad_histories([history for _, history, _ in examples], fusion.history_len)
     users = model.user_vectors(vectors, hist.to(device), mask.to(device))
     logits = model.logits(users, vectors).float()
     block = ~known.expand(len(targets), -1).clone()
-    for row, items in enumerate(others):
-        block[row, items] = True
+    for row, (_, _, others) in enumerate(examples):
+        block[row, others] = True
     target = torch.tensor(targets, device=device)
     block[torch.arange(len(targets), device=device), target] = False
     return F.cross_entropy(logits.masked_fill(block, float("-inf")), target)
@@ -270,11 +304,71 @@ def _label_loss_subset(model: FusionRecommender, content: ItemContent, item_inde
     return _label_loss(model, vectors, local, list(range(len(batch))), fusion)
 
 
+@dataclass(frozen=True)
+class _StepShare:
+    """This process's share of one global step, weighted so that the shares add up to the global loss.
+
+    DistributedDataParallel averages gradients over the N processes, so a share of ``m`` of the step's
+    ``M`` rows is weighted ``m * N / M``: the average of the weighted share means is then the mean over
+    all ``M`` rows, exactly the single-process loss (weight 1 with one process).
+    """
+
+    softmax: bool  # the step has interaction rows: the whole catalog goes through the item tower
+    examples: list[Example]
+    labels: list[int]  # indices into the LabelData
+    example_weight: float
+    label_weight: float
+
+
+def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
+    return loss if weight == 1.0 else loss * weight  # weight 1: the graph (and the numbers) of a plain mean
+
+
+class _TrainStep(nn.Module):
+    """One step's loss as a module ``forward``.
+
+    DistributedDataParallel arms its gradient all-reduce in ``forward``; the loop calls this module
+    (wrapped by Accelerate) instead of ``model.item_vectors`` and friends, which would bypass it.
+    ``content``, ``item_index`` and ``known`` are plain attributes, not buffers: DDP would
+    re-broadcast buffers from process 0 at every step.
+    """
+
+    def __init__(self, model: FusionRecommender, content: ItemContent, item_index: torch.Tensor, known: torch.Tensor,
+                 fusion: FusionConfig, labels: LabelData | None, label_weight: float) -> None:
+        super().__init__()
+        self.model = model
+        self.content, self.item_index, self.known = content, item_index, known
+        self.fusion, self.labels, self.label_weight = fusion, labels, label_weight
+
+    def forward(self, share: _StepShare) -> torch.Tensor:
+        model, fusion, labels = self.model, self.fusion, self.labels
+        if share.labels and labels is None:
+            raise ValueError("this step has label rows but the trainer was given no labels")
+        loss: torch.Tensor | None = None
+        if share.softmax:  # the softmax ranks every training item: the whole catalog goes through the tower
+            vectors = model.item_vectors(self.content, self.item_index, self.known)
+            if share.examples:
+                loss = _softmax_loss(model, vectors, share.examples, self.known, fusion)
+                loss = _weighted(loss, share.example_weight)
+            if share.labels:
+                part = _weighted(_label_loss(model, vectors, labels, share.labels, fusion), share.label_weight)
+                part = self.label_weight * part
+                loss = part if loss is None else loss + part
+        elif share.labels:  # labels only: just the items the batch mentions (a few hundred instead of the catalog)
+            part = _label_loss_subset(model, self.content, self.item_index, self.known, labels, share.labels, fusion)
+            loss = self.label_weight * _weighted(part, share.label_weight)
+        if loss is None:
+            # This process's share of a tiny step is empty (fewer rows than processes): a zero that still
+            # reaches every parameter, so the process joins the gradient all-reduce with nothing to add.
+            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0  # type: ignore[assignment]
+        return loss  # type: ignore[return-value]
+
+
 def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, train: TrainConfig,
         progress: bool = True, *, text_top=None, image_top=None, labels: LabelData | None = None,
         init_state: dict[str, torch.Tensor] | None = None, known_items: torch.Tensor | None = None,
         validate: Callable[["TrainedModel"], float] | None = None,
-        on_epoch: Callable[[dict[str, float]], None] | None = None) -> TrainedModel:
+        on_epoch: Callable[[dict[str, float]], None] | None = None, runtime: "Runtime | None" = None) -> TrainedModel:
     """Train on the interactions in ``frame`` (user_id, item_id, timestamp); returns the best epoch's model.
 
     ``labels``: explicit like/dislike judgements, trained with binary cross-entropy beside the
@@ -283,13 +377,18 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     ``known_items``: items that keep their ID part (default: items with interactions in ``frame``).
     ``validate``: the early-stopping score of a model (default: validation NDCG@20 carved from
     ``frame``). ``on_epoch``: called with each epoch's record (progress reporting).
+    ``runtime``: one process or one of N data-parallel ones (default: :func:`recsys_core.distributed.runtime_for`).
+    Under N processes every process returns the same model; ``validate``, ``on_epoch`` and the
+    progress bar run on the main process only.
     """
-    from recsys_core.device import resolve_device
+    from recsys_core.distributed import runtime_for
 
+    runtime = runtime or runtime_for(train.device, train.precision)
+    # The same seed in every process: the same initial weights, validation split and data order.
     random.seed(train.seed)
     np.random.seed(train.seed)
     torch.manual_seed(train.seed)
-    device = resolve_device(train.device)
+    device = runtime.device
     data = Interactions.from_frame(frame, catalog)
     if known_items is not None:
         data.known_items = known_items.clone().bool()
@@ -300,6 +399,7 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     if init_state is not None:
         model.load_state_dict(init_state)
     model.to(device)
+    runtime.seed_per_process(train.seed)
     content = content.to(device)
     tops = {id(p) for m in (text_top, image_top) if m is not None for p in m.parameters()}
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -320,16 +420,27 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         known_cpu[torch.from_numpy(val_candidates)] = False  # validation items are cold: never trained on
     known = known_cpu.to(device)
     item_index = torch.arange(n_items, device=device)
+    # Which parameters a step can leave out: the Transformer under fusion "mean", the projection (and encoder
+    # top) of a modality the model does not read. Otherwise every step reaches every trainable parameter
+    # (an empty share too: see _TrainStep).
+    some_unused = fusion.fusion != "transformer" or fusion.modalities != "both"
+    step_module, optimiser = runtime.prepare(_TrainStep(model, content, item_index, known, fusion, labels,
+                                                        train.label_weight), optimiser,
+                                             find_unused_parameters=some_unused)
     val_rows = [r for r in range(len(fit_hist)) if fit_hist[r] and val_targets[r]]
     label_order = list(range(n_labels))
     label_batch = math.ceil(n_labels / steps_per_epoch) if n_labels else 0
+    n, reported = runtime.num_processes, False
     best, best_state, bad, history = -1.0, None, 0, []
     start = time.perf_counter()
     from tqdm.auto import tqdm
 
-    bar = tqdm(range(train.epochs), desc=f"train ({train.strategy})", unit="epoch", disable=not progress)
+    bar = tqdm(range(train.epochs), desc=f"train ({train.strategy})", unit="epoch",
+               disable=not (progress and runtime.is_main))
     for epoch in bar:
         model.train()
+        # Every process draws the same order and rows (same rng), then keeps its share of each step:
+        # the global batch is ``batch_users`` users whatever the number of processes.
         order = list(range(len(data.users)))
         rng.shuffle(order)
         rng.shuffle(label_order)
@@ -341,28 +452,38 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
             batch_labels = label_order[step * label_batch : (step + 1) * label_batch]
             if not rows and not batch_labels:
                 continue
-            with _autocast(train, device):
-                if rows:  # the softmax ranks every training item: the whole catalog goes through the tower
-                    vectors = model.item_vectors(content, item_index, known)
-                    loss = _softmax_loss(model, vectors, fit_hist, rows, known, fusion, train, rng)
-                    if batch_labels:
-                        loss = loss + train.label_weight * _label_loss(model, vectors, labels, batch_labels, fusion)  # type: ignore[arg-type]
-                else:  # labels only: just the items the batch mentions (a few hundred instead of the catalog)
-                    loss = train.label_weight * _label_loss_subset(model, content, item_index, known, labels,  # type: ignore[arg-type]
-                                                                   batch_labels, fusion)
+            examples = _sample_examples(fit_hist, rows, train, rng) if rows else []
+            mine, my_labels = runtime.shard(examples), runtime.shard(batch_labels)
+            share = _StepShare(bool(rows), mine, my_labels,
+                               len(mine) * n / len(examples) if examples else 0.0,
+                               len(my_labels) * n / len(batch_labels) if batch_labels else 0.0)
+            if n > 1 and not reported and runtime.is_main:
+                log.info("data-parallel: process 0 computes %d of the step's %d rows (%d of %d labels)", len(mine),
+                         len(examples), len(my_labels), len(batch_labels))
+                reported = True
+            with runtime.autocast():
+                loss = step_module(share)
             optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_([p for _, p in trainable], train.grad_clip)
+            runtime.backward(loss)
+            runtime.clip_grad_norm_([p for _, p in trainable], train.grad_clip)
             optimiser.step()
             schedule.step()
             losses.append(loss.item())
-        trained = TrainedModel(model, content, data, fusion, train)
-        val = validate(trained) if validate is not None else validation_ndcg(trained.score_users([fit_hist[r] for r in val_rows]), [fit_hist[r] for r in val_rows],
-                              [val_targets[r] for r in val_rows], val_candidates)
-        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)) if losses else float("nan"),
-                        "val_ndcg@20": val, "seconds": time.perf_counter() - epoch_start})
-        bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", val=f"{val:.4f}")
-        if on_epoch is not None:
+        train_seconds = time.perf_counter() - epoch_start
+        # The mean over processes of their weighted shares is the global loss (see _StepShare).
+        epoch_loss = runtime.mean(float(np.mean(losses)) if losses else float("nan"))
+        val = float("nan")
+        if runtime.is_main:
+            trained = TrainedModel(model, content, data, fusion, train)
+            val = validate(trained) if validate is not None else validation_ndcg(
+                trained.score_users([fit_hist[r] for r in val_rows]), [fit_hist[r] for r in val_rows],
+                [val_targets[r] for r in val_rows], val_candidates)
+        # Every process takes the main process's metric, so all take the same early-stopping decision.
+        val = runtime.broadcast(val)
+        history.append({"epoch": epoch + 1, "loss": epoch_loss, "val_ndcg@20": val,
+                        "seconds": time.perf_counter() - epoch_start, "train_seconds": train_seconds})
+        bar.set_postfix(loss=f"{epoch_loss:.3f}", val=f"{val:.4f}")
+        if on_epoch is not None and runtime.is_main:
             on_epoch(history[-1])
         if val > best:
             best, bad = val, 0
@@ -370,7 +491,8 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         else:
             bad += 1
             if bad >= train.patience:
-                log.info("early stop at epoch %d (best val NDCG@20 %.4f)", epoch + 1, best)
+                if runtime.is_main:
+                    log.info("early stop at epoch %d (best val NDCG@20 %.4f)", epoch + 1, best)
                 break
     if best_state is not None:
         model.load_state_dict(best_state)
@@ -472,10 +594,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recsys_core.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="movielens-100k", choices=["movielens-100k"])
-    parser.add_argument("--data-root", type=Path, required=True)
+    parser.add_argument("--data-root", type=Path, required=True,
+                        help="the dataset folder: interactions (splits/*.csv or ratings.csv) and, for MovieLens, "
+                             "items.csv + posters")
+    parser.add_argument("--catalog", type=Path, default=None,
+                        help="a catalog folder in the generic format (items.csv + images) instead of the MovieLens "
+                             "items under --data-root; interactions still come from --data-root")
     parser.add_argument("--protocol", default="warm", choices=["warm", "cold-item"])
     parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
+    parser.add_argument("--text-encoder", default="minilm",
+                        help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local folder or a hub id")
+    parser.add_argument("--image-encoder", default="efficientnet-lite0",
+                        help="'efficientnet-lite0' (packaged), 'tiny-random' (tests) or a timm model name")
     parser.add_argument("--strategy", default="frozen", choices=list(STRATEGIES),
                         help="frozen: encoders frozen (fast on CPU); top-layers: also train the top --text-layers "
                              "text blocks and the CNN head; lora: LoRA adapters (peft) on the top --text-layers text blocks")
@@ -484,31 +615,59 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                         help="auto = CUDA when available (bf16 autocast there)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto = bf16 autocast on CUDA, fp32 on the CPU")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
+    parser.add_argument("--batch-users", type=int, default=TrainConfig.batch_users,
+                        help="users per step, over all processes together (each of N processes takes 1/N of the rows)")
+    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
+                        help="epochs without a better validation NDCG@20 before stopping")
     parser.add_argument("--modalities", default="both", choices=["both", "text", "image"])
     parser.add_argument("--fusion", default="transformer", choices=["transformer", "mean"])
     parser.add_argument("--no-ids", action="store_true", help="content only, no item-ID embedding")
+    parser.add_argument("--dropout", type=float, default=None, help=f"model dropout (default {FusionConfig.dropout})")
+    parser.add_argument("--id-dropout", type=float, default=None,
+                        help="probability of dropping an item's ID part in training "
+                             f"(default {FusionConfig.id_dropout})")
     parser.add_argument("--val-mode", default=None, choices=["warm", "cold-items"],
                         help="what early stopping watches; default: cold-items for --protocol cold-item, else warm")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    torch.set_num_threads(args.threads)
+    train = TrainConfig(epochs=args.epochs, seed=args.seed, strategy=args.strategy, batch_users=args.batch_users,
+                        patience=args.patience, text_layers=args.text_layers or (2 if args.strategy == "lora" else 1),
+                        lora_rank=args.lora_rank, device=args.device, precision=args.precision,
+                        val_mode=args.val_mode or default_val_mode(args.protocol))
+    fusion_options = {name: value for name, value in (("dropout", args.dropout), ("id_dropout", args.id_dropout))
+                      if value is not None}
+    from recsys_core.adapters import load_movielens_100k
+    from recsys_core.catalog import load_catalog_folder
+    from recsys_core.distributed import runtime_for
     from recsys_core.splits import load_split
 
+    runtime = runtime_for(train.device, train.precision)
+    # Under N processes only the main one reports; the others speak up for warnings and errors.
+    tag = f" [process {runtime.process_index}]" if runtime.num_processes > 1 else ""
+    logging.basicConfig(level=logging.INFO if runtime.is_main else logging.WARNING,
+                        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
+    log.info("%s", runtime.describe())
+    torch.set_num_threads(args.threads)
     split = load_split(args.data_root, args.protocol)
-    trained, catalog = fit_for_split(split, args.data_root, args.data_dir, modalities=args.modalities,
-                                     fusion_kind=args.fusion, use_ids=not args.no_ids,
-                                     train=TrainConfig(epochs=args.epochs, seed=args.seed, strategy=args.strategy,
-                                                       text_layers=args.text_layers or (2 if args.strategy == "lora" else 1),
-                                                       lora_rank=args.lora_rank, device=args.device,
-                                                       val_mode=args.val_mode or default_val_mode(args.protocol)))
+    catalog = load_catalog_folder(args.catalog) if args.catalog else load_movielens_100k(args.data_root)
+    trained, catalog = fit_for_split(split, args.data_root, args.data_dir, catalog=catalog, modalities=args.modalities,
+                                     fusion_kind=args.fusion, use_ids=not args.no_ids, train=train,
+                                     text_encoder=args.text_encoder, image_encoder=args.image_encoder,
+                                     runtime=runtime, **fusion_options)
     best = max(h["val_ndcg@20"] for h in trained.history)
-    save_checkpoint(trained, args.out, metrics={"best_val_ndcg@20": best, "protocol": args.protocol},
-                    fingerprint_info=fingerprint(split.train, catalog), encoders={"text": "minilm",
-                                                                                  "image": "efficientnet-lite0"})
-    log.info("saved %s (best val NDCG@20 %.4f, %.0f s)", args.out, best, trained.seconds)
+    if runtime.is_main:  # every process holds the same model; one writes it
+        save_checkpoint(trained, args.out, metrics={"best_val_ndcg@20": best, "protocol": args.protocol,
+                                                    "processes": runtime.num_processes},
+                        fingerprint_info=fingerprint(split.train, catalog),
+                        encoders={"text": args.text_encoder, "image": args.image_encoder})
+        log.info("saved %s (best val NDCG@20 %.4f, %.0f s, %d process(es))", args.out, best, trained.seconds,
+                 runtime.num_processes)
+    runtime.wait_for_everyone()
+    runtime.close()
 
 
 def default_val_mode(protocol: str) -> str:
@@ -524,25 +683,41 @@ def default_val_mode(protocol: str) -> str:
 
 def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "both", fusion_kind: str = "transformer",
                   use_ids: bool = True, train: TrainConfig | None = None, progress: bool = True,
+                  catalog: Catalog | None = None, text_encoder: str = "minilm",
+                  image_encoder: str = "efficientnet-lite0", runtime: "Runtime | None" = None,
                   **fusion_options) -> tuple[TrainedModel, Catalog]:
-    """Build the MovieLens catalog and encoder features, then train on ``split.train``."""
+    """Build the catalog's encoder features, then train on ``split.train``.
+
+    ``catalog``: default the MovieLens items under ``data_root``. ``text_encoder``/``image_encoder``:
+    encoder names as the app takes them. Under N processes the main process extracts (and caches) the
+    features first; the others then read the cache instead of computing it again.
+    """
     from recsys_core.adapters import load_movielens_100k
-    from recsys_core.config import ServiceConfig
+    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
+    from recsys_core.distributed import runtime_for
     from recsys_core.service import RecommenderService
 
     train = train or TrainConfig()
-    catalog = load_movielens_100k(Path(data_root))
-    service = RecommenderService(catalog, ServiceConfig(cache_dir=Path(data_dir) / "features", device=train.device))
-    service.prepare()
-    features = service.features
-    fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind,  # type: ignore[arg-type]
-                          text_dim=features.text.shape[1], image_dim=features.image.shape[1],
-                          **{**train.fusion_overrides(), **fusion_options})
-    content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
-                            Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image,
-                            image_encoder=service.image_encoder if fusion.image_top else None, progress=progress)
+    runtime = runtime or runtime_for(train.device, train.precision)
+    catalog = catalog or load_movielens_100k(Path(data_root))
+    with runtime.main_process_first():
+        # The runtime's device type: "cuda" under a launcher is this process's own GPU (Accelerate selects it).
+        service = RecommenderService(catalog, ServiceConfig(text=TextEncoderConfig(model=text_encoder),
+                                                            image=ImageEncoderConfig(model=image_encoder),
+                                                            cache_dir=Path(data_dir) / "features",
+                                                            device=runtime.device.type))
+        service.prepare()
+        features = service.features
+        fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind,  # type: ignore[arg-type]
+                              text_dim=features.text.shape[1], image_dim=features.image.shape[1],
+                              **{**train.fusion_overrides(), **fusion_options})
+        content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
+                                Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image,
+                                image_encoder=service.image_encoder if fusion.image_top else None,
+                                progress=progress and runtime.is_main)
     text_top, image_top = make_tops(fusion, service.text_encoder, service.image_encoder if fusion.image_top else None)
-    trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top, image_top=image_top)
+    trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top,
+                  image_top=image_top, runtime=runtime)
     return trained, catalog
 
 
