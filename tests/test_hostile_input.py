@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import gradio as gr
@@ -163,3 +164,62 @@ def test_catalog_import_without_required_columns_is_refused(tmp_path: Path) -> N
     folder = _catalog(tmp_path, "name,image", "Alpha,images/a.png")
     with pytest.raises(CatalogError, match="item_id"):
         load_catalog_folder(folder)
+
+
+# -- catalog import by an admin (a zip through the Admin tab or /import_catalog) --------------------------
+
+def _zip(tmp_path: Path, entries: dict[str, bytes], *, links: dict[str, str] | None = None) -> Path:
+    import stat
+    import zipfile
+
+    path = tmp_path / "upload.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in entries.items():
+            archive.writestr(name, data)
+        for name, target in (links or {}).items():
+            info = zipfile.ZipInfo(name)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            archive.writestr(info, target)
+    return path
+
+
+GOOD_CSV = b"item_id,title,image\na,Alpha,images/a.png\nb,Beta,\n"
+
+
+@pytest.mark.parametrize("entries, links, message", [
+    ({"items.csv": GOOD_CSV, "../evil.txt": b"x"}, None, "climbs out of the folder"),
+    ({"items.csv": GOOD_CSV, "/etc/evil.txt": b"x"}, None, "has an absolute path"),
+    ({"items.csv": GOOD_CSV}, {"images/a.png": "/etc/passwd"}, "is a link or special file"),
+    ({"items.csv": GOOD_CSV, "big.bin": b"\0" * (30 * 2**20)}, None, "possible zip bomb"),
+    ({"items.csv": b"name,image\nAlpha,\n"}, None, "lacks required column(s) item_id, title"),
+    ({"items.csv": b"item_id,title\n,\n"}, None, "catalog 'mine' has no usable items"),
+    ({"readme.txt": b"hello"}, None, "no items.csv or items.jsonl"),
+])
+def test_catalog_zip_import_refuses_escapes_links_bombs_and_bad_tables(tmp_path: Path, entries, links,
+                                                                       message) -> None:
+    from studio.catalog_import import import_catalog_zip
+
+    catalogs = tmp_path / "catalogs"
+    with pytest.raises((InvalidInputError, CatalogError), match=re.escape(message)):
+        import_catalog_zip(_zip(tmp_path, entries, links=links), "mine", catalogs)
+    assert not (catalogs / "mine").exists() and not list(catalogs.glob(".import-*"))  # nothing left behind
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_catalog_zip_import_keeps_good_rows_and_lists_bad_ones(tmp_path: Path) -> None:
+    from studio.catalog_import import import_catalog_zip
+
+    csv = b"item_id,title,image\na,Alpha,images/a.png\nb,Beta,../../secret.png\na,Alpha twin,\n"
+    entries = {"games/items.csv": csv, "games/images/a.png": _png(Image.new("RGB", (8, 8)))}
+    report = import_catalog_zip(_zip(tmp_path, entries), "games-2", tmp_path / "catalogs")
+    assert report.items == 2 and report.folder == tmp_path / "catalogs" / "games-2"
+    assert any("outside the catalog folder" in p for p in report.problems)
+    assert any("duplicate item_id" in p for p in report.problems)
+    assert load_catalog_folder(report.folder).get("a").image is not None
+    with pytest.raises(InvalidInputError, match="already exists"):
+        import_catalog_zip(_zip(tmp_path, entries), "games-2", tmp_path / "catalogs")
+    with pytest.raises(InvalidInputError, match="is not allowed"):
+        import_catalog_zip(_zip(tmp_path, entries), "../up", tmp_path / "catalogs")
+    with pytest.raises(InvalidInputError, match="not a zip archive"):
+        (tmp_path / "fake.zip").write_bytes(b"PK not really")
+        import_catalog_zip(tmp_path / "fake.zip", "other", tmp_path / "catalogs")

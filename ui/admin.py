@@ -55,13 +55,14 @@ def _rows(frame: pd.DataFrame) -> list[list[Any]]:
 
 class AdminHandlers:
     def __init__(self, service, repository: Repository, access: Access, manager: ModelManager,
-                 jobs: FinetuneJobs, export_dir: Path) -> None:
+                 jobs: FinetuneJobs, export_dir: Path, catalogs_dir: Path | None = None) -> None:
         self.service = service
         self.repository = repository
         self.access = access
         self.manager = manager
         self.jobs = jobs
         self.export_dir = Path(export_dir)
+        self.catalogs_dir = Path(catalogs_dir) if catalogs_dir is not None else self.export_dir.parent / "catalogs"
 
     # -- registry ---------------------------------------------------------------------------------
     def _registry(self) -> tuple[list[list[Any]], Any]:
@@ -179,6 +180,26 @@ class AdminHandlers:
         log.info("exported %d judgements to %s (%s)", len(frame), folder, ", ".join(paths))
         return [str(p) for p in paths.values()]
 
+    # -- catalog import -------------------------------------------------------------------------------
+    def _import(self, file: Any, name: str, request: gr.Request | None):
+        self.access.admin(request)
+        from studio.catalog_import import ImportLimits, import_catalog_zip
+
+        path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+        if not path:
+            raise InvalidInputError("choose a .zip of the catalog folder (items.csv or items.jsonl plus images)")
+        limits = ImportLimits(max_image_pixels=self.service.config.limits.max_image_pixels)
+        return import_catalog_zip(str(path), str(name or ""), self.catalogs_dir, limits)
+
+    @user_errors
+    def import_catalog(self, file: Any, name: str, request: gr.Request = None) -> str:
+        report = self._import(file, name, request)
+        problems = "".join(f"\n- {render.esc(p)}" for p in report.problems[:50])
+        more = f"\n- … and {len(report.problems) - 50} more" if len(report.problems) > 50 else ""
+        return (f"Imported **{render.esc(report.name)}**: {report.items} item(s), {len(report.problems)} row "
+                f"problem(s).{problems}{more}\n\nServe it by restarting the app with `{render.esc(report.command)}` "
+                "(its features are extracted at that start).")
+
     # -- privacy ----------------------------------------------------------------------------------------
     def _erase(self, username: str, confirm: bool, request: gr.Request | None):
         caller = self.access.admin(request)
@@ -249,6 +270,13 @@ class AdminHandlers:
         return {"found": result.found, "feedback": result.feedback, "assignments": result.assignments}
 
     @user_errors
+    def api_import_catalog(self, file: gr.FileData, name: str, request: gr.Request = None) -> dict:
+        """Unpack a catalog zip into <data dir>/catalogs/<name> after checking every entry (admin)."""
+        report = self._import(file, name, request)
+        return {"name": report.name, "folder": str(report.folder), "items": report.items,
+                "problems": list(report.problems), "command": report.command}
+
+    @user_errors
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
         """Write all labels in the given formats on the server (admin); returns {format: path}."""
         paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)
@@ -311,6 +339,15 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
                 e_pseudo = gr.Checkbox(label="Pseudonymise annotators", value=True)
                 e_go = gr.Button("Export")
                 e_files = gr.File(label="Files", file_count="multiple")
+            with gr.Accordion("Import a catalog", open=False):
+                gr.Markdown("Upload a .zip of a catalog folder (`items.csv` or `items.jsonl` plus images; see the "
+                            "README). Every entry is checked before anything is unpacked; rows with problems are "
+                            "skipped and listed. The app serves it after a restart with `--catalog`.")
+                with gr.Row():
+                    i_file = gr.File(label="Catalog .zip", file_types=[".zip"], scale=3)
+                    i_name = gr.Textbox(label="Name (letters, digits, - and _)", scale=2)
+                    i_go = gr.Button("Import", scale=1)
+                i_note = gr.Markdown()
             with gr.Accordion("Erase an annotator's labels", open=False):
                 gr.Markdown("Deletes every judgement and task assignment of one annotator (a privacy request, "
                             "or a careless labeller). Later fine-tunes will not use them. This cannot be undone: "
@@ -338,6 +375,7 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
                api_name="ui_admin_stats", **ui)
     e_go.click(handlers.export, [e_formats, e_pseudo, s_campaign], [e_files], api_name="ui_admin_export", **ui)
     x_go.click(handlers.erase, [x_user, x_confirm], [x_note], api_name="ui_admin_erase", **ui)
+    i_go.click(handlers.import_catalog, [i_file, i_name], [i_note], api_name="ui_admin_import", **ui)
     return body, notice, timer
 
 
@@ -349,4 +387,5 @@ def register_admin_api(handlers: AdminHandlers) -> None:
     gr.api(handlers.api_models, api_name="models")
     gr.api(handlers.api_export, api_name="export")
     gr.api(handlers.api_erase_annotator, api_name="erase_annotator")
+    gr.api(handlers.api_import_catalog, api_name="import_catalog")
     gr.api(handlers.api_campaign, api_name="campaign")
