@@ -92,11 +92,13 @@ def machine_facts(args: argparse.Namespace) -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
     }
-    for name in ("gradio", "gradio_client", "transformers", "timm"):
-        try:
-            facts[f"{name}_version"] = __import__(name).__version__
-        except Exception:
-            facts[f"{name}_version"] = None
+    from importlib import metadata
+
+    for name in ("gradio", "gradio_client", "transformers", "timm", "faiss-cpu"):
+        try:  # the installed version, without importing the package (gradio alone takes seconds)
+            facts[f"{name.replace('-', '_')}_version"] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            facts[f"{name.replace('-', '_')}_version"] = None
     facts["git_commit"] = _git_commit()
     return facts
 
@@ -255,3 +257,31 @@ def parse_prepare_seconds(log_path: Path) -> float | None:
         return None
     found = re.findall(r"service ready: .*?, ([0-9.]+)s", text)
     return float(found[-1]) if found else None
+
+
+def app_help_lists(flag: str) -> bool:
+    """True when ``python app.py --help`` lists ``flag``, so a script can pass options newer than some apps."""
+    result = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--help"], cwd=REPO_ROOT, env=app_env(1),
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise RuntimeError(f"python app.py --help failed with code {result.returncode}: {result.stderr[-2000:]}")
+    return flag in result.stdout.split()
+
+
+def write_users_csv(path: Path, roles: dict[str, str]) -> dict[str, str]:
+    """An ``--auth-file`` (username,password,role) with fresh random plain passwords; returns name -> password.
+
+    Plain passwords are fine for throw-away benchmark accounts; the file is readable by its owner only.
+    """
+    import csv
+    import secrets
+
+    passwords = {name: secrets.token_urlsafe(12) for name in roles}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["username", "password", "role"])
+        for name, role in roles.items():
+            writer.writerow([name, passwords[name], role])
+    os.chmod(path, 0o600)
+    return passwords
