@@ -183,3 +183,20 @@ def test_progress_callback_reaches_one(tiny_catalog, encoders) -> None:
     image_calls = [f for f, d in calls if d == "image features"]
     assert text_calls[0] == 0.0 and text_calls[-1] == 1.0
     assert image_calls[0] == 0.0 and image_calls[-1] == 1.0
+
+
+def test_extraction_autocast_is_bf16_on_cuda_only(monkeypatch) -> None:
+    import contextlib
+
+    import torch
+
+    from recsys_core.device import extraction_autocast
+
+    assert isinstance(extraction_autocast(torch.device("cpu")), contextlib.nullcontext)
+    import warnings
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    with warnings.catch_warnings():  # without a GPU torch warns that this autocast is disabled
+        warnings.simplefilter("ignore", UserWarning)
+        ctx = extraction_autocast(torch.device("cuda"))
+    assert isinstance(ctx, torch.autocast) and ctx.fast_dtype == torch.bfloat16

@@ -79,9 +79,12 @@ class ImageEncoder(nn.Module):
 
     @torch.inference_mode()
     def encode(self, images: Sequence[Image.Image], keep_regions: bool = True) -> ImageFeatures:
+        from recsys_core.device import extraction_autocast
+
         pooled, regions = [], []
         for start in range(0, len(images), self.config.batch_size):
-            fmap, vec = self(self.preprocess(images[start : start + self.config.batch_size]))
+            with extraction_autocast(self.device):
+                fmap, vec = self(self.preprocess(images[start : start + self.config.batch_size]))
             pooled.append(vec.float().cpu())
             if keep_regions:
                 regions.append(fmap.half().cpu())  # float16: 4x less disk, ample for similarity

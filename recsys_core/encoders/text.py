@@ -64,10 +64,13 @@ class TextEncoder(nn.Module):
     @torch.inference_mode()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         """Pooled vectors for ``texts`` (float32, on CPU), one tokenizer call per batch."""
+        from recsys_core.device import extraction_autocast
+
         out = []
         for start in range(0, len(texts), self.config.batch_size):
             batch = self.tokenize(texts[start : start + self.config.batch_size])
-            out.append(self(**batch)[1].float().cpu())
+            with extraction_autocast(self.device):
+                out.append(self(**batch)[1].float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
 
