@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from recsys_core.config import DEVICES, ImageEncoderConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig
+from recsys_core.config import (
+    DEVICES, INDEX_KINDS, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig,
+)
 from studio.backup import BackupConfig
 
 if TYPE_CHECKING:
@@ -81,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=env("MODEL_DIR"),
                    help="serve a fine-tuned checkpoint folder (written by python -m recsys_core.train --out DIR; "
                         "env MODEL_DIR); default: the zero-shot model")
+    p.add_argument("--index", choices=INDEX_KINDS, default=env("INDEX_KIND", "auto"),
+                   help="top-K retrieval: auto = exact below 100,000 items, a cached FAISS IVF index above "
+                        "(env INDEX_KIND)")
     p.add_argument("--text-encoder", default="minilm",
                    help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local model folder or a hub id")
     p.add_argument("--image-encoder", default="efficientnet-lite0",
@@ -138,6 +143,7 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_image_pixels=args.max_image_pixels,
                             max_text_chars=args.max_text_chars),
         device=args.device,
+        index=IndexConfig(kind=args.index),
         cache_dir=data_dir / "features",
         model_dir=_checked_model_dir(args.model),
     )

@@ -159,3 +159,12 @@ def test_model_flag_and_env(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("MODEL_DIR", str(folder))
     assert parse_config([]).service.model_dir == folder
     assert parse_config(["--model", ""]).service.model_dir is None  # an empty value means zero-shot
+
+
+def test_index_kind_flag_and_env(monkeypatch) -> None:
+    from app import parse_config
+
+    assert parse_config([]).service.index.kind == "auto"
+    assert parse_config(["--index", "faiss"]).service.index.kind == "faiss"
+    monkeypatch.setenv("INDEX_KIND", "exact")
+    assert parse_config([]).service.index.kind == "exact"
