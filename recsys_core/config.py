@@ -150,6 +150,8 @@ class IndexConfig(_Config):
     # 0.9986 at nprobe 32) and built 3.7x faster.
     train_iterations: int = 10
     seed: int = 0
+    # Cached indexes kept on disk (newest first): the served model's, plus room to roll back.
+    cache_keep: int = 3
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
@@ -160,6 +162,8 @@ class IndexConfig(_Config):
             raise ValueError(f"nlist is {self.nlist}; it must be >= 1, or 0 for 4 * sqrt(items)")
         if self.nprobe < 1:
             raise ValueError(f"nprobe is {self.nprobe}; it must be >= 1")
+        if self.cache_keep < 1:
+            raise ValueError(f"cache_keep is {self.cache_keep}; keep at least the served model's index (>= 1)")
         if self.train_size < 1 or self.train_iterations < 1:
             raise ValueError(f"train_size is {self.train_size} and train_iterations {self.train_iterations}; "
                              "both must be >= 1")

@@ -213,10 +213,29 @@ def _cached_or_built(x: np.ndarray, config: IndexConfig, cache_dir: Path | None)
     index = _load(path, meta_path, x.shape)
     if index is not None:
         log.info("FAISS index read from cache %s", path)
+        try:  # in use again: the newest for pruning, so a rollback's index is not the next one removed
+            os.utime(path)
+        except OSError:
+            pass
         return index
     index = _build(x, config)
     _save(index, path, meta_path)
+    _prune(folder, keep=config.cache_keep)
     return index
+
+
+def _prune(folder: Path, keep: int) -> None:
+    """Keep the ``keep`` most recently written indexes: every promoted model writes one (~0.5 GB at 1M
+    items), and a data folder on a small disk or a Spaces bucket would fill up. Rolling back to an
+    older model whose index was pruned costs a rebuild, nothing more."""
+    indexes = sorted(folder.glob("ivf-*.faiss"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for old in indexes[keep:]:
+        for stale in (old, old.with_suffix(".json")):
+            try:
+                stale.unlink(missing_ok=True)
+            except OSError as exc:  # e.g. read-only: the cache only costs disk
+                log.warning("could not remove the old FAISS index %s (%s)", stale, exc)
+        log.info("removed the old FAISS index %s (keeping the newest %d)", old.name, keep)
 
 
 def _load(path: Path, meta_path: Path, shape: tuple[int, int]) -> "faiss.Index | None":

@@ -20,7 +20,7 @@ from sqlmodel import SQLModel
 
 from storage import models as _models  # noqa: F401  (registers tables on SQLModel.metadata)
 
-__all__ = ["default_database_url", "make_engine", "redact_url", "init_db", "is_sqlite_memory_url"]
+__all__ = ["default_database_url", "make_engine", "redact_url", "init_db", "is_sqlite_memory_url", "with_default_driver"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def is_sqlite_memory_url(url: str) -> bool:
     return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
-def _with_default_driver(url: str) -> str:
+def with_default_driver(url: str) -> str:
     """``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://``; other URLs are returned as given."""
     parsed = make_url(url)
     if parsed.drivername not in _BARE_POSTGRES_SCHEMES:
@@ -108,7 +108,7 @@ def make_engine(url: str, *, busy_timeout_ms: int = 10_000, echo: bool = False) 
       PostgreSQL); :mod:`storage.repository` relies on UNIQUE constraints and
       row locks, not on SERIALIZABLE.
     """
-    url = _with_default_driver(url)
+    url = with_default_driver(url)
     parsed = make_url(url)
     engine: Engine
     if parsed.get_backend_name() == "sqlite":

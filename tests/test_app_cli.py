@@ -168,3 +168,12 @@ def test_index_kind_flag_and_env(monkeypatch) -> None:
     assert parse_config(["--index", "faiss"]).service.index.kind == "faiss"
     monkeypatch.setenv("INDEX_KIND", "exact")
     assert parse_config([]).service.index.kind == "exact"
+
+
+def test_a_bad_number_in_the_environment_is_a_usage_error(monkeypatch, capsys) -> None:
+    from app import parse_config
+
+    monkeypatch.setenv("MAX_UPLOAD_MB", "ten")
+    with pytest.raises(SystemExit) as info:
+        parse_config([])
+    assert info.value.code == 2 and "invalid float value: 'ten'" in capsys.readouterr().err

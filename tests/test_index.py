@@ -110,6 +110,31 @@ def test_faiss_index_is_cached_reused_and_rebuilt_for_new_vectors(tmp_path: Path
     assert len(list((tmp_path / CACHE_FOLDER).glob("*.faiss"))) == 2
 
 
+def test_old_cached_indexes_are_pruned_but_the_one_in_use_is_kept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    config = IndexConfig(kind="faiss", nlist=16, nprobe=4, cache_keep=2)
+    base = clustered(600)
+    versions = []
+    for step in range(3):  # three promotions: three different sets of vectors
+        vectors = base.clone()
+        vectors[0, 0] += step
+        versions.append(vectors)
+        build_index(vectors, config, tmp_path)
+        time.sleep(0.02)  # distinct modification times
+    folder = tmp_path / CACHE_FOLDER
+    assert len(list(folder.glob("*.faiss"))) == 2 and len(list(folder.glob("*.json"))) == 2
+    oldest_kept = min(folder.glob("*.faiss"), key=lambda p: p.stat().st_mtime)
+    os.utime(oldest_kept, (1, 1))
+    build_index(versions[1], config, tmp_path)  # a rollback to a kept index marks it as in use
+    vectors = base.clone()
+    vectors[0, 0] += 10
+    build_index(vectors, config, tmp_path)  # the next promotion prunes the least recently used
+    names = {p.name for p in folder.glob("*.faiss")}
+    assert oldest_kept.name in names and len(names) == 2
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip", "sidecar"])
 def test_corrupt_cache_is_detected_and_rebuilt(tmp_path: Path, damage: str, caplog) -> None:
     vectors = clustered(1000)
