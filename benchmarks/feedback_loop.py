@@ -24,8 +24,9 @@ Protocol
    NDCG@20 against the eval set is computed with ``recsys_core.metrics.evaluate_scores``.
 5. Labelling: the annotators take the held-out users round-robin; per user
    ``/recommend(profile, k=--k-label)`` and ``/feedback(profile, item, like|dislike, request_id)`` per
-   result: "like" when the item is in the user's label pool, else "dislike" (``--eval-hits skip``
-   instead skips items of the user's eval set, which a real user would have liked). Users are
+   result: "like" when the item is in the user's label pool, else "dislike"; items of the user's eval
+   set (which a real user would have liked) are skipped (default ``--eval-hits skip``; ``dislike``
+   labels them "dislike" as the first runs did). Users are
    visited again (a larger k, already labelled items skipped) until ``--labels`` labels were stored.
 6. Fine-tune with the app's job: admin ``/finetune``, then ``/finetune_status`` until it ends
    (``python -m recsys_core.finetune`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
@@ -33,6 +34,10 @@ Protocol
    rejected is promoted with ``/promote(version, override=True)``, so that "after" always measures
    the fine-tuned model; ``gate_passed``/``gate_reason`` say what the gate decided.
 7. After: step 4 again with the now-served candidate. The app is stopped.
+
+After labelling, ``<data-dir>/heldout_users.json`` holds every held-out user's profile, label pool,
+eval set, labels and skipped items, so a checkpoint can be scored by hand on the same protocol
+(:func:`ndcg_at_20`).
 
 Output: one JSON object on stdout (logs on stderr) with ``labels``, ``ndcg_before``, ``ndcg_after``,
 ``finetune_seconds``, ``ratio`` (after / before), ``gate_passed``, ``gate_reason``,
@@ -94,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-size", type=int, default=10, help="profile items per held-out user (the /recommend input)")
     p.add_argument("--k-label", type=int, default=7,
                    help="recommendations each simulated user labels per round")
-    p.add_argument("--eval-hits", choices=("dislike", "skip"), default="dislike",
-                   help="what a simulated user does with a recommended item of their own eval set: label it "
-                        "'dislike' (only label-pool items are 'like') or skip it (no label)")
+    p.add_argument("--eval-hits", choices=("dislike", "skip"), default="skip",
+                   help="what a simulated user does with a recommended item of their own eval set: skip it (no "
+                        "label), or label it 'dislike' (only label-pool items are 'like'). skip is the default "
+                        "because the user did rate those items: with 'dislike', 60%% of the dislikes of a run "
+                        "(seed 0) were such items, i.e. wrong labels that teach the model to bury what the eval "
+                        "set rewards")
     p.add_argument("--seed", type=int, default=0, help="user draw, rating shuffles, base training")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="work folder: the app's data dir (database, features, models), the base checkpoint "
@@ -367,6 +375,14 @@ def candidate_metrics(data_dir: Path, job_id: str) -> dict[str, Any]:
     return out
 
 
+def write_users_json(path: Path, users: list[HeldOutUser]) -> None:
+    """The held-out users as labelled (profile, eval set, labels, skipped items): enough to score a
+    checkpoint by hand on the same protocol (:func:`ndcg_at_20`) without rerunning the benchmark."""
+    path.write_text(json.dumps([{"user_id": u.user_id, "profile": u.profile, "pool": sorted(u.pool, key=_id_key),
+                                 "eval": sorted(u.eval, key=_id_key), "labelled": u.labelled,
+                                 "skipped": sorted(u.skipped, key=_id_key)} for u in users]))
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -437,6 +453,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             before.update(fetch_lists(annotators[0], short,
                                       lambda u: min(100, EVAL_K + len(u.labelled) + len(u.skipped)), "before (again)"))
         ndcg_before, n_eval = ndcg_at_20(before, users, item_ids)
+        write_users_json(data_dir / "heldout_users.json", users)
         log.info("NDCG@20 before: %.4f over %d users", ndcg_before, n_eval)
 
         status = run_finetune(admin, args.finetune_timeout)
