@@ -56,6 +56,12 @@ class FinetuneConfig:
     batch_labels: int = 32  # small batches: label sets are small, and each step is one catalog pass
     seed: int = 0
     tolerance: float = 0.0  # the gate: candidate metric >= base metric - tolerance
+    # The held-out labels are few (tens of profiles), so their AUC and pairwise accuracy move by a few
+    # points between two equally good models. The gate calls the candidate worse on them only when a
+    # paired bootstrap over held-out profiles is this confident it is (0 = any drop at all is "worse").
+    # The offline protocol (hundreds of users) stays strict.
+    gate_confidence: float = 0.95
+    bootstrap_samples: int = 1000
     # Each training context's liked items also train the interaction softmax, as a pseudo-user whose
     # interactions are the context's items followed by the likes: "given C, X is next" is what the base
     # model learnt from interactions, so a like teaches it in the same terms (see like_interactions).
@@ -70,6 +76,9 @@ class FinetuneConfig:
             raise ValueError("epochs >= 1, lr > 0 and 0 < heldout_fraction < 1 are required")
         if self.label_weight < 0:
             raise ValueError(f"label_weight is {self.label_weight}; it must be >= 0")
+        if not 0 <= self.gate_confidence < 1 or self.bootstrap_samples < 1:
+            raise ValueError(f"gate_confidence is {self.gate_confidence} (allowed 0 <= c < 1) and bootstrap_samples "
+                             f"{self.bootstrap_samples} (>= 1)")
 
 
 @dataclass(frozen=True)
@@ -188,24 +197,79 @@ def score_labels(model, data: LabelData) -> np.ndarray:
 
 
 GATE_METRICS = ("auc", "pairwise_accuracy", "offline_ndcg@20")
+LABEL_METRICS = ("auc", "pairwise_accuracy")
 
 
-def gate(base: dict[str, float], candidate: dict[str, float], tolerance: float = 0.0) -> GateResult:
-    """Pass when the candidate is not worse on every gate metric that can be computed for both."""
-    worse = []
+def bootstrap_worse(base_scores: np.ndarray, cand_scores: np.ndarray, data: LabelData, *, samples: int = 1000,
+                    seed: int = 0) -> dict[str, float]:
+    """For AUC and pairwise accuracy: the share of bootstrap resamples in which the candidate scores below
+    the base. Held-out profiles (contexts) are resampled with replacement, both models on the same
+    resample (paired), because labels within one profile are not independent.
+
+    Written by hand rather than with scipy.stats.bootstrap: the statistic needs both models' scores
+    regrouped per resampled profile, which that API (one statistic over independent samples) cannot express.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(data.labels) >= 0.5
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for row, hist in enumerate(data.histories):
+        groups.setdefault(tuple(hist), []).append(row)
+    rows_of = [np.asarray(r) for r in groups.values()]
+
+    def pair_counts(scores: np.ndarray) -> np.ndarray:  # (right, total) within each profile
+        out = np.zeros((len(rows_of), 2))
+        for g, rows in enumerate(rows_of):
+            pos, neg = scores[rows][y[rows]], scores[rows][~y[rows]]
+            if len(pos) and len(neg):
+                diff = pos[:, None] - neg[None, :]
+                out[g] = ((diff > 0).sum() + 0.5 * (diff == 0).sum(), diff.size)
+        return out
+
+    base_pairs, cand_pairs = pair_counts(base_scores), pair_counts(cand_scores)
+    rng = np.random.default_rng(seed)
+    worse = {name: 0 for name in LABEL_METRICS}
+    counted = {name: 0 for name in LABEL_METRICS}
+    for _ in range(samples):
+        pick = rng.integers(0, len(rows_of), len(rows_of))
+        b, c = base_pairs[pick].sum(0), cand_pairs[pick].sum(0)
+        if b[1] > 0:
+            counted["pairwise_accuracy"] += 1
+            worse["pairwise_accuracy"] += c[0] / c[1] < b[0] / b[1]
+        rows = np.concatenate([rows_of[g] for g in pick])
+        if 0 < y[rows].sum() < len(rows):
+            counted["auc"] += 1
+            worse["auc"] += roc_auc_score(y[rows], cand_scores[rows]) < roc_auc_score(y[rows], base_scores[rows])
+    return {name: worse[name] / counted[name] if counted[name] else float("nan") for name in LABEL_METRICS}
+
+
+def gate(base: dict[str, float], candidate: dict[str, float], tolerance: float = 0.0,
+         p_worse: dict[str, float] | None = None, confidence: float = 0.0) -> GateResult:
+    """Pass when the candidate is not worse on every gate metric that can be computed for both.
+
+    ``p_worse`` (from :func:`bootstrap_worse`) with ``confidence`` > 0: a held-out label metric counts
+    as worse only when the candidate is below the base in more than ``confidence`` of the resamples.
+    """
+    worse, noise = [], []
     for name in GATE_METRICS:
         b, c = base.get(name, float("nan")), candidate.get(name, float("nan"))
         if math.isnan(b) or math.isnan(c):
             continue
         if c < b - tolerance:
-            worse.append(f"{name} {c:.4f} < base {b:.4f}")
+            p = (p_worse or {}).get(name, float("nan"))
+            if confidence > 0 and name in LABEL_METRICS and not math.isnan(p) and p <= confidence:
+                noise.append(f"{name} {c:.4f} vs {b:.4f} (lower in {p:.0%} of resamples)")
+                continue
+            worse.append(f"{name} {c:.4f} < base {b:.4f}" + (f" (lower in {p:.0%} of resamples)"
+                                                               if p_worse and name in p_worse else ""))
     usable = [n for n in ("auc", "pairwise_accuracy") if not math.isnan(candidate.get(n, float("nan")))]
     if not usable:
         return GateResult(base, candidate, False, "held-out labels cannot rank anything (need likes and dislikes)")
     if worse:
         return GateResult(base, candidate, False, "worse than the active model: " + "; ".join(worse))
     offline = " and the offline protocol" if "offline_ndcg@20" in candidate else ""
-    return GateResult(base, candidate, True, f"not worse than the active model on held-out labels{offline}")
+    within = f"; within noise: {', '.join(noise)}" if noise else ""
+    return GateResult(base, candidate, True, f"not worse than the active model on held-out labels{offline}{within}")
 
 
 def offline_ndcg(model, histories: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> float:
@@ -266,12 +330,17 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     report(0.02, "preparing")
     held_likes = context_likes(held_data)
 
-    def metrics_of(model) -> dict[str, float]:
-        out = label_metrics(score_labels(model, held_data), held_data)
+    held_scores_of: dict[str, np.ndarray] = {}
+
+    def metrics_of(model, name: str = "") -> dict[str, float]:
+        scores = score_labels(model, held_data)
+        if name:
+            held_scores_of[name] = scores
+        out = label_metrics(scores, held_data)
         out["likes_ndcg@20"] = offline_ndcg(model, *held_likes) if held_likes[0] else float("nan")
         return out
 
-    base_metrics = metrics_of(base_model)
+    base_metrics = metrics_of(base_model, "base")
     if offline is not None:
         base_metrics["offline_ndcg@20"] = offline_ndcg(base_model, *offline)
 
@@ -335,11 +404,14 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                   validate=validate, on_epoch=on_epoch)
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)
-    cand_metrics = metrics_of(candidate_serving)
+    cand_metrics = metrics_of(candidate_serving, "candidate")
     if offline is not None:
         report(0.96, "offline evaluation")
         cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate_serving, *offline)
-    result = gate(base_metrics, cand_metrics, config.tolerance)
+    p_worse = bootstrap_worse(held_scores_of["base"], held_scores_of["candidate"], held_data,
+                              samples=config.bootstrap_samples, seed=config.seed)
+    cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
+    result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
     report(0.97, "saving the candidate")
     save_checkpoint(trained, Path(out_dir), metrics={
         "heldout_base": base_metrics, "heldout_candidate": cand_metrics, "gate_passed": result.passed,
@@ -410,6 +482,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "(context items, then the liked items); labels then train only through "
                              "--label-weight > 0")
     parser.add_argument("--heldout", type=float, default=FinetuneConfig.heldout_fraction, help="fraction of contexts held out for the gate")
+    parser.add_argument("--gate-confidence", type=float, default=FinetuneConfig.gate_confidence,
+                        help="call the candidate worse on held-out labels only when a paired bootstrap over held-out "
+                             "profiles says so with this confidence (0 = any drop rejects; the offline protocol "
+                             "is always strict)")
     parser.add_argument("--min-agreement", type=float, default=0.4,
                         help="drop annotators whose agreement with the majority of the others is below this (0..1); "
                              "annotators with no overlapping judgements are kept")
@@ -508,7 +584,8 @@ def run_cli(args: argparse.Namespace) -> dict:
                       base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
                       config=FinetuneConfig(epochs=args.epochs, lr=args.lr, heldout_fraction=args.heldout, seed=args.seed,
                                             label_weight=args.label_weight,
-                                            likes_as_interactions=not args.no_likes_as_interactions),
+                                            likes_as_interactions=not args.no_likes_as_interactions,
+                                            gate_confidence=args.gate_confidence),
                       extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress, offline=offline)
     from recsys_core.serving import checkpoint_version
 

@@ -155,3 +155,40 @@ def test_likes_as_interactions_raise_the_liked_items_for_their_context(tiny_serv
     # Summed list positions of the liked items in their contexts (0 = top); measured 16 -> 11, 27 without.
     assert sum(ranks["likes"]) < sum(ranks["base"])
     assert sum(ranks["likes"]) < sum(ranks["without"])
+
+
+def test_the_gate_tells_a_real_drop_from_noise_on_few_held_out_profiles() -> None:
+    import numpy as np
+
+    from recsys_core.finetune import bootstrap_worse
+
+    rng = np.random.default_rng(0)
+    histories, items, labels = [], [], []
+    for context in range(30):  # 30 held-out profiles, 3 likes and 3 dislikes each
+        for j in range(6):
+            histories.append([context])
+            items.append(100 + j)
+            labels.append(1.0 if j < 3 else 0.0)
+    data = LabelData(histories, items, labels)
+    y = np.asarray(labels)
+    base = y + rng.normal(0, 1.2, len(y))  # a fair model
+    similar = y + rng.normal(0, 1.2, len(y))  # another one, as good, but its own noise
+    broken = -y + rng.normal(0, 1.2, len(y))  # ranks dislikes first
+    m_base, m_similar, m_broken = (label_metrics(s, data) for s in (base, similar, broken))
+
+    p_similar = bootstrap_worse(base, similar, data, samples=300)
+    p_broken = bootstrap_worse(base, broken, data, samples=300)
+    assert p_broken["auc"] > 0.99 and p_broken["pairwise_accuracy"] > 0.99
+    rejected = gate(m_base, m_broken, p_worse=p_broken, confidence=0.95)
+    assert not rejected.passed and "lower in 100% of resamples" in rejected.reason
+    # Whichever of the two similar models is lower, the strict gate can reject; the bootstrap gate does
+    # not, unless the drop is beyond the noise.
+    lower, higher = (m_similar, m_base) if m_similar["auc"] < m_base["auc"] else (m_base, m_similar)
+    p_lower = p_similar if lower is m_similar else bootstrap_worse(similar, base, data, samples=300)
+    assert gate(higher, lower).passed is False
+    assert max(p_lower.values()) < 0.95
+    assert gate(higher, lower, p_worse=p_lower, confidence=0.95).passed is True
+    # The offline protocol stays strict whatever the bootstrap says.
+    offline_drop = gate({**m_base, "offline_ndcg@20": 0.30}, {**m_base, "offline_ndcg@20": 0.29},
+                        p_worse={"auc": 0.0, "pairwise_accuracy": 0.0}, confidence=0.95)
+    assert not offline_drop.passed and "offline_ndcg@20" in offline_drop.reason
