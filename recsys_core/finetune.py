@@ -158,19 +158,28 @@ def label_metrics(scores: np.ndarray, data: LabelData) -> dict[str, float]:
     y = np.asarray(data.labels) >= 0.5
     out: dict[str, float] = {"n": float(len(y)), "positives": float(y.sum())}
     out["auc"] = float(roc_auc_score(y, scores)) if 0 < y.sum() < len(y) else float("nan")
-    by_context: dict[tuple[int, ...], list[int]] = {}
+    right, total = _pair_counts(np.asarray(scores), y, _context_rows(data)).sum(0)
+    out["pairwise_accuracy"] = float(right / total) if total else float("nan")
+    out["pairs"] = float(total)
+    return out
+
+
+def _context_rows(data: LabelData) -> list[np.ndarray]:
+    """The label rows of each context (profile), in first-seen order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
     for row, hist in enumerate(data.histories):
-        by_context.setdefault(tuple(hist), []).append(row)
-    right = total = 0.0
-    for rows in by_context.values():
-        pos = [r for r in rows if y[r]]
-        neg = [r for r in rows if not y[r]]
-        for p in pos:
-            for n in neg:
-                total += 1
-                right += 1.0 if scores[p] > scores[n] else 0.5 if scores[p] == scores[n] else 0.0
-    out["pairwise_accuracy"] = right / total if total else float("nan")
-    out["pairs"] = total
+        groups.setdefault(tuple(hist), []).append(row)
+    return [np.asarray(rows) for rows in groups.values()]
+
+
+def _pair_counts(scores: np.ndarray, y: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
+    """Per context: (liked-above-disliked pairs, ties counting half; all like/dislike pairs), shape [G, 2]."""
+    out = np.zeros((len(groups), 2))
+    for g, rows in enumerate(groups):
+        pos, neg = scores[rows][y[rows]], scores[rows][~y[rows]]
+        if len(pos) and len(neg):
+            diff = pos[:, None] - neg[None, :]
+            out[g] = ((diff > 0).sum() + 0.5 * (diff == 0).sum(), diff.size)
     return out
 
 
@@ -212,21 +221,8 @@ def bootstrap_worse(base_scores: np.ndarray, cand_scores: np.ndarray, data: Labe
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(data.labels) >= 0.5
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for row, hist in enumerate(data.histories):
-        groups.setdefault(tuple(hist), []).append(row)
-    rows_of = [np.asarray(r) for r in groups.values()]
-
-    def pair_counts(scores: np.ndarray) -> np.ndarray:  # (right, total) within each profile
-        out = np.zeros((len(rows_of), 2))
-        for g, rows in enumerate(rows_of):
-            pos, neg = scores[rows][y[rows]], scores[rows][~y[rows]]
-            if len(pos) and len(neg):
-                diff = pos[:, None] - neg[None, :]
-                out[g] = ((diff > 0).sum() + 0.5 * (diff == 0).sum(), diff.size)
-        return out
-
-    base_pairs, cand_pairs = pair_counts(base_scores), pair_counts(cand_scores)
+    rows_of = _context_rows(data)
+    base_pairs, cand_pairs = _pair_counts(base_scores, y, rows_of), _pair_counts(cand_scores, y, rows_of)
     rng = np.random.default_rng(seed)
     worse = {name: 0 for name in LABEL_METRICS}
     counted = {name: 0 for name in LABEL_METRICS}
@@ -330,17 +326,14 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     report(0.02, "preparing")
     held_likes = context_likes(held_data)
 
-    held_scores_of: dict[str, np.ndarray] = {}
-
-    def metrics_of(model, name: str = "") -> dict[str, float]:
+    def metrics_of(model) -> tuple[dict[str, float], np.ndarray]:
+        """Held-out label metrics, and the per-label scores behind them (the gate's bootstrap resamples them)."""
         scores = score_labels(model, held_data)
-        if name:
-            held_scores_of[name] = scores
         out = label_metrics(scores, held_data)
         out["likes_ndcg@20"] = offline_ndcg(model, *held_likes) if held_likes[0] else float("nan")
-        return out
+        return out, scores
 
-    base_metrics = metrics_of(base_model, "base")
+    base_metrics, base_scores = metrics_of(base_model)
     if offline is not None:
         base_metrics["offline_ndcg@20"] = offline_ndcg(base_model, *offline)
 
@@ -365,14 +358,12 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                             image_encoder=image_encoder if fusion.image_top else None)
     train_cfg = TrainConfig(epochs=config.epochs, lr=config.lr, warmup_epochs=1, patience=config.patience,
                             seed=config.seed, label_weight=config.label_weight, batch_labels=config.batch_labels)
-    held_scores: dict[str, float] = {}
 
     def validate(trained: TrainedModel) -> float:
         # Early stopping on the held-out labels (the gate's own measure, so no separate split is wasted).
         serving = FusionServing(trained.model, trained.content, trained.interactions.known_items, "candidate",
                                 split_modalities=False)
-        metrics = metrics_of(serving)
-        held_scores.update(metrics)
+        metrics, _ = metrics_of(serving)
         log.info("held-out: pairwise accuracy %.4f, AUC %.4f, likes NDCG@20 %.4f", metrics["pairwise_accuracy"],
                  metrics["auc"], metrics["likes_ndcg@20"])
         value = metrics["pairwise_accuracy"] if not math.isnan(metrics["pairwise_accuracy"]) else metrics["auc"]
@@ -404,11 +395,11 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                   validate=validate, on_epoch=on_epoch)
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)
-    cand_metrics = metrics_of(candidate_serving, "candidate")
+    cand_metrics, cand_scores = metrics_of(candidate_serving)
     if offline is not None:
         report(0.96, "offline evaluation")
         cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate_serving, *offline)
-    p_worse = bootstrap_worse(held_scores_of["base"], held_scores_of["candidate"], held_data,
+    p_worse = bootstrap_worse(base_scores, cand_scores, held_data,
                               samples=config.bootstrap_samples, seed=config.seed)
     cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
     result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
