@@ -105,6 +105,7 @@ class Handlers:
         self.repository = repository
         self.access = access or Access()
         self.rate_limit = rate_limit or LabelRateLimit(0)
+        self._gpu_key = _service_key(service)  # how the GPU functions below find the service
 
     # -- shared ------------------------------------------------------------------------------------
     def _record_impressions(self, recs: Sequence[Recommendation], context: list[str], session_key: str | None,
@@ -124,10 +125,14 @@ class Handlers:
             log.exception("could not record %d impressions; the recommendations were still served", len(recs))
         return request_id
 
-    def _store_feedback(self, *, liked: list[str], item_id: str, label: str, request_id: str,
-                        session_key: str | None, client: str, request: gr.Request | None = None) -> dict[str, Any]:
-        # With accounts, a label belongs to the logged-in person (and nobody else may resend its id).
-        annotator = self.access.caller(request).username if self.access.mode != "open" else None
+    def _annotator(self, request: gr.Request | None) -> str | None:
+        """Who the label belongs to: the logged-in person (None in open mode). Checked before anything the
+        caller sent is read; with accounts nobody else may resend that label's id."""
+        username = self.access.caller(request).username
+        return username if self.access.mode != "open" else None
+
+    def _store_feedback(self, *, annotator: str | None, liked: list[str], item_id: str, label: str, request_id: str,
+                        session_key: str | None, client: str) -> dict[str, Any]:
         self.rate_limit.check(annotator or session_key)
         if not self.service.has_item(item_id):
             raise UnknownItemError([item_id])
@@ -161,7 +166,7 @@ class Handlers:
     def api_recommend_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
                              k: int = 10, request: gr.Request = None) -> list[dict]:
         """Top-k catalog items similar to a new item given by an image and/or a title/description."""
-        recs = gpu_recommend_upload(_service_key(self.service), image=_file_path(image), title=title or "",
+        recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                     description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "api")
         return [r.to_api() for r in recs]
@@ -170,16 +175,16 @@ class Handlers:
     def api_feedback(self, liked_ids: list[str], item_id: str, label: str, request_id: str,
                      request: gr.Request = None) -> dict:
         """Store a like/dislike of ``item_id`` given the profile ``liked_ids``; idempotent per request_id."""
-        self.access.caller(request)  # who is asking comes before what they sent
-        return self._store_feedback(liked=_as_id_list(liked_ids, "liked_ids"), item_id=str(item_id),
-                                    label=str(label), request_id=str(request_id),
-                                    session_key=_session_key(request), client="api", request=request)
+        annotator = self._annotator(request)
+        return self._store_feedback(annotator=annotator, liked=_as_id_list(liked_ids, "liked_ids"),
+                                    item_id=str(item_id), label=str(label), request_id=str(request_id),
+                                    session_key=_session_key(request), client="api")
 
     @user_errors
     def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast") -> dict:
         """Why ``item_id`` is recommended for ``liked_ids``: token scores, a region heatmap (rows x cols in
         [0, 1]), modality shares (sum to 1), per-liked-item shares. ``method``: "fast" or "thorough"."""
-        return gpu_explain(_service_key(self.service), _as_id_list(liked_ids, "liked_ids"), str(item_id),
+        return gpu_explain(self._gpu_key, _as_id_list(liked_ids, "liked_ids"), str(item_id),
                            method=str(method)).to_api()
 
     # -- UI events ---------------------------------------------------------------------------------
@@ -230,15 +235,15 @@ class Handlers:
 
     @user_errors
     def feedback(self, label: str, state: dict | None, request: gr.Request) -> str:
-        self.access.caller(request)  # who is asking comes before what they sent
+        annotator = self._annotator(request)
         if not state or not state.get("selected"):
             raise InvalidInputError("select a recommendation first, then press Like or Dislike")
         item_id = state["selected"]
         session_key = _session_key(request) or "anonymous"
         # Same click twice on the same result list = one label; a changed mind is a new label.
         request_id = hashlib.sha256(f"ui|{session_key}|{state['request_id']}|{item_id}|{label}".encode()).hexdigest()[:40]
-        result = self._store_feedback(liked=list(state.get("liked") or []), item_id=item_id, label=label,
-                                      request_id=request_id, session_key=session_key, client="ui", request=request)
+        result = self._store_feedback(annotator=annotator, liked=list(state.get("liked") or []), item_id=item_id,
+                                      label=label, request_id=request_id, session_key=session_key, client="ui")
         title = render.esc(self.service.item(item_id).title)
         verb = "👍 liked" if label == "like" else "👎 disliked"
         if result["stored"]:
@@ -254,11 +259,11 @@ class Handlers:
         progress(0.1, desc=f"Explaining with the {method} method…")
         if "upload" in state:
             up = state["upload"]
-            explanation = gpu_explain_upload(_service_key(self.service), image=up.get("image"),
+            explanation = gpu_explain_upload(self._gpu_key, image=up.get("image"),
                                              title=up.get("title", ""), description=up.get("description", ""),
                                              item_id=item_id, method=method)
         else:
-            explanation = gpu_explain(_service_key(self.service), list(state.get("liked") or []), item_id,
+            explanation = gpu_explain(self._gpu_key, list(state.get("liked") or []), item_id,
                                       method=method)
         progress(0.95, desc="Drawing")
         catalog = self.service.catalog
@@ -286,7 +291,7 @@ class Handlers:
     @user_errors
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
                          request: gr.Request) -> tuple[Any, list, Any, dict, str]:
-        recs = gpu_recommend_upload(_service_key(self.service), image=_file_path(image), title=title or "",
+        recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                     description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
