@@ -193,7 +193,6 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from recsys_core.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
-    from storage.db import with_default_driver
     from studio.jobs import FinetuneJobs
     from studio.models import ModelManager
     from ui.access import Access
@@ -214,8 +213,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     repository = Repository.from_url(database_url)
     manager = ModelManager(service, repository)
     manager.sync_at_startup(config.service.model_dir)
-    # The job's own engine is plain SQLAlchemy: give it the URL with the driver spelled out (postgres://).
-    jobs = FinetuneJobs(manager=manager, database_url=with_default_driver(database_url), data_dir=config.data_dir,
+    jobs = FinetuneJobs(manager=manager, database_url=database_url, data_dir=config.data_dir,
                         catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote)
     if access.mode == "open":
         log.warning("no --auth-file: everyone who can reach this app is its admin; keep it on localhost")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from recsys_core.errors import RecsysError
+from storage.db import with_default_driver
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,8 @@ class FinetuneJobs:
     def __init__(self, *, manager, database_url: str, data_dir: Path, catalog_args: Sequence[str],
                  auto_promote: bool = True, python: str = sys.executable, extra_args: Sequence[str] = ()) -> None:
         self.manager = manager
-        self.database_url = database_url
+        # The job opens its own plain SQLAlchemy engine: spell the driver out (postgres:// -> +psycopg).
+        self.database_url = with_default_driver(database_url)
         self.data_dir = Path(data_dir)
         self.catalog_args = list(catalog_args)
         self.auto_promote = auto_promote
