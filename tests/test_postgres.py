@@ -20,6 +20,7 @@ from sqlmodel import Session, select
 
 from storage import FeedbackResult, Repository, Setting, TaskIn
 from tests.test_storage import _fb
+from tests.threads import run_threads
 
 SEED = 4321
 
@@ -28,27 +29,6 @@ SEED = 4321
 def db_backend() -> str:
     """Overrides conftest's parametrised fixture: every database here is a PostgreSQL schema."""
     return "postgresql"
-
-
-def _run_threads(n: int, target: Callable[[int], None], timeout_s: float = 120) -> list[BaseException]:
-    """Start ``target(i)`` in ``n`` threads, join them, and return what they raised."""
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def guarded(i: int) -> None:
-        try:
-            target(i)
-        except BaseException as exc:  # noqa: BLE001 - returned to the test, which asserts on it
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=guarded, args=(i,)) for i in range(n)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=timeout_s)
-    assert not any(th.is_alive() for th in threads), "a worker thread hung"
-    return errors
 
 
 def test_replicas_store_each_request_id_once(db_url: str) -> None:
@@ -80,7 +60,7 @@ def test_replicas_store_each_request_id_once(db_url: str) -> None:
                 results.append((rid, res))
 
     try:
-        assert _run_threads(n_threads, worker) == []
+        assert run_threads(n_threads, worker) == []
         assert len(results) == len(plan)
         assert replicas[0].count_feedback() == replicas[1].count_feedback() == len(distinct)
         assert sum(r.stored for _, r in results) == len(distinct)  # exactly one "stored" per id
@@ -108,7 +88,7 @@ def test_concurrent_activations_on_replicas_leave_one_active_model(db_url: str) 
         replicas[i % 2].activate_model(versions[i], by=f"admin-{i}")
 
     try:
-        assert _run_threads(len(versions), activate) == []
+        assert run_threads(len(versions), activate) == []
         statuses = Counter(m.status for m in replicas[1].list_models())
         assert statuses == {"active": 1, "retired": len(versions) - 1}
         active = replicas[1].active_model()
@@ -146,7 +126,7 @@ def test_deadlock_is_retried(db_url: str, caplog: pytest.LogCaptureFixture) -> N
 
     try:
         with caplog.at_level(logging.WARNING, logger="storage.repository"):
-            assert _run_threads(2, worker) == []
+            assert run_threads(2, worker) == []
         assert sorted(done) == ["a", "b"]
         assert sum(attempts.values()) == 3  # exactly one of the two was chosen as the deadlock victim
         [record] = [r for r in caplog.records if "retry 1/5" in r.getMessage()]
@@ -185,7 +165,7 @@ def test_annotators_on_replicas_never_exceed_overlap(db_url: str) -> None:
         done[name] = mine
 
     try:
-        assert _run_threads(n_annotators, annotate) == []
+        assert run_threads(n_annotators, annotate) == []
         per_task = Counter(t for tasks in done.values() for t in tasks)
         assert per_task == {t: overlap for t in range(1, n_tasks + 1)}
         assert all(len(tasks) == len(set(tasks)) for tasks in done.values())

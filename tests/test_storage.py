@@ -49,6 +49,7 @@ from storage import (
     make_engine,
     redact_url,
 )
+from tests.threads import run_threads
 
 SEED = 1234
 
@@ -559,30 +560,21 @@ def test_threaded_feedback_with_resends(db_url: str) -> None:
 
     repo = Repository.from_url(db_url)
     barrier = threading.Barrier(n_threads)
-    errors: list[BaseException] = []
     results: list[tuple[str, FeedbackResult]] = []
     lock = threading.Lock()
 
     def worker(t: int) -> None:
-        try:
-            barrier.wait()
-            for rid in plan[t::n_threads]:
-                # The annotator follows the request id: a resend comes from whoever sent it first
-                # (the same id from another annotator is refused, see test_tasks.py).
-                res = repo.add_feedback(
-                    _fb(rid, session_key=f"sess-{t}", annotator=f"user-{int(rid[4:]) % 3}", client="api")
-                )
-                with lock:
-                    results.append((rid, res))
-        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+        barrier.wait()
+        for rid in plan[t::n_threads]:
+            # The annotator follows the request id: a resend comes from whoever sent it first
+            # (the same id from another annotator is refused, see test_tasks.py).
+            res = repo.add_feedback(
+                _fb(rid, session_key=f"sess-{t}", annotator=f"user-{int(rid[4:]) % 3}", client="api")
+            )
             with lock:
-                errors.append(exc)
+                results.append((rid, res))
 
-    threads = [threading.Thread(target=worker, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=60)
+    errors = run_threads(n_threads, worker, timeout_s=60)
     try:
         assert errors == []
         assert len(results) == len(plan)
