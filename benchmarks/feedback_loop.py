@@ -51,12 +51,10 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import hashlib  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import math  # noqa: E402
-import secrets  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -68,6 +66,7 @@ from typing import Any  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
     READY_TIMEOUT_S, REPO_ROOT, AppProcess, add_common_args, app_env, emit, free_port, machine_facts, setup,
+    write_users_csv,
 )
 
 log = logging.getLogger("benchmarks.feedback_loop")
@@ -216,17 +215,6 @@ def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, f
 
 
 # -- the app ------------------------------------------------------------------------------------------
-def write_users(path: Path) -> dict[str, str]:
-    passwords = {name: secrets.token_urlsafe(12) for name in (*ANNOTATORS, ADMIN)}
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["username", "password", "role"])
-        for name, password in passwords.items():
-            writer.writerow([name, password, "admin" if name == ADMIN else "annotator"])
-    os.chmod(path, 0o600)
-    return passwords
-
-
 # Starts app.py unchanged except that the fine-tune job gets "--epochs N" (the app has no flag for it).
 _LAUNCHER = """\
 import runpy, sys
@@ -426,7 +414,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     prepare_features(args, data_dir)
     base, base_seconds, base_info = train_base(args, base_frame(ratings, users), data_dir)
 
-    passwords = write_users(data_dir / "users.csv")
+    passwords = write_users_csv(data_dir / "users.csv", {**{name: "annotator" for name in ANNOTATORS}, ADMIN: "admin"})
     port = args.port or free_port()
     url = f"http://127.0.0.1:{port}/"
     app = AppProcess(app_cmd(args, data_dir, base, data_dir / "users.csv", port), data_dir / "app.log",
