@@ -15,21 +15,17 @@ from PIL import Image
 from recsys_core.catalog import Item, load_catalog_folder
 from recsys_core.errors import CatalogError, InvalidInputError
 from storage import Repository
-from tests.imaging import header_only_png
+from tests.imaging import encoded, header_only_png
 from ui import render
 from ui.handlers import Handlers
 
 
-def _png(image: Image.Image, fmt: str = "PNG", **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kwargs)
-    return buf.getvalue()
 
 
 def _jpeg_with_exif_rotation() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
-    return _png(Image.new("RGB", (40, 20), (200, 0, 0)), "JPEG", exif=exif.tobytes())
+    return encoded(Image.new("RGB", (40, 20), (200, 0, 0)), "JPEG", exif=exif.tobytes())
 
 
 def _animated_gif() -> bytes:
@@ -41,17 +37,17 @@ def _animated_gif() -> bytes:
 
 REFUSED = {  # file name -> (bytes, what the message must say)
     "empty.png": (b"", "is empty"),
-    "truncated.jpg": (_png(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")[:200], "could not be read as an image"),
+    "truncated.jpg": (encoded(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")[:200], "could not be read as an image"),
     "notes.png": (b"just some text renamed to .png\n" * 10, "could not be read as an image"),
-    "bomb.png": (header_only_png(30000, 30000), "the limit is 40,000,000 pixels"),
+    "bomb.png": (header_onlyencoded(30000, 30000), "the limit is 40,000,000 pixels"),
     "script.svg": (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "could not be read as an image"),
     "huge.png": (b"\x89PNG\r\n\x1a\n" + os.urandom(11 * 2**20), "the limit is 10,485,760 bytes"),
 }
 ACCEPTED = {  # odd but legitimate images: converted to RGB and used
-    "cmyk.jpg": _png(Image.new("CMYK", (32, 32), (0, 200, 200, 0)), "JPEG"),
-    "sixteen.png": _png(Image.new("I;16", (32, 32), 40000)),
-    "palette.png": _png(Image.new("P", (32, 32), 3)),
-    "alpha.png": _png(Image.new("RGBA", (32, 32), (10, 200, 10, 0))),
+    "cmyk.jpg": encoded(Image.new("CMYK", (32, 32), (0, 200, 200, 0)), "JPEG"),
+    "sixteen.png": encoded(Image.new("I;16", (32, 32), 40000)),
+    "palette.png": encoded(Image.new("P", (32, 32), 3)),
+    "alpha.png": encoded(Image.new("RGBA", (32, 32), (10, 200, 10, 0))),
     "rotated.jpg": _jpeg_with_exif_rotation(),
     "animated.gif": _animated_gif(),
 }
@@ -140,7 +136,7 @@ def _catalog(tmp_path: Path, header: str, *rows: str) -> Path:
     folder = tmp_path / "cat"
     (folder / "images").mkdir(parents=True, exist_ok=True)
     Image.new("RGB", (8, 8)).save(folder / "images" / "a.png")
-    (tmp_path / "secret.png").write_bytes(_png(Image.new("RGB", (8, 8))))
+    (tmp_path / "secret.png").write_bytes(encoded(Image.new("RGB", (8, 8))))
     (folder / "items.csv").write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     return folder
 
@@ -210,7 +206,7 @@ def test_catalog_zip_import_keeps_good_rows_and_lists_bad_ones(tmp_path: Path) -
     from studio.catalog_import import import_catalog_zip
 
     csv = b"item_id,title,image\na,Alpha,images/a.png\nb,Beta,../../secret.png\na,Alpha twin,\n"
-    entries = {"games/items.csv": csv, "games/images/a.png": _png(Image.new("RGB", (8, 8)))}
+    entries = {"games/items.csv": csv, "games/images/a.png": encoded(Image.new("RGB", (8, 8)))}
     report = import_catalog_zip(_zip(tmp_path, entries), "games-2", tmp_path / "catalogs")
     assert report.items == 2 and report.folder == tmp_path / "catalogs" / "games-2"
     assert any("outside the catalog folder" in p for p in report.problems)

@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.imaging import header_only_png
+from tests.imaging import encoded, header_only_png
 from recsys_core.errors import InvalidInputError
 from recsys_core.images import load_image
-
-
-def _bytes(image: Image.Image, fmt: str, **kwargs) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kwargs)
-    return buf.getvalue()
-
 
 
 # -- normalisation -----------------------------------------------------------------------------------
@@ -42,7 +35,7 @@ def test_palette_png_with_transparency() -> None:
     img = Image.new("P", (2, 1), 0)
     img.putpalette([255, 0, 0, 0, 255, 0] + [0, 0, 0] * 254)
     img.putpixel((1, 0), 1)
-    out = load_image(_bytes(img, "PNG", transparency=1))
+    out = load_image(encoded(img, "PNG", transparency=1))
     assert out.mode == "RGB"
     assert out.getpixel((0, 0)) == (255, 0, 0)
     assert out.getpixel((1, 0)) == (255, 255, 255)  # the transparent index becomes white
@@ -52,20 +45,20 @@ def test_16bit_greyscale_is_rescaled_not_clipped() -> None:
     img = Image.new("I;16", (3, 1))
     for x, value in enumerate((1000, 2000, 3000)):
         img.putpixel((x, 0), value)
-    out = load_image(_bytes(img, "PNG"))
+    out = load_image(encoded(img, "PNG"))
     assert out.mode == "RGB"
     assert [out.getpixel((x, 0)) for x in range(3)] == [(0, 0, 0), (127, 127, 127), (255, 255, 255)]
 
 
 def test_flat_16bit_image_becomes_black() -> None:
     img = Image.new("I;16", (2, 2), 5000)
-    out = load_image(_bytes(img, "PNG"))
+    out = load_image(encoded(img, "PNG"))
     assert np.asarray(out).max() == 0
 
 
 def test_cmyk_jpeg_becomes_rgb() -> None:
     img = Image.new("CMYK", (16, 16), (0, 255, 255, 0))  # pure red in CMYK
-    data = _bytes(img, "JPEG", quality=95)
+    data = encoded(img, "JPEG", quality=95)
     assert Image.open(io.BytesIO(data)).mode == "CMYK"
     out = load_image(data)
     assert out.mode == "RGB" and out.size == (16, 16)
@@ -77,7 +70,7 @@ def test_exif_rotation_is_applied() -> None:
     img = Image.new("RGB", (40, 20), (0, 128, 0))
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
-    data = _bytes(img, "JPEG", exif=exif)
+    data = encoded(img, "JPEG", exif=exif)
     assert Image.open(io.BytesIO(data)).size == (40, 20)
     out = load_image(data)
     assert out.size == (20, 40)
@@ -86,7 +79,7 @@ def test_exif_rotation_is_applied() -> None:
 
 def test_animated_gif_first_frame() -> None:
     frames = [Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 0, 255), (0, 255, 0))]
-    data = _bytes(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    data = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
     assert Image.open(io.BytesIO(data)).n_frames == 3
     out = load_image(data)
     assert out.mode == "RGB" and out.size == (8, 8)
@@ -97,16 +90,16 @@ def test_path_and_bytes_give_the_same_pixels(tmp_path: Path) -> None:
     img = Image.new("RGB", (5, 3), (1, 2, 3))
     path = tmp_path / "a.png"
     img.save(path)
-    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(path.read_bytes())))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(path.readencoded())))
     assert np.array_equal(np.asarray(load_image(str(path))), np.asarray(img))
 
 
 # -- refusals ----------------------------------------------------------------------------------------
 
 
-def test_zero_byte_file_and_bytes(tmp_path: Path) -> None:
+def test_zero_byte_file_andencoded(tmp_path: Path) -> None:
     path = tmp_path / "empty.png"
-    path.write_bytes(b"")
+    path.writeencoded(b"")
     with pytest.raises(InvalidInputError, match=r"image 'empty.png' is empty \(0 bytes\)"):
         load_image(path)
     with pytest.raises(InvalidInputError, match=r"image 'upload' is empty \(0 bytes\)"):
@@ -121,7 +114,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_truncated_jpeg() -> None:
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
-    data = _bytes(img, "JPEG", quality=90)
+    data = encoded(img, "JPEG", quality=90)
     with pytest.raises(InvalidInputError) as info:
         load_image(data[: len(data) // 2], name="half.jpg")
     message = str(info.value)
@@ -145,24 +138,24 @@ def test_svg_is_refused() -> None:
 
 
 def test_format_outside_the_allow_list() -> None:
-    data = _bytes(Image.new("RGB", (4, 4)), "PPM")
+    data = encoded(Image.new("RGB", (4, 4)), "PPM")
     with pytest.raises(InvalidInputError, match="image 'upload' is PPM; allowed formats: PNG, JPEG, GIF, WEBP, BMP, TIFF"):
         load_image(data)
 
 
-def test_over_max_bytes(tmp_path: Path) -> None:
-    data = _bytes(Image.new("RGB", (16, 16)), "PNG")
+def test_over_maxencoded(tmp_path: Path) -> None:
+    data = encoded(Image.new("RGB", (16, 16)), "PNG")
     with pytest.raises(InvalidInputError, match=f"is {len(data):,} bytes; the limit is 10 bytes"):
         load_image(data, max_bytes=10)
     path = tmp_path / "big.png"
-    path.write_bytes(data)
+    path.writeencoded(data)
     with pytest.raises(InvalidInputError, match=f"image 'big.png' is {len(data):,} bytes; the limit is 10 bytes"):
         load_image(path, max_bytes=10)
     assert load_image(data, max_bytes=len(data)).size == (16, 16)  # the limit itself is allowed
 
 
 def test_over_max_pixels_small_limit() -> None:
-    data = _bytes(Image.new("RGB", (100, 100)), "PNG")
+    data = encoded(Image.new("RGB", (100, 100)), "PNG")
     with pytest.raises(InvalidInputError, match="is 100x100 = 10,000 pixels; the limit is 5,000 pixels"):
         load_image(data, max_pixels=5_000)
     assert load_image(data, max_pixels=10_000).size == (100, 100)
