@@ -20,8 +20,6 @@ from ui import render
 from ui.handlers import Handlers
 
 
-
-
 def _jpeg_with_exif_rotation() -> bytes:
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90° on display
@@ -39,7 +37,7 @@ REFUSED = {  # file name -> (bytes, what the message must say)
     "empty.png": (b"", "is empty"),
     "truncated.jpg": (encoded(Image.new("RGB", (64, 64), (9, 9, 9)), "JPEG")[:200], "could not be read as an image"),
     "notes.png": (b"just some text renamed to .png\n" * 10, "could not be read as an image"),
-    "bomb.png": (header_onlyencoded(30000, 30000), "the limit is 40,000,000 pixels"),
+    "bomb.png": (header_only_png(30000, 30000), "the limit is 40,000,000 pixels"),
     "script.svg": (b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>', "could not be read as an image"),
     "huge.png": (b"\x89PNG\r\n\x1a\n" + os.urandom(11 * 2**20), "the limit is 10,485,760 bytes"),
 }

@@ -90,16 +90,16 @@ def test_path_and_bytes_give_the_same_pixels(tmp_path: Path) -> None:
     img = Image.new("RGB", (5, 3), (1, 2, 3))
     path = tmp_path / "a.png"
     img.save(path)
-    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(path.readencoded())))
+    assert np.array_equal(np.asarray(load_image(path)), np.asarray(load_image(path.read_bytes())))
     assert np.array_equal(np.asarray(load_image(str(path))), np.asarray(img))
 
 
 # -- refusals ----------------------------------------------------------------------------------------
 
 
-def test_zero_byte_file_andencoded(tmp_path: Path) -> None:
+def test_zero_byte_file_and_bytes(tmp_path: Path) -> None:
     path = tmp_path / "empty.png"
-    path.writeencoded(b"")
+    path.write_bytes(b"")
     with pytest.raises(InvalidInputError, match=r"image 'empty.png' is empty \(0 bytes\)"):
         load_image(path)
     with pytest.raises(InvalidInputError, match=r"image 'upload' is empty \(0 bytes\)"):
@@ -143,12 +143,12 @@ def test_format_outside_the_allow_list() -> None:
         load_image(data)
 
 
-def test_over_maxencoded(tmp_path: Path) -> None:
+def test_over_max_bytes(tmp_path: Path) -> None:
     data = encoded(Image.new("RGB", (16, 16)), "PNG")
     with pytest.raises(InvalidInputError, match=f"is {len(data):,} bytes; the limit is 10 bytes"):
         load_image(data, max_bytes=10)
     path = tmp_path / "big.png"
-    path.writeencoded(data)
+    path.write_bytes(data)
     with pytest.raises(InvalidInputError, match=f"image 'big.png' is {len(data):,} bytes; the limit is 10 bytes"):
         load_image(path, max_bytes=10)
     assert load_image(data, max_bytes=len(data)).size == (16, 16)  # the limit itself is allowed
