@@ -371,6 +371,12 @@ def write_users_json(path: Path, users: list[HeldOutUser]) -> None:
                                  "skipped": sorted(u.skipped, key=_id_key)} for u in users]))
 
 
+def read_users_json(path: Path) -> list[HeldOutUser]:
+    """The held-out users :func:`write_users_json` wrote, in the same order."""
+    return [HeldOutUser(str(u["user_id"]), list(u["profile"]), set(u["pool"]), set(u["eval"]), dict(u["labelled"]),
+                        set(u["skipped"])) for u in json.loads(Path(path).read_text())]
+
+
 # -- main ---------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)

@@ -21,7 +21,8 @@ def test_every_benchmark_has_help() -> None:
     """``--help`` on every script answers without loading a model, starting an app or touching data."""
     expected = {"recommend_scale.py": "--sizes", "load_feedback.py": "--clients", "gpu_check.py": "--device",
                 "startup.py": "--json", "feature_throughput.py": "--json", "recommend_latency.py": "--calls",
-                "faithfulness.py": "--json", "fusion_weights.py": "--json"}
+                "faithfulness.py": "--json", "fusion_weights.py": "--json",
+                "feedback_ceiling.py": "--work-dir"}
     scripts = {p.name for p in (REPO_ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(expected) | {"feedback_loop.py"}, "a new benchmark needs a line here"
     for script, option in expected.items():
