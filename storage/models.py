@@ -173,12 +173,17 @@ class Feedback(SQLModel, table=True):
 
     # Only enforced on databases created with this schema; ALTER TABLE cannot add it to
     # an existing SQLite table, so storage.repository.validate_feedback is the main guard.
+    # AUTOINCREMENT: without it SQLite hands the id of the newest row again once that row is
+    # deleted (an annotator's erasure), and a label snapshot's feedback_ids would then name a
+    # later judgement. PostgreSQL sequences never reuse ids. Existing SQLite tables are rebuilt
+    # with it by storage.repository.ensure_feedback_autoincrement.
     __table_args__ = (
         CheckConstraint(
             f"(label = '{GRADED_LABEL}' AND grade IS NOT NULL AND grade >= {GRADE_MIN} AND grade <= {GRADE_MAX}) "
             f"OR (label <> '{GRADED_LABEL}' AND grade IS NULL)",
             name="ck_feedback_grade",
         ),
+        {"sqlite_autoincrement": True},
     )
 
     id: Optional[int] = Field(default=None, primary_key=True)

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar
 from sqlalchemy import case, exists, func, inspect, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.schema import CreateIndex
 from sqlmodel import Session, SQLModel, col, select
 
 from storage.db import init_db, make_engine
@@ -672,6 +673,69 @@ def add_missing_columns(engine: Engine) -> list[str]:
     return added
 
 
+def ensure_feedback_autoincrement(engine: Engine) -> bool:
+    """Rebuild an existing SQLite ``feedback`` table with AUTOINCREMENT; True when it was rebuilt.
+
+    Databases created before :class:`Feedback` declared ``sqlite_autoincrement`` reuse the id of the
+    newest judgement once it is erased. SQLite cannot add AUTOINCREMENT to a table, so this follows
+    the table-rebuild procedure of https://www.sqlite.org/lang_altertable.html (section 7): foreign
+    keys off, create the new table, copy every row with its id, drop the old table, rename the new
+    one, recreate the indexes, check foreign keys, commit, in one transaction. Rows, ids and the
+    task assignments that point at them are kept. PostgreSQL (sequences) needs nothing.
+    """
+    if engine.dialect.name != "sqlite":
+        return False
+    table = Feedback.__table__  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                   (table.name,)).scalar()
+    if ddl is None or "AUTOINCREMENT" in ddl.upper():
+        return False
+    from sqlalchemy.schema import CreateTable
+
+    preparer = engine.dialect.identifier_preparer
+    staging = preparer.quote(f"{table.name}__rebuild")
+    create = str(CreateTable(table).compile(dialect=engine.dialect)).strip()
+    head = f"CREATE TABLE {preparer.format_table(table)} ("
+    if not create.startswith(head):
+        raise RuntimeError(f"unexpected DDL for {table.name}: {create[:80]!r}")
+    create = f"CREATE TABLE {staging} (" + create[len(head):]
+    raw = engine.raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before BEGIN
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process (a second replica, the fine-tune job) may have rebuilt it while this one waited.
+            now = cur.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table.name,)).fetchone()
+            if now is None or "AUTOINCREMENT" in now[0].upper():
+                cur.execute("ROLLBACK")
+                return False
+            present = [row[1] for row in cur.execute(f"PRAGMA table_info({preparer.quote(table.name)})")]
+            columns = ", ".join(preparer.quote(c) for c in present)
+            cur.execute(create)
+            cur.execute(f"INSERT INTO {staging} ({columns}) SELECT {columns} FROM {preparer.quote(table.name)}")
+            cur.execute(f"DROP TABLE {preparer.quote(table.name)}")
+            cur.execute(f"ALTER TABLE {staging} RENAME TO {preparer.quote(table.name)}")
+            for index in table.indexes:
+                cur.execute(str(CreateIndex(index).compile(dialect=engine.dialect)))
+            broken = cur.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"rebuilding {table.name} would break {len(broken)} foreign key(s); nothing changed")
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+    finally:
+        raw.close()
+    logger.warning("database schema upgraded: table %s rebuilt with AUTOINCREMENT (ids of erased judgements are "
+                   "never handed out again); %d column(s) copied", table.name, len(present))
+    return True
+
+
 # ------------------------------------------------------------------------ label tasks
 
 
@@ -1210,6 +1274,7 @@ class Repository:
         engine = make_engine(url)
         init_db(engine)
         add_missing_columns(engine)
+        ensure_feedback_autoincrement(engine)
         return cls(engine, **kwargs)  # type: ignore[arg-type]
 
     def _run(self, work: Callable[[Session], T]) -> T:

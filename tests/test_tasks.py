@@ -310,10 +310,79 @@ def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) ->
         assert repo.label_counts() == {"like": 1, "dislike": 0, "graded": 1, "total": 2}
         # A second start finds nothing left to add.
         from storage import add_missing_columns
+        from storage.repository import ensure_feedback_autoincrement
 
         assert add_missing_columns(repo.engine) == []
+        assert ensure_feedback_autoincrement(repo.engine) is False
+        if db_backend == "sqlite":  # the old table was rebuilt with AUTOINCREMENT at the first start
+            with repo.engine.connect() as conn:
+                ddl = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE name = 'feedback'").scalar()
+            assert "AUTOINCREMENT" in ddl.upper()
+        assert [(f.id, f.request_id) for f in repo.list_feedback(10)][-1] == (1, "old-1")
     finally:
         repo.engine.dispose()
+
+
+def test_erased_judgement_ids_are_never_handed_out_again(repo: Repository) -> None:
+    """A label snapshot names judgements by id: an erased judgement's id must not come back on a new one."""
+    repo.add_feedback(_fb("a-1", annotator="keeper"))
+    newest = repo.add_feedback(_fb("b-1", annotator="leaver", item_id="item-7"))
+    erased_id = max(f.id for f in repo.list_feedback(10))
+    assert repo.erase_annotator("leaver").feedback == 1
+    repo.add_feedback(_fb("a-2", annotator="keeper", item_id="item-9"))
+    ids = sorted(f.id for f in repo.list_feedback(10))
+    assert newest.stored and len(ids) == 2
+    assert ids[-1] > erased_id
+
+
+def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_path) -> None:
+    """The rebuild keeps every row and id, the assignments pointing at them, the indexes and UNIQUE request_id."""
+    from storage import add_missing_columns, init_db, make_engine
+    from storage.repository import ensure_feedback_autoincrement
+
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = create_engine(url)
+    with old.begin() as conn:
+        for statement in OLD_SCHEMA.format(**OLD_TYPES["sqlite"]).split(";"):
+            conn.exec_driver_sql(statement)
+    old.dispose()
+    engine = make_engine(url)
+    init_db(engine)
+    add_missing_columns(engine)  # the state of a database upgraded before this change: no AUTOINCREMENT yet
+    repo = Repository(engine)
+    try:
+        repo.add_tasks("c1", [_task("item-5")])
+        task = repo.next_task("c1", "ann")
+        assert repo.answer_task("ann", task.task_id, "like", None, "t-1").stored
+        repo.add_feedback(_fb("f-2", annotator="ann", label="graded", grade=3))
+
+        def snapshot():
+            with engine.connect() as conn:
+                rows = conn.exec_driver_sql("SELECT * FROM feedback ORDER BY id").fetchall()
+                links = conn.exec_driver_sql("SELECT task_id, feedback_id FROM taskassignment").fetchall()
+            indexes = {i["name"]: (tuple(i["column_names"]), bool(i["unique"]))
+                       for i in inspect(engine).get_indexes("feedback")}
+            return rows, links, indexes
+
+        before = snapshot()
+        assert ensure_feedback_autoincrement(engine) is True
+        after = snapshot()
+        assert after[:2] == before[:2]
+        # The old table's own indexes are kept, and it now has every index the model declares.
+        assert before[2].items() <= after[2].items()
+        assert set(after[2]) == {index.name for index in Feedback.__table__.indexes}
+        assert len(before[0]) == 3 and before[1][0][1] is not None
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall() == []
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert repo.add_feedback(_fb("f-2", annotator="ann", label="graded", grade=3)).stored is False  # UNIQUE kept
+        assert ensure_feedback_autoincrement(engine) is False  # idempotent
+        repo.erase_annotator("ann")
+        repo.add_feedback(_fb("f-3"))
+        # 2 and 3 (ann's) were erased, 1 (anonymous) stays; the new row gets 4, not 3 again.
+        assert [f.id for f in repo.list_feedback(10)] == [4, 1]
+    finally:
+        engine.dispose()
 
 
 def test_database_refuses_grade_that_does_not_fit_the_label(repo: Repository) -> None:
