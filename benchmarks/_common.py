@@ -45,6 +45,17 @@ def add_common_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
+class DocHelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """The script's docstring as written, and every option's default."""
+
+
+def doc_parser(prog: str, doc: str | None, epilog_from: str) -> argparse.ArgumentParser:
+    """A parser described by the docstring's first paragraph, with the docstring from ``epilog_from`` on as epilog."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0] if doc else None,
+                                   epilog=doc[doc.index(epilog_from):] if doc and epilog_from in doc else None,
+                                   formatter_class=DocHelpFormatter)
+
+
 def add_app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--catalog", default="demo", help="passed to app.py --catalog")
     p.add_argument("--data-root", default=None, help="passed to app.py --data-root (e.g. for movielens-100k)")

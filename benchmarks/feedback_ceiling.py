@@ -55,7 +55,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Callable, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_common_args, emit, machine_facts, setup  # noqa: E402
+from _common import add_common_args, doc_parser, emit, machine_facts, setup  # noqa: E402
 from feedback_loop import HeldOutUser, base_frame, load_ratings, ndcg_at_20, read_users_json  # noqa: E402
 
 log = logging.getLogger("benchmarks.feedback_ceiling")
@@ -64,17 +64,8 @@ LIST_LENGTH = 150  # long enough that 20 remain after the labelled and skipped i
 FOLDIN_LR = 0.05
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The variant list as written, and every option's default."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="benchmarks/feedback_ceiling.py",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__[__doc__.index("Variants"):] if __doc__ else None,
-        formatter_class=_HelpFormatter,
-    )
+    p = doc_parser("benchmarks/feedback_ceiling.py", __doc__, "Variants")
     p.add_argument("--work-dir", type=Path, required=True,
                    help="a feedback_loop.py --data-dir folder (heldout_users.json, base/, features/, models/)")
     p.add_argument("--data-root", type=Path, required=True, help="the MovieLens-100k folder")

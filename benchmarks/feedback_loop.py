@@ -65,7 +65,7 @@ from typing import Any  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    READY_TIMEOUT_S, REPO_ROOT, AppProcess, add_common_args, app_env, emit, free_port, machine_facts, setup,
+    READY_TIMEOUT_S, REPO_ROOT, AppProcess, add_common_args, app_env, doc_parser, emit, free_port, machine_facts, setup,
     write_users_csv,
 )
 
@@ -80,17 +80,8 @@ MAX_ROUNDS = 10
 POLL_S = 2.0
 
 
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The protocol text as written, and every option's default."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="benchmarks/feedback_loop.py",
-        description=__doc__.split("\n\n")[0] if __doc__ else None,
-        epilog=__doc__[__doc__.index("Protocol"):] if __doc__ else None,
-        formatter_class=_HelpFormatter,
-    )
+    p = doc_parser("benchmarks/feedback_loop.py", __doc__, "Protocol")
     p.add_argument("--data-root", type=Path, required=True,
                    help="the MovieLens-100k folder (items.csv, posters/, ratings.csv, splits/)")
     p.add_argument("--labels", type=int, default=1000, help="labels to store through /feedback before fine-tuning")

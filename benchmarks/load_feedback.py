@@ -73,8 +73,8 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, app_help_lists, emit,
-    free_port, machine_facts, percentile, setup, summary_ms, write_users_csv,
+    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, app_help_lists, doc_parser,
+    emit, free_port, machine_facts, percentile, setup, summary_ms, write_users_csv,
 )
 
 log = logging.getLogger("benchmarks.load_feedback")
@@ -84,10 +84,6 @@ RESEND_GAP = 3  # a "later" resend follows this many other calls of the same cli
 CONNECT_WORKERS = 8  # parallel logins while setting up; the load itself starts only when all are in
 MAX_ERROR_SAMPLES = 5
 FEEDBACK_PREFIX, RECOMMEND_PREFIX = "load", "rec"
-
-
-class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """The protocol text as written, and every option's default."""
 
 
 @dataclass(frozen=True)
@@ -172,12 +168,7 @@ class RowCounts:
 # -- CLI ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(
-        prog="benchmarks/load_feedback.py",
-        description=doc.split("\n\n")[0],
-        epilog=doc[doc.index("Protocol"):] if "Protocol" in doc else None,
-        formatter_class=_HelpFormatter,
-    )
+    p = doc_parser("benchmarks/load_feedback.py", doc, "Protocol")
     defaults = LoadConfig()
     p.add_argument("--clients", type=int, default=defaults.clients, help="concurrent /feedback clients")
     p.add_argument("--per-client", type=int, default=defaults.per_client,
