@@ -7,8 +7,8 @@ own training interactions are replayed, and each training context's likes join t
 (the context's items, then the liked items) in the same softmax; binary cross-entropy on likes and
 dislikes is available (``--label-weight``) but off by default. The candidate and the base are then
 scored on the held-out labels with the same code; the candidate passes the gate when it is not worse
-(AUC and pairwise accuracy; on MovieLens also the offline NDCG@20). Registering and promoting is
-the app's job (``studio.jobs``): this module never touches the registry.
+(AUC, pairwise accuracy and the held-out likes' NDCG@20 over the whole catalog; on MovieLens also the
+offline NDCG@20). Registering and promoting is the app's job (``studio.jobs``): this module never touches the registry.
 
 The CLI reads judgements straight from the database (``--db URL``) through pandas and SQLAlchemy:
 ``recsys_core`` does not depend on the ``storage`` package, so the table and column names of
@@ -49,6 +49,9 @@ class FinetuneConfig:
     # Low: the base model is already at its best validation epoch, and continuing its training at 5e-4
     # (even on its own interactions, no labels) lost 6% benchmark NDCG@20; 1e-4 keeps what it knows.
     lr: float = 1e-4
+    # A new model (no base checkpoint: the app serves the zero-shot model) starts from random weights, and
+    # 1e-4 barely moves it in 15 epochs; it trains at the rate python -m recsys_core.train uses.
+    new_model_lr: float = 2e-3
     heldout_fraction: float = 0.2
     min_labels: int = 20  # below this a fine-tune learns noise: refuse with a clear message
     min_heldout: int = 5
@@ -72,8 +75,8 @@ class FinetuneConfig:
     label_weight: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.lr <= 0 or not 0 < self.heldout_fraction < 1:
-            raise ValueError("epochs >= 1, lr > 0 and 0 < heldout_fraction < 1 are required")
+        if self.epochs < 1 or self.lr <= 0 or self.new_model_lr <= 0 or not 0 < self.heldout_fraction < 1:
+            raise ValueError("epochs >= 1, lr > 0, new_model_lr > 0 and 0 < heldout_fraction < 1 are required")
         if self.label_weight < 0:
             raise ValueError(f"label_weight is {self.label_weight}; it must be >= 0")
         if not 0 <= self.gate_confidence < 1 or self.bootstrap_samples < 1:
@@ -183,13 +186,32 @@ def _pair_counts(scores: np.ndarray, y: np.ndarray, groups: list[np.ndarray]) ->
     return out
 
 
-def context_likes(data: LabelData) -> tuple[list[list[int]], list[list[int]]]:
-    """(oldest-first context, liked items) per context with at least one like: an offline split for :func:`offline_ndcg`."""
-    liked: dict[tuple[int, ...], list[int]] = {}
-    for hist, item, label in zip(data.histories, data.items, data.labels):
-        if label >= 0.5:
-            liked.setdefault(tuple(hist), []).append(item)
-    return [list(reversed(h)) for h in liked], list(liked.values())
+def likes_ndcg_by_context(model, data: LabelData, k: int = 20) -> np.ndarray:
+    """NDCG@k of each held-out context's liked items when the model ranks the whole catalog.
+
+    One value per context, in the order of :func:`_context_rows` (NaN for a context without a like
+    that can be ranked). This is what a person with that profile would see: the liked items near
+    the top of a list drawn from every item, not just ordered among the few that were judged.
+    """
+    from recsys_core.metrics import evaluate_scores
+
+    y = np.asarray(data.labels) >= 0.5
+    groups = _context_rows(data)
+    out = np.full(len(groups), np.nan)
+    with torch.no_grad():
+        for g, rows in enumerate(groups):
+            liked = [data.items[r] for r in rows if y[r]]
+            history = list(reversed(data.histories[rows[0]]))  # oldest first, as profile() takes it
+            if not liked:
+                continue
+            scores = (model.item_vectors @ model.profile(history).to(model.item_vectors.dtype)).cpu().numpy()[None]
+            mask = np.zeros(scores.shape, dtype=bool)
+            mask[0, history] = True
+            try:
+                out[g] = evaluate_scores(scores, mask, [liked], [k])[f"ndcg@{k}"]
+            except ValueError:  # every liked item is in the context itself: nothing to rank
+                continue
+    return out
 
 
 def score_labels(model, data: LabelData) -> np.ndarray:
@@ -205,15 +227,17 @@ def score_labels(model, data: LabelData) -> np.ndarray:
     return out
 
 
-GATE_METRICS = ("auc", "pairwise_accuracy", "offline_ndcg@20")
-LABEL_METRICS = ("auc", "pairwise_accuracy")
+GATE_METRICS = ("auc", "pairwise_accuracy", "likes_ndcg@20", "offline_ndcg@20")
+LABEL_METRICS = ("auc", "pairwise_accuracy", "likes_ndcg@20")
 
 
 def bootstrap_worse(base_scores: np.ndarray, cand_scores: np.ndarray, data: LabelData, *, samples: int = 1000,
-                    seed: int = 0) -> dict[str, float]:
-    """For AUC and pairwise accuracy: the share of bootstrap resamples in which the candidate scores below
-    the base. Held-out profiles (contexts) are resampled with replacement, both models on the same
-    resample (paired), because labels within one profile are not independent.
+                    seed: int = 0, base_likes: np.ndarray | None = None,
+                    cand_likes: np.ndarray | None = None) -> dict[str, float]:
+    """For AUC, pairwise accuracy and (given the per-context values of :func:`likes_ndcg_by_context`)
+    likes NDCG@20: the share of bootstrap resamples in which the candidate scores below the base.
+    Held-out profiles (contexts) are resampled with replacement, both models on the same resample
+    (paired), because labels within one profile are not independent.
 
     Written by hand rather than with scipy.stats.bootstrap: the statistic needs both models' scores
     regrouped per resampled profile, which that API (one statistic over independent samples) cannot express.
@@ -236,6 +260,12 @@ def bootstrap_worse(base_scores: np.ndarray, cand_scores: np.ndarray, data: Labe
         if 0 < y[rows].sum() < len(rows):
             counted["auc"] += 1
             worse["auc"] += roc_auc_score(y[rows], cand_scores[rows]) < roc_auc_score(y[rows], base_scores[rows])
+        if base_likes is not None and cand_likes is not None:
+            b_likes, c_likes = base_likes[pick], cand_likes[pick]
+            usable = ~(np.isnan(b_likes) | np.isnan(c_likes))
+            if usable.any():
+                counted["likes_ndcg@20"] += 1
+                worse["likes_ndcg@20"] += c_likes[usable].mean() < b_likes[usable].mean()
     return {name: worse[name] / counted[name] if counted[name] else float("nan") for name in LABEL_METRICS}
 
 
@@ -324,16 +354,17 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                             "candidate (collect more judgements, from more profiles)")
     report = progress or (lambda fraction, message: None)
     report(0.02, "preparing")
-    held_likes = context_likes(held_data)
 
-    def metrics_of(model) -> tuple[dict[str, float], np.ndarray]:
-        """Held-out label metrics, and the per-label scores behind them (the gate's bootstrap resamples them)."""
+    def metrics_of(model) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """Held-out label metrics, and the per-label scores and per-context likes NDCG behind them
+        (the gate's bootstrap resamples both)."""
         scores = score_labels(model, held_data)
         out = label_metrics(scores, held_data)
-        out["likes_ndcg@20"] = offline_ndcg(model, *held_likes) if held_likes[0] else float("nan")
-        return out, scores
+        likes = likes_ndcg_by_context(model, held_data)
+        out["likes_ndcg@20"] = float(np.nanmean(likes)) if (~np.isnan(likes)).any() else float("nan")
+        return out, scores, likes
 
-    base_metrics, base_scores = metrics_of(base_model)
+    base_metrics, base_scores, base_likes = metrics_of(base_model)
     if offline is not None:
         base_metrics["offline_ndcg@20"] = offline_ndcg(base_model, *offline)
 
@@ -356,14 +387,15 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
                             text_pooled=features.text, image_pooled=features.image, progress=False,
                             image_encoder=image_encoder if fusion.image_top else None)
-    train_cfg = TrainConfig(epochs=config.epochs, lr=config.lr, warmup_epochs=1, patience=config.patience,
+    lr = config.lr if base_dir is not None else config.new_model_lr
+    train_cfg = TrainConfig(epochs=config.epochs, lr=lr, warmup_epochs=1, patience=config.patience,
                             seed=config.seed, label_weight=config.label_weight, batch_labels=config.batch_labels)
 
     def validate(trained: TrainedModel) -> float:
         # Early stopping on the held-out labels (the gate's own measure, so no separate split is wasted).
         serving = FusionServing(trained.model, trained.content, trained.interactions.known_items, "candidate",
                                 split_modalities=False)
-        metrics, _ = metrics_of(serving)
+        metrics, _, _ = metrics_of(serving)
         log.info("held-out: pairwise accuracy %.4f, AUC %.4f, likes NDCG@20 %.4f", metrics["pairwise_accuracy"],
                  metrics["auc"], metrics["likes_ndcg@20"])
         value = metrics["pairwise_accuracy"] if not math.isnan(metrics["pairwise_accuracy"]) else metrics["auc"]
@@ -395,12 +427,12 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                   validate=validate, on_epoch=on_epoch)
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)
-    cand_metrics, cand_scores = metrics_of(candidate_serving)
+    cand_metrics, cand_scores, cand_likes = metrics_of(candidate_serving)
     if offline is not None:
         report(0.96, "offline evaluation")
         cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate_serving, *offline)
-    p_worse = bootstrap_worse(base_scores, cand_scores, held_data,
-                              samples=config.bootstrap_samples, seed=config.seed)
+    p_worse = bootstrap_worse(base_scores, cand_scores, held_data, samples=config.bootstrap_samples,
+                              seed=config.seed, base_likes=base_likes, cand_likes=cand_likes)
     cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
     result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
     report(0.97, "saving the candidate")
@@ -465,7 +497,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--method", default="majority", choices=["majority", "soft"], help="label aggregation")
     parser.add_argument("--min-control-accuracy", type=float, default=0.7)
     parser.add_argument("--epochs", type=int, default=FinetuneConfig.epochs)
-    parser.add_argument("--lr", type=float, default=FinetuneConfig.lr)
+    parser.add_argument("--lr", type=float, default=None,
+                        help=f"learning rate (default: {FinetuneConfig.lr} when continuing --base, "
+                             f"{FinetuneConfig.new_model_lr} for a new model)")
     parser.add_argument("--label-weight", type=float, default=FinetuneConfig.label_weight,
                         help="weight of the binary cross-entropy on likes and dislikes")
     parser.add_argument("--no-likes-as-interactions", action="store_true",
@@ -573,7 +607,9 @@ def run_cli(args: argparse.Namespace) -> dict:
     result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,
                       text_encoder=service.text_encoder, image_encoder=service.image_encoder, base_model=state_model,
                       base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
-                      config=FinetuneConfig(epochs=args.epochs, lr=args.lr, heldout_fraction=args.heldout, seed=args.seed,
+                      config=FinetuneConfig(epochs=args.epochs, lr=args.lr or FinetuneConfig.lr,
+                                            new_model_lr=args.lr or FinetuneConfig.new_model_lr,
+                                            heldout_fraction=args.heldout, seed=args.seed,
                                             label_weight=args.label_weight,
                                             likes_as_interactions=not args.no_likes_as_interactions,
                                             gate_confidence=args.gate_confidence),

@@ -34,6 +34,8 @@ class ModelRow:
     heldout_auc: float | None
     heldout_pairwise: float | None
     base_pairwise: float | None
+    heldout_likes_ndcg: float | None  # the held-out likes' NDCG@20 over the whole catalog (a gate metric)
+    base_likes_ndcg: float | None
     gate: str
 
 
@@ -142,7 +144,8 @@ class ModelManager:
                 version=m.version, status=m.status, parent=m.parent,
                 created=m.created_at.strftime("%Y-%m-%d %H:%M:%S"), decided_by=m.decided_by,
                 heldout_auc=cand.get("auc"), heldout_pairwise=cand.get("pairwise_accuracy"),
-                base_pairwise=base.get("pairwise_accuracy"),
+                base_pairwise=base.get("pairwise_accuracy"), heldout_likes_ndcg=cand.get("likes_ndcg@20"),
+                base_likes_ndcg=base.get("likes_ndcg@20"),
                 gate=m.metrics.get("gate_reason", "") if m.metrics else "",
             ))
         return out

@@ -28,7 +28,8 @@ from ui.errors import user_errors
 log = logging.getLogger(__name__)
 
 REGISTRY_HEADERS = ["version", "status", "parent", "created", "decided by", "held-out AUC",
-                    "held-out pairwise acc.", "base pairwise acc.", "gate"]
+                    "held-out pairwise acc.", "base pairwise acc.", "held-out likes NDCG@20", "base likes NDCG@20",
+                    "gate"]
 EXPORT_FORMATS = ["csv", "parquet", "jsonl", "mmrec", "cornac"]
 
 
@@ -68,7 +69,8 @@ class AdminHandlers:
     def _registry(self) -> tuple[list[list[Any]], Any]:
         rows = self.manager.rows()
         table = [[r.version, r.status, r.parent or "", r.created, r.decided_by or "", _num(r.heldout_auc),
-                  _num(r.heldout_pairwise), _num(r.base_pairwise), r.gate] for r in rows]
+                  _num(r.heldout_pairwise), _num(r.base_pairwise), _num(r.heldout_likes_ndcg), _num(r.base_likes_ndcg),
+                  r.gate] for r in rows]
         return table, gr.update(choices=[r.version for r in rows], value=None)
 
     @user_errors
