@@ -5,14 +5,17 @@ finished ``benchmarks/feedback_loop.py`` work folder, on the same held-out users
         --data-root ../shared/data/movielens-100k --json ceiling.json
 
 Every figure is NDCG@20 on the held-out users' eval sets computed with ``feedback_loop.ndcg_at_20``
-(profile, labelled and skipped items excluded from lists and eval sets), so it compares directly
-with that benchmark's ``ndcg_before`` and ``ndcg_after``.
+(profile, labelled and skipped items excluded from lists and eval sets). Every list here also
+leaves out the user's whole label pool, which is never in the eval set: the oracle variants read
+the pool, and a list that still held those items would rank known items instead of eval items.
+All variants are scored on that same footing, so ``profile`` is a little above the loop's
+``ndcg_before`` (a base list there still holds unlabelled pool items).
 
 Variants
 --------
 The fusion model (``<work-dir>/base``, the base checkpoint the app served):
 
-- ``profile``: what ``/recommend(profile)`` serves; the benchmark's ``ndcg_before``.
+- ``profile``: what ``/recommend(profile)`` serves (the benchmark's ``ndcg_before``, less the pool).
 - ``history_likes``: the user's likes appended to the profile at serving time (no training).
 - ``history_pool``: **oracle**. Every item of the user's label pool, which is on average tens of
   items the user rated (not only the few the labelling found), is appended to the profile.
@@ -25,7 +28,7 @@ The fusion model (``<work-dir>/base``, the base checkpoint the app served):
   ``FinetuneConfig``, the job's 80/20 context split) trained on the whole label pool as likes plus
   the stored dislikes. This measures the fine-tune's reach with perfect and plentiful labels.
 - ``checkpoints``: the models given with ``--checkpoint NAME=DIR``. By default this is the newest
-  ``<work-dir>/models/candidate-*``, the job's own candidate.
+  ``<work-dir>/models/candidate-*``, the job's own candidate (its ``ndcg_after``, less the pool).
 
 Classic collaborative filtering on the base model's training interactions
 (``recsys_core.baselines``; EASE lambda 300, ItemKNN with every neighbour), scored from the
@@ -93,7 +96,7 @@ def pool_of(user: HeldOutUser) -> list[str]:
 
 
 def top_ids(scores, exclude: Sequence[int], item_ids: Sequence[str], n: int = LIST_LENGTH) -> list[str]:
-    """The ``n`` best-scored item ids, ``exclude`` (the profile) left out, as /recommend does."""
+    """The ``n`` best-scored item ids, ``exclude`` (what the user is known to have rated) left out."""
     import numpy as np
 
     scores = np.asarray(scores, dtype=np.float64).copy()
@@ -103,9 +106,10 @@ def top_ids(scores, exclude: Sequence[int], item_ids: Sequence[str], n: int = LI
 
 def score_lists(users: Sequence[HeldOutUser], item_ids: Sequence[str],
                 scores_of: Callable[[HeldOutUser], Any]) -> float:
-    """NDCG@20 of the lists ``scores_of(user)`` (one score per catalog item) gives, on the loop's protocol."""
+    """NDCG@20 of the lists ``scores_of(user)`` (one score per catalog item) gives, on the loop's protocol,
+    with the profile and the whole label pool left out of every list (see the module docstring)."""
     index = {item: i for i, item in enumerate(item_ids)}
-    lists = {u.user_id: top_ids(scores_of(u), [index[i] for i in u.profile], item_ids) for u in users}
+    lists = {u.user_id: top_ids(scores_of(u), [index[i] for i in [*u.profile, *u.pool]], item_ids) for u in users}
     return ndcg_at_20(lists, list(users), list(item_ids))[0]
 
 

@@ -171,8 +171,9 @@ class Feedback(SQLModel, table=True):
     answer to the crowd-labelling task it answers (NULL for free-form feedback).
     """
 
-    # Only enforced on databases created with this schema; ALTER TABLE cannot add it to
-    # an existing SQLite table, so storage.repository.validate_feedback is the main guard.
+    # The CHECK is enforced on databases created with this schema and on SQLite tables rebuilt by
+    # storage.repository.ensure_feedback_autoincrement; ALTER TABLE cannot add it otherwise, so
+    # storage.repository.validate_feedback is the main guard.
     # AUTOINCREMENT: without it SQLite hands the id of the newest row again once that row is
     # deleted (an annotator's erasure), and a label snapshot's feedback_ids would then name a
     # later judgement. PostgreSQL sequences never reuse ids. Existing SQLite tables are rebuilt

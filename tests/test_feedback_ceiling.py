@@ -64,6 +64,14 @@ def test_score_lists_uses_the_loops_protocol(ceiling) -> None:
 
     assert ceiling.score_lists([user], ITEMS, skipped_first) < 0.5
 
+    # Pool items the labelling never reached (m12) are known to the oracles: they are left out of every list.
+    def pool_first(_):
+        scores = eval_first(None)
+        scores[index["m12"]] = 4.0
+        return scores
+
+    assert ceiling.score_lists([user], ITEMS, pool_first) == pytest.approx(1.0)
+
 
 def test_top_ids_leaves_out_the_profile(ceiling) -> None:
     scores = np.arange(len(ITEMS), dtype=float)

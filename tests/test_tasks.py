@@ -385,6 +385,89 @@ def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_
         engine.dispose()
 
 
+def _old_sqlite_db(tmp_path, *extra_sql: str):
+    """An SQLite database of the first release's schema (feedback without AUTOINCREMENT), plus ``extra_sql``."""
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    old = create_engine(url)
+    with old.begin() as conn:
+        for statement in [*OLD_SCHEMA.format(**OLD_TYPES["sqlite"]).split(";"), *extra_sql]:
+            conn.exec_driver_sql(statement)
+    old.dispose()
+    return url
+
+
+def test_rebuild_counts_past_ids_erased_before_the_upgrade_that_a_snapshot_still_names(tmp_path) -> None:
+    from storage import add_missing_columns, init_db, make_engine
+    from storage.repository import ensure_feedback_autoincrement
+
+    insert = ("INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
+              "VALUES ('old-{n}', '[\"a\"]', 'i', 'like', 'v0', '2024-01-01 00:00:00.000000')")
+    url = _old_sqlite_db(tmp_path, insert.format(n=2), insert.format(n=3))
+    engine = make_engine(url)
+    try:
+        init_db(engine)
+        add_missing_columns(engine)
+        with engine.begin() as conn:  # a model was trained on 1-3, then 2 and 3 were erased (before this upgrade)
+            conn.exec_driver_sql("INSERT INTO labelsnapshot (id, created_at, n_examples, n_judgements, config, "
+                                 "feedback_ids) VALUES ('snap', '2024-01-02 00:00:00', 3, 3, '{}', '[1, 2, 3]')")
+            conn.exec_driver_sql("DELETE FROM feedback WHERE id IN (2, 3)")
+        assert ensure_feedback_autoincrement(engine) is True
+        repo = Repository(engine)
+        repo.add_feedback(_fb("new"))
+        assert [f.id for f in repo.list_feedback(10)] == [4, 1]  # not 2: the snapshot still names 2 and 3
+    finally:
+        engine.dispose()
+
+
+def test_a_table_the_rebuild_cannot_take_is_kept_and_the_app_still_starts(tmp_path, caplog) -> None:
+    """A legacy row the CHECK constraint refuses (graded without a grade) stops the rebuild, not the app."""
+    url = _old_sqlite_db(tmp_path, "ALTER TABLE feedback ADD COLUMN grade INTEGER",
+                         "INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
+                         "VALUES ('bad', '[\"a\"]', 'i', 'graded', 'v0', '2024-01-01 00:00:00.000000')")
+    repo = Repository.from_url(url)
+    try:
+        assert "kept without AUTOINCREMENT" in caplog.text
+        assert repo.count_feedback() == 2  # nothing lost, the old table in place
+        assert repo.add_feedback(_fb("after")).stored
+        with repo.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        repo.engine.dispose()
+
+
+def test_a_locked_database_leaves_the_table_and_no_connection_without_foreign_keys(tmp_path, caplog) -> None:
+    import sqlite3
+
+    from storage import add_missing_columns, init_db, make_engine
+    from storage.repository import ensure_feedback_autoincrement
+
+    url = _old_sqlite_db(tmp_path)
+    engine = make_engine(url, busy_timeout_ms=50)
+    try:
+        init_db(engine)
+        add_missing_columns(engine)
+        holder = sqlite3.connect(tmp_path / "old.sqlite3", isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            assert ensure_feedback_autoincrement(engine) is False
+            # The rebuild itself, reached when the lock is taken between the check and its BEGIN: it turned
+            # foreign keys off first, and that connection must not go back to the pool that way.
+            from storage.repository import _rebuild_with_autoincrement
+
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                _rebuild_with_autoincrement(engine, Feedback.__table__)
+        finally:
+            holder.execute("ROLLBACK")
+            holder.close()
+        assert "kept without AUTOINCREMENT" in caplog.text
+        for _ in range(3):  # whichever pooled connection comes next
+            with engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        assert ensure_feedback_autoincrement(engine) is True  # the next start does it
+    finally:
+        engine.dispose()
+
+
 def test_database_refuses_grade_that_does_not_fit_the_label(repo: Repository) -> None:
     """CHECK constraint behind validate_feedback, for code that writes rows directly."""
     from sqlalchemy.exc import IntegrityError
