@@ -169,7 +169,8 @@ def oracle_examples(users: Sequence[HeldOutUser]):
     for u in users:
         context = tuple(sorted(u.profile))
         rows += [(context, item, 1.0) for item in pool_of(u)]
-        rows += [(context, item, 0.0) for item in dislikes_of(u)]
+        # An eval item disliked in a run with --eval-hits dislike is a wrong label: never train on the eval set.
+        rows += [(context, item, 0.0) for item in dislikes_of(u) if item not in u.eval]
     frame = pd.DataFrame(rows, columns=["context_ids", "item_id", "label"])
     frame["context_key"] = ["|".join(c) for c in frame["context_ids"]]
     return frame

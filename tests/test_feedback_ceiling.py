@@ -84,6 +84,9 @@ def test_oracle_labels_are_the_pool_as_likes_plus_the_stored_dislikes(ceiling) -
     assert set(frame["context_ids"]) == {("m1", "m3")}  # sorted, as recsys_core.labels stores contexts
     assert dict(zip(frame["item_id"], frame["label"])) == {"m10": 1.0, "m11": 1.0, "m12": 1.0, "m30": 0.0}
     assert not set(frame["item_id"]) & {"m20", "m21"}  # the eval set never becomes a label
+    user = _user(ceiling)
+    user.labelled["m20"] = "dislike"  # a run with --eval-hits dislike labels eval items "dislike"
+    assert "m20" not in set(ceiling.oracle_examples([user])["item_id"])
     assert set(frame["context_key"]) == {"m1|m3"}
 
 
