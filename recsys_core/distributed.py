@@ -42,7 +42,6 @@ def wants_bf16(precision: str, device: torch.device) -> bool:
 
 class Runtime(Protocol):
     device: torch.device
-    bf16: bool
     num_processes: int
     process_index: int
 
@@ -132,7 +131,6 @@ class AcceleratedRuntime:
         bf16 = wants_bf16(precision, torch.device("cpu" if cpu else "cuda"))
         self.accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if bf16 else "no")
         self.device = self.accelerator.device
-        self.bf16 = bf16
         self.num_processes = self.accelerator.num_processes
         self.process_index = self.accelerator.process_index
 

@@ -25,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -103,6 +103,15 @@ class FinetuneResult:
 
 
 # -- labels -> indices -----------------------------------------------------------------------------
+def _rows_in_catalog(examples: pd.DataFrame, catalog: Catalog) -> Iterator[tuple[tuple[str, ...], str, object]]:
+    """(context ids, item id, label) of each example, in order, that the catalog can serve: its item and
+    every item of its (non-empty) context are in the catalog; the others are skipped."""
+    for context, item, label in zip(examples["context_ids"], examples["item_id"], examples["label"]):
+        ids = tuple(str(i) for i in context)
+        if str(item) in catalog and ids and all(i in catalog for i in ids):
+            yield ids, str(item), label
+
+
 def to_label_data(examples: pd.DataFrame, catalog: Catalog) -> tuple[LabelData, int]:
     """Map aggregated examples (context_ids, item_id, label) to catalog indices; returns (data, dropped).
 
@@ -110,15 +119,12 @@ def to_label_data(examples: pd.DataFrame, catalog: Catalog) -> tuple[LabelData, 
     order is the order people liked things in, so the most recent is last; the model reads
     histories most recent first.
     """
-    histories, items, labels, dropped = [], [], [], 0
-    for context, item, label in zip(examples["context_ids"], examples["item_id"], examples["label"]):
-        ids = [str(i) for i in context]
-        if str(item) not in catalog or any(i not in catalog for i in ids) or not ids:
-            dropped += 1
-            continue
+    histories, items, labels = [], [], []
+    for ids, item, label in _rows_in_catalog(examples, catalog):
         histories.append([catalog.index_of(i) for i in reversed(ids)])
-        items.append(catalog.index_of(str(item)))
+        items.append(catalog.index_of(item))
         labels.append(float(label))
+    dropped = len(examples) - len(items)
     if dropped:
         log.warning("%d label(s) name items that are not in the catalog (or have no context): skipped", dropped)
     return LabelData(histories, items, labels), dropped
@@ -139,10 +145,9 @@ def like_interactions(examples: pd.DataFrame, catalog: Catalog) -> pd.DataFrame:
 
     rows: list[tuple[str, str, float]] = []
     liked: dict[tuple[str, ...], list[str]] = {}
-    for context, item, label in zip(examples["context_ids"], examples["item_id"], examples["label"]):
-        ids = tuple(str(i) for i in context)
-        if float(label) >= 0.5 and str(item) in catalog and ids and all(i in catalog for i in ids):
-            liked.setdefault(ids, []).append(str(item))
+    for ids, item, label in _rows_in_catalog(examples, catalog):
+        if float(label) >= 0.5:
+            liked.setdefault(ids, []).append(item)
     for ids, items in liked.items():
         user = LIKE_USER_PREFIX + hashlib.sha256("\x1f".join(ids).encode()).hexdigest()[:16]
         sequence = list(dict.fromkeys([*ids, *items]))  # a liked item already in the context counts once
@@ -395,9 +400,9 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
         # Early stopping on the held-out labels (the gate's own measure, so no separate split is wasted).
         serving = FusionServing(trained.model, trained.content, trained.interactions.known_items, "candidate",
                                 split_modalities=False)
-        metrics, _, _ = metrics_of(serving)
-        log.info("held-out: pairwise accuracy %.4f, AUC %.4f, likes NDCG@20 %.4f", metrics["pairwise_accuracy"],
-                 metrics["auc"], metrics["likes_ndcg@20"])
+        # Only the label metrics: the likes NDCG (a full-catalog ranking per context) is the gate's, not this.
+        metrics = label_metrics(score_labels(serving, held_data), held_data)
+        log.info("held-out: pairwise accuracy %.4f, AUC %.4f", metrics["pairwise_accuracy"], metrics["auc"])
         value = metrics["pairwise_accuracy"] if not math.isnan(metrics["pairwise_accuracy"]) else metrics["auc"]
         return 0.0 if math.isnan(value) else value
 
@@ -548,7 +553,6 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
     the app's multi-threaded server. The candidate is written to a temporary folder and renamed last, so
     an exit at any moment leaves no checkpoint that could be registered or served.
     """
-    import os
     import threading
 
     def watch() -> None:
@@ -563,8 +567,6 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
 def _write_json(path: Path | None, value: dict) -> None:
     if path is None:
         return
-    import os
-
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(value, indent=2, default=str))
     os.replace(tmp, path)

@@ -237,15 +237,11 @@ class TrainedModel:
         return self.model.logits(users, vectors).float().cpu()
 
 
-def _use_bf16(train: TrainConfig, device: torch.device) -> bool:
-    from recsys_core.distributed import wants_bf16
-
-    return wants_bf16(train.precision, device)
-
-
 def _autocast(train: TrainConfig, device: torch.device):
-    """bf16 autocast on CUDA (or when asked); a no-op context otherwise."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=_use_bf16(train, device))
+    """bf16 autocast on CUDA (or when asked); a no-op context otherwise (the one-process runtime's autocast)."""
+    from recsys_core.distributed import LocalRuntime, wants_bf16
+
+    return LocalRuntime(device, wants_bf16(train.precision, device)).autocast()
 
 
 # One softmax row: (held-out target, the user's other items as history, all the user's positives).
@@ -640,7 +636,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                         val_mode=args.val_mode or default_val_mode(args.protocol))
     fusion_options = {name: value for name, value in (("dropout", args.dropout), ("id_dropout", args.id_dropout))
                       if value is not None}
-    from recsys_core.adapters import load_movielens_100k
     from recsys_core.catalog import load_catalog_folder
     from recsys_core.distributed import runtime_for
     from recsys_core.splits import load_split
@@ -653,7 +648,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info("%s", runtime.describe())
     torch.set_num_threads(args.threads)
     split = load_split(args.data_root, args.protocol)
-    catalog = load_catalog_folder(args.catalog) if args.catalog else load_movielens_100k(args.data_root)
+    # No --catalog: fit_for_split loads the MovieLens items under data_root (and returns the catalog it used).
+    catalog = load_catalog_folder(args.catalog) if args.catalog else None
     trained, catalog = fit_for_split(split, args.data_root, args.data_dir, catalog=catalog, modalities=args.modalities,
                                      fusion_kind=args.fusion, use_ids=not args.no_ids, train=train,
                                      text_encoder=args.text_encoder, image_encoder=args.image_encoder,

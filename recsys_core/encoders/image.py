@@ -82,8 +82,9 @@ class ImageEncoder(nn.Module):
         from recsys_core.device import extraction_autocast
 
         pooled, regions = [], []
+        autocast = extraction_autocast(self.device)  # built once, entered per batch (it is re-enterable)
         for start in range(0, len(images), self.config.batch_size):
-            with extraction_autocast(self.device):
+            with autocast:
                 fmap, vec = self(self.preprocess(images[start : start + self.config.batch_size]))
             pooled.append(vec.float().cpu())
             if keep_regions:

@@ -67,9 +67,10 @@ class TextEncoder(nn.Module):
         from recsys_core.device import extraction_autocast
 
         out = []
+        autocast = extraction_autocast(self.device)  # built once, entered per batch (it is re-enterable)
         for start in range(0, len(texts), self.config.batch_size):
             batch = self.tokenize(texts[start : start + self.config.batch_size])
-            with extraction_autocast(self.device):
+            with autocast:
                 out.append(self(**batch)[1].float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
 
