@@ -13,9 +13,10 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import delete, update
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
-from storage.models import Annotator, Feedback, LabelSession, TaskAssignment
+from storage.models import Feedback, LabelSession, TaskAssignment
+from storage.repository import _find_annotator
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class ErasureResult:
 
 
 def erase_annotator(*, session: Session, username: str) -> ErasureResult:
-    annotator = session.exec(select(Annotator).where(Annotator.username == username)).first()
+    annotator = _find_annotator(session, username)
     if annotator is None:
         return ErasureResult(username, False, 0, 0, 0)
     who = annotator.id

@@ -715,8 +715,6 @@ def ensure_feedback_autoincrement(engine: Engine) -> bool:
 
 def _rebuild_with_autoincrement(engine: Engine, table: Any) -> Optional[int]:
     """The rebuild of :func:`ensure_feedback_autoincrement`; the number of columns copied, None if already done."""
-    import json as _json
-
     from sqlalchemy.schema import CreateTable
 
     preparer = engine.dialect.identifier_preparer
@@ -758,7 +756,7 @@ def _rebuild_with_autoincrement(engine: Engine, table: Any) -> Optional[int]:
                              cur.execute("SELECT COALESCE(MAX(feedback_id), 0) FROM taskassignment").fetchone()[0]]
                 if cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'labelsnapshot'").fetchone():
                     for (ids,) in cur.execute("SELECT feedback_ids FROM labelsnapshot"):
-                        mentioned.extend(int(i) for i in (_json.loads(ids) if isinstance(ids, str) else ids or []))
+                        mentioned.extend(int(i) for i in (json.loads(ids) if isinstance(ids, str) else ids or []))
                 top = max(int(m or 0) for m in mentioned)
                 cur.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table.name,))
                 cur.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table.name, top))

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from recsys_core.catalog import load_catalog_folder
+from recsys_core.config import LimitsConfig
 from recsys_core.errors import CatalogError, InvalidInputError
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ class ImportLimits:
     max_entries: int = 100_000
     max_unpacked_bytes: int = 2 * 1024**3  # 2 GiB: a large image catalog, far below a zip bomb
     max_ratio: float = 200.0  # images and CSV rarely compress beyond 10x; bombs compress 1000x+
-    max_image_pixels: int = 40_000_000
+    max_image_pixels: int = LimitsConfig.max_image_pixels
 
 
 @dataclass(frozen=True)

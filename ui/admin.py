@@ -24,6 +24,7 @@ from studio.models import ModelManager
 from ui import render
 from ui.access import Access
 from ui.errors import user_errors
+from ui.handlers import _file_path
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +57,14 @@ def _rows(frame: pd.DataFrame) -> list[list[Any]]:
 
 class AdminHandlers:
     def __init__(self, service, repository: Repository, access: Access, manager: ModelManager,
-                 jobs: FinetuneJobs, export_dir: Path, catalogs_dir: Path | None = None) -> None:
+                 jobs: FinetuneJobs, export_dir: Path) -> None:
         self.service = service
         self.repository = repository
         self.access = access
         self.manager = manager
         self.jobs = jobs
         self.export_dir = Path(export_dir)
-        self.catalogs_dir = Path(catalogs_dir) if catalogs_dir is not None else self.export_dir.parent / "catalogs"
+        self.catalogs_dir = self.export_dir.parent / "catalogs"
 
     # -- registry ---------------------------------------------------------------------------------
     def _registry(self) -> tuple[list[list[Any]], Any]:
@@ -187,7 +188,7 @@ class AdminHandlers:
         self.access.admin(request)
         from studio.catalog_import import ImportLimits, import_catalog_zip
 
-        path = file.get("path") if isinstance(file, dict) else getattr(file, "path", file)
+        path = _file_path(file)
         if not path:
             raise InvalidInputError("choose a .zip of the catalog folder (items.csv or items.jsonl plus images)")
         limits = ImportLimits(max_image_pixels=self.service.config.limits.max_image_pixels)
