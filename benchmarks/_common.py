@@ -258,25 +258,27 @@ class AppProcess:
         self.stop()
 
 
-def parse_prepare_seconds(log_path: Path) -> float | None:
-    """The app's own 'service ready ... N.Ns' figure (feature extraction / cache read), if logged."""
+def parse_prepare_seconds(log_text: str | None) -> float | None:
+    """The app's own 'service ready ... N.Ns' figure (feature extraction / cache read) in its log text, if logged.
+
+    ``log_text`` None (the log could not be read) gives None.
+    """
     import re
 
-    try:
-        text = log_path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+    if log_text is None:
         return None
-    found = re.findall(r"service ready: .*?, ([0-9.]+)s", text)
+    found = re.findall(r"service ready: .*?, ([0-9.]+)s", log_text)
     return float(found[-1]) if found else None
 
 
-def app_help_lists(flag: str) -> bool:
-    """True when ``python app.py --help`` lists ``flag``, so a script can pass options newer than some apps."""
-    result = subprocess.run([sys.executable, str(REPO_ROOT / "app.py"), "--help"], cwd=REPO_ROOT, env=app_env(1),
-                            capture_output=True, text=True, timeout=120)
-    if result.returncode != 0:
-        raise RuntimeError(f"python app.py --help failed with code {result.returncode}: {result.stderr[-2000:]}")
-    return flag in result.stdout.split()
+def connect(url: str, auth: tuple[str, str] | None = None):
+    """A ``gradio_client.Client`` for ``url``, logged in as ``auth`` (user, password) unless None."""
+    from gradio_client import Client
+
+    # gradio_client makes a new httpx client for every request, and with verification on each one loads the CA
+    # bundle (about 27 ms of CPU, twice per call): ten times the client's other work, which on a small machine
+    # takes CPU from the app under test. Plain http has no TLS to verify; https targets keep verification.
+    return Client(url, auth=auth, verbose=False, ssl_verify=not url.startswith("http://"))
 
 
 def write_users_csv(path: Path, roles: dict[str, str]) -> dict[str, str]:

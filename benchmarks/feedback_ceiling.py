@@ -265,17 +265,18 @@ def cf_figures(frame, item_ids: Sequence[str], users: Sequence[HeldOutUser]) -> 
             return x @ weights
         return scores
 
+    data = InteractionData.from_frame(frame, sorted(frame["user_id"].astype(str).unique()), item_ids)
+    augmented = with_pseudo_users(frame, users)
+    augmented_data = InteractionData.from_frame(augmented, sorted(augmented["user_id"].unique()), item_ids)
     out: dict[str, dict[str, float]] = {}
     for make in (lambda: EASE(), lambda: ItemKNN(k=None)):
         model = make()
-        data = InteractionData.from_frame(frame, sorted(frame["user_id"].astype(str).unique()), item_ids)
         model.fit(data)
         score = scorer(model.weights if hasattr(model, "weights") else model.similarity)
         figures = {"profile": score_lists(users, item_ids, lambda u: score(u.profile)),
                    "history_likes": score_lists(users, item_ids, lambda u: score(u.profile + likes_of(u))),
                    "history_pool": score_lists(users, item_ids, lambda u: score(u.profile + pool_of(u)))}
-        augmented = with_pseudo_users(frame, users)
-        retrained = make().fit(InteractionData.from_frame(augmented, sorted(augmented["user_id"].unique()), item_ids))
+        retrained = make().fit(augmented_data)
         score = scorer(retrained.weights if hasattr(retrained, "weights") else retrained.similarity)
         figures["trained_with_likes"] = score_lists(users, item_ids, lambda u: score(u.profile))
         out[model.name] = figures
@@ -310,8 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     catalog = load_movielens_100k(args.data_root)
     item_ids = list(catalog.ids)
     users = read_users_json(users_file)
-    ratings = load_ratings(args.data_root)
-    ratings = ratings[ratings["item_id"].astype(str).isin(set(item_ids))].reset_index(drop=True)
+    ratings = load_ratings(args.data_root, item_ids)
     frame = base_frame(ratings, users)
     log.info("%d held-out users, %d labels (%d likes), label pools of %.1f items on average", len(users),
              sum(len(u.labelled) for u in users), sum(len(likes_of(u)) for u in users),

@@ -61,12 +61,12 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    READY_TIMEOUT_S, REPO_ROOT, AppProcess, add_common_args, app_env, doc_parser, emit, free_port, machine_facts, setup,
-    write_users_csv,
+    READY_TIMEOUT_S, REPO_ROOT, AppProcess, add_common_args, app_env, connect, doc_parser, emit, free_port,
+    machine_facts, setup, write_users_csv,
 )
 
 log = logging.getLogger("benchmarks.feedback_loop")
@@ -124,7 +124,9 @@ class HeldOutUser:
     skipped: set[str] = field(default_factory=set)  # eval items not labelled (--eval-hits skip)
 
 
-def load_ratings(data_root: Path):
+def load_ratings(data_root: Path, item_ids: Sequence[str] | None = None):
+    """Every MovieLens rating (warm split train + test, one per user and item); with ``item_ids``, only the
+    ratings of those items (the catalog's)."""
     import pandas as pd
 
     from recsys_core.splits import load_split
@@ -132,6 +134,8 @@ def load_ratings(data_root: Path):
     split = load_split(data_root, "warm")
     ratings = pd.concat([split.train, split.test], ignore_index=True)
     ratings = ratings.drop_duplicates(["user_id", "item_id"]).reset_index(drop=True)
+    if item_ids is not None:
+        ratings = ratings[ratings["item_id"].astype(str).isin(set(item_ids))].reset_index(drop=True)
     return ratings
 
 
@@ -228,12 +232,6 @@ def app_cmd(args: argparse.Namespace, data_dir: Path, base: Path, users_csv: Pat
     if args.finetune_epochs == DEFAULT_FINETUNE_EPOCHS:
         return [sys.executable, str(REPO_ROOT / "app.py"), *app_args]
     return [sys.executable, "-c", _LAUNCHER.format(epochs=str(args.finetune_epochs)), *app_args]
-
-
-def connect(url: str, user: str, password: str):
-    from gradio_client import Client
-
-    return Client(url, auth=(user, password), verbose=False)
 
 
 def recommend(client, profile: list[str], k: int) -> list[str]:
@@ -400,8 +398,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
 
     catalog = load_movielens_100k(args.data_root)
     item_ids = list(catalog.ids)
-    ratings = load_ratings(args.data_root)
-    ratings = ratings[ratings["item_id"].astype(str).isin(set(item_ids))].reset_index(drop=True)
+    ratings = load_ratings(args.data_root, item_ids)
     users = pick_users(ratings, args.users, args.profile_size, args.seed)
     log.info("%d held-out users; profile %d, label pool %d, eval %d items on average", len(users), args.profile_size,
              round(sum(len(u.pool) for u in users) / len(users)), round(sum(len(u.eval) for u in users) / len(users)))
@@ -420,8 +417,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         app.start()
         ready_s = app.wait_ready(url, timeout_s=args.timeout)
         log.info("app ready after %.1f s", ready_s)
-        admin = connect(url, ADMIN, passwords[ADMIN])
-        annotators = [connect(url, name, passwords[name]) for name in ANNOTATORS]
+        admin = connect(url, (ADMIN, passwords[ADMIN]))
+        annotators = [connect(url, (name, passwords[name])) for name in ANNOTATORS]
         served_base = admin.predict(api_name="/finetune_status")["serving"]
         log.info("serving %s", served_base)
 

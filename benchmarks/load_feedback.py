@@ -15,8 +15,7 @@ Protocol
    (default): a generated ``users.csv`` in the work dir holds one annotator account per client
    (``load-NNN`` for feedback, ``rec-NNN`` for ``/recommend``) and the app keeps its default feedback
    rate limit, as in a real crowd session. ``--open``: no accounts, and ``--feedback-rate-limit 0`` is
-   passed (the single-user local mode: the run measures storage alone, without the limiter); the flag
-   is only passed when ``app.py --help`` lists it.
+   passed (the single-user local mode: the run measures storage alone, without the limiter).
 2. A plan is drawn (``--seed``): per feedback client ``--per-client`` calls, each with a request id
    ``<run token>-<client>-<call>``, a random profile of liked items, an item and like/dislike. No two
    planned calls share (item, profile, label), so content duplicates can be told apart from plan
@@ -56,7 +55,6 @@ import os
 os.environ["HF_HUB_OFFLINE"] = "1"
 
 import argparse  # noqa: E402
-import csv  # noqa: E402
 import logging  # noqa: E402
 import random  # noqa: E402
 import secrets  # noqa: E402
@@ -73,8 +71,8 @@ from typing import Any, Sequence  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, app_help_lists, doc_parser,
-    emit, free_port, machine_facts, percentile, setup, summary_ms, write_users_csv,
+    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, connect, doc_parser, emit,
+    free_port, machine_facts, percentile, setup, summary_ms, write_users_csv,
 )
 
 log = logging.getLogger("benchmarks.load_feedback")
@@ -247,15 +245,6 @@ def _steps(calls: Sequence[Call], modes: dict[int, str]) -> tuple[tuple[Call, ..
 
 
 # -- the clients --------------------------------------------------------------------------------------
-def connect(url: str, auth: tuple[str, str] | None):
-    from gradio_client import Client
-
-    # gradio_client makes a new httpx client for every request, and with verification on each one loads the CA
-    # bundle (about 27 ms of CPU, twice per call): ten times the client's other work, which on a small machine
-    # takes CPU from the app under test. Plain http has no TLS to verify; https targets keep verification.
-    return Client(url, auth=auth, verbose=False, ssl_verify=not url.startswith("http://"))
-
-
 def connect_all(url: str, accounts: Sequence[tuple[str, str] | None]) -> list:
     with ThreadPoolExecutor(max_workers=CONNECT_WORKERS) as pool:
         return list(pool.map(lambda auth: connect(url, auth), accounts))
@@ -410,10 +399,11 @@ def count_rows(database_url: str, token: str, sent: dict[str, str | None]) -> Ro
 
 # -- accounts and the app -----------------------------------------------------------------------------
 def read_accounts(path: Path) -> dict[str, str]:
-    """Annotator name -> plain password from the target app's users.csv (``--url`` in password mode)."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    accounts = {r["username"]: r["password"] for r in rows if r.get("role") == "annotator" and r.get("username")}
+    """Annotator name -> plain password from the target app's users.csv (``--url`` in password mode), read
+    with the app's own reader."""
+    from storage.auth import load_users
+
+    accounts = {name: user.secret for name, user in load_users(path).items() if user.role == "annotator"}
     hashed = [name for name, pw in accounts.items() if pw.startswith("scrypt$")]
     if hashed:
         raise ValueError(f"--auth-file {path}: {len(hashed)} annotator password(s) are hashed; the benchmark needs "
@@ -436,13 +426,12 @@ def account_names(config: LoadConfig, open_mode: bool, available: Sequence[str] 
     return list(names[:config.clients]), list(names[config.clients:need])
 
 
-def app_rate_limit() -> int | None:
-    """The started app's labels per minute per user: env FEEDBACK_RATE_LIMIT (the app reads it too) or its default."""
-    if os.environ.get("FEEDBACK_RATE_LIMIT"):
-        return int(os.environ["FEEDBACK_RATE_LIMIT"])
-    from app import AppConfig  # light: app.py imports nothing heavy at module level
+def app_rate_limit(app_args: Sequence[str]) -> int:
+    """The started app's labels per minute per user, as app.py's own parser reads ``app_args`` (its command line
+    after ``app.py``) and env FEEDBACK_RATE_LIMIT."""
+    from app import build_parser as app_parser  # light: app.py imports nothing heavy at module level
 
-    return getattr(AppConfig, "feedback_rate_limit", None)
+    return app_parser().parse_args(list(app_args)).feedback_rate_limit
 
 
 def start_app(args: argparse.Namespace, config: LoadConfig, data_dir: Path, auth_file: Path | None
@@ -454,15 +443,11 @@ def start_app(args: argparse.Namespace, config: LoadConfig, data_dir: Path, auth
         env["DATABASE_URL"] = args.database_url
     if auth_file is not None:
         cmd += ["--auth-file", str(auth_file)]
-    supported = app_help_lists(RATE_LIMIT_FLAG)
-    if not supported:
-        log.warning("app.py --help does not list %s: the app has no feedback rate limit to test", RATE_LIMIT_FLAG)
-        rate_limit: dict[str, Any] = {"flag_supported": False, "per_minute": None}
-    elif args.open:
+    if args.open:
         cmd += [RATE_LIMIT_FLAG, "0"]
-        rate_limit = {"flag_supported": True, "per_minute": 0}
+        rate_limit: dict[str, Any] = {"flag_supported": True, "per_minute": 0}
     else:
-        per_minute = app_rate_limit()
+        per_minute = app_rate_limit(cmd[2:])  # cmd is [python, app.py, *its arguments]
         rate_limit = {"flag_supported": True, "per_minute": per_minute}
         per_account = config.per_client + config.resends_per_client
         if per_minute and per_account > per_minute:

@@ -40,12 +40,19 @@ FEATURES_LINE = re.compile(
     r"in (?P<image_s>[0-9.]+)s")
 
 
-def parse_feature_stats(log_path: Path) -> dict | None:
-    """Counts, seconds and items/s of the last feature extraction the app logged (None if none was logged)."""
+def read_log(log_path: Path) -> str | None:
+    """The app's log text; None when it cannot be read (the parsers then report None)."""
     try:
-        found = list(FEATURES_LINE.finditer(log_path.read_text(encoding="utf-8", errors="replace")))
+        return log_path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+
+
+def parse_feature_stats(log_text: str | None) -> dict | None:
+    """Counts, seconds and items/s of the last feature extraction the app logged (None if none was logged)."""
+    if log_text is None:
+        return None
+    found = list(FEATURES_LINE.finditer(log_text))
     if not found:
         return None
     stats: dict = {k: (float(v) if k.endswith("_s") else int(v)) for k, v in found[-1].groupdict().items()}
@@ -83,8 +90,9 @@ def time_one_start(args: argparse.Namespace, data_dir: Path, run: int) -> dict:
         raise
     finally:
         app.stop()
-    prepare = parse_prepare_seconds(app.log_path)
-    features = parse_feature_stats(app.log_path)
+    log_text = read_log(app.log_path)
+    prepare = parse_prepare_seconds(log_text)
+    features = parse_feature_stats(log_text)
     log.info("run %d: first page after %.2fs (service prepare %s s)", run, seconds, prepare)
     return {"seconds": round(seconds, 3), "prepare_s": prepare, "features": features, "log": str(app.log_path)}
 
