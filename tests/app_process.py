@@ -31,18 +31,27 @@ def start_app(args: Sequence[str], log_path: Path, timeout: float = 180) -> tupl
         proc = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=REPO_ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
+    wait_until_serving(proc, url, log_path, timeout)
+    return proc, url
+
+
+def wait_until_serving(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float = 180) -> int:
+    """Poll ``url + "/"`` until the app serves its first page and return that page's HTTP status.
+
+    Fails the test with the app's log if the process exits first, or stops it and fails after ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
     while True:
         if proc.poll() is not None:
             pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(url + "/", timeout=2):
-                return proc, url
+            with urllib.request.urlopen(url + "/", timeout=2) as response:
+                return response.status
         except OSError:
             pass
         if time.monotonic() > deadline:
             stop_app(proc)
-            pytest.fail(f"app did not serve within {timeout:.0f} s:\n{log_path.read_text()[-3000:]}")
+            pytest.fail(f"app did not serve within {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")
         time.sleep(0.25)
 
 

@@ -9,11 +9,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
+import importlib.util
 import itertools
 import random
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -23,18 +26,27 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
 from recsys_core.catalog import load_catalog_folder
-from recsys_core.config import ServiceConfig, TextEncoderConfig
+from recsys_core.config import IndexConfig, ServiceConfig, TextEncoderConfig
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
 from recsys_core.config import ImageEncoderConfig
 from recsys_core.service import RecommenderService
-from storage import default_database_url, redact_url
+from storage import Repository, default_database_url, redact_url
 
 torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 MOVIELENS = SHARED_DATA / "movielens-100k"
+
+
+def load_benchmark(name: str) -> ModuleType:
+    """benchmarks/<name>.py imported as the module ``name`` (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(autouse=True)
@@ -82,10 +94,12 @@ def tiny_catalog(tiny_catalog_dir: Path):
     return load_catalog_folder(tiny_catalog_dir)
 
 
-def make_tiny_service(catalog, cache_dir: Path | None) -> RecommenderService:
+def make_tiny_service(catalog, cache_dir: Path | None, index: IndexConfig | None = None) -> RecommenderService:
+    """The tiny-random service; ``index`` replaces ServiceConfig's default IndexConfig when given."""
     text_cfg = TextEncoderConfig(model="tiny-random", max_length=64, batch_size=4)
     image_cfg = ImageEncoderConfig(model="tiny-random", image_size=64, batch_size=4)
-    config = ServiceConfig(text=text_cfg, image=image_cfg, device="cpu", cache_dir=cache_dir)
+    extra = {} if index is None else {"index": index}
+    config = ServiceConfig(text=text_cfg, image=image_cfg, device="cpu", cache_dir=cache_dir, **extra)
     return RecommenderService(
         catalog,
         config,
@@ -189,3 +203,14 @@ def make_db_url(db_backend: str, tmp_path: Path, request: pytest.FixtureRequest)
 def db_url(make_db_url: Callable[[], str]) -> str:
     """URL of a new, empty database on the backend under test (see :func:`make_db_url`)."""
     return make_db_url()
+
+
+@pytest.fixture()
+def repo(db_url: str) -> Iterator[Repository]:
+    """A repository on an empty database, once on SQLite and once on PostgreSQL (see :func:`make_db_url`).
+
+    test_backup.py and test_handlers.py define their own ``repo`` fixtures, which override this one.
+    """
+    repository = Repository.from_url(db_url)
+    yield repository
+    repository.engine.dispose()

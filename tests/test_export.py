@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,14 +27,6 @@ from storage.repository import JUDGEMENT_COLUMNS
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
-
-
-@pytest.fixture()
-def repo(db_url: str) -> Iterator[Repository]:
-    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
-    repository = Repository.from_url(db_url)
-    yield repository
-    repository.engine.dispose()
 
 
 @pytest.fixture()

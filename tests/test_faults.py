@@ -24,12 +24,10 @@ from storage import FeedbackIn, Repository, make_engine
 from storage.db import init_db
 from tests.app_process import start_app, stop_app
 from tests.conftest import write_tiny_catalog
+from tests.test_finetune import ARCADE, _examples
 from ui.handlers import Handlers
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and /proc are POSIX")
-
-BOARD = ["chess", "checkers", "puzzle", "noimage"]
-ARCADE = ["space", "racer", "cards"]
 
 
 def _app_args(root: Path) -> list[str]:
@@ -102,14 +100,10 @@ def test_sigkill_during_a_feedback_burst_loses_no_acknowledged_label(tmp_path: P
 def _seed_labels(db_url: str) -> None:
     """Board-game fans like board games and dislike arcade ones, and the other way round: enough to fine-tune."""
     repository = Repository.from_url(db_url)
-    n = 0
-    for rep in range(8):
-        for fans, liked, disliked in ((BOARD, BOARD, ARCADE), (ARCADE, ARCADE, BOARD)):
-            context = (fans[rep % len(fans)],)
-            for item, label in [(i, "like") for i in liked if i not in context] + [(i, "dislike") for i in disliked]:
-                repository.add_feedback(FeedbackIn(request_id=f"seed-{n}", item_id=item, label=label,
-                                                   context_ids=context, model_version="seed"))
-                n += 1
+    for n, row in enumerate(_examples(8).itertuples(index=False)):
+        label = "like" if row.label == 1.0 else "dislike"
+        repository.add_feedback(FeedbackIn(request_id=f"seed-{n}", item_id=row.item_id, label=label,
+                                           context_ids=row.context_ids, model_version="seed"))
     repository.engine.dispose()
 
 

@@ -6,7 +6,6 @@ its scoring, oracle labels, pseudo-users and fold-in do what its docstring says.
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -14,20 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import load_benchmark
 
-SCRIPT = REPO_ROOT / "benchmarks" / "feedback_ceiling.py"
 ITEMS = [f"m{i}" for i in range(40)]
 
 
 @pytest.fixture(scope="module")
 def ceiling():
     """The script as a module (benchmarks/ is not a package; it imports feedback_loop beside it)."""
-    spec = importlib.util.spec_from_file_location("feedback_ceiling", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["feedback_ceiling"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("feedback_ceiling")
 
 
 def _user(ceiling, user_id="u1"):

@@ -3,7 +3,6 @@ clear message or handled safely, nothing is stored on refusal, and user text is 
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from pathlib import Path
@@ -28,9 +27,7 @@ def _jpeg_with_exif_rotation() -> bytes:
 
 def _animated_gif() -> bytes:
     frames = [Image.new("P", (16, 16), i) for i in (1, 50, 100)]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
-    return buf.getvalue()
+    return encoded(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
 
 
 REFUSED = {  # file name -> (bytes, what the message must say)

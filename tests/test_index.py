@@ -11,11 +11,9 @@ import pytest
 import torch
 
 import recsys_core.index as index_module
-from recsys_core.config import ImageEncoderConfig, IndexConfig, ServiceConfig, TextEncoderConfig
-from recsys_core.encoders.image import ImageEncoder
-from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
+from recsys_core.config import IndexConfig
 from recsys_core.index import CACHE_FOLDER, ExactIndex, FaissIndex, build_index
-from recsys_core.service import RecommenderService
+from tests.conftest import make_tiny_service
 
 # Low enough that the small sets below are served by FAISS under kind="auto".
 SMALL_FAISS = IndexConfig(kind="auto", faiss_threshold=500, nlist=16, nprobe=4)
@@ -166,19 +164,10 @@ def test_bad_config_and_vectors_are_refused() -> None:
         build_index(torch.zeros(5))
 
 
-def _service(catalog, cache_dir: Path, index: IndexConfig) -> RecommenderService:
-    text_cfg = TextEncoderConfig(model="tiny-random", max_length=64, batch_size=4)
-    image_cfg = ImageEncoderConfig(model="tiny-random", image_size=64, batch_size=4)
-    config = ServiceConfig(text=text_cfg, image=image_cfg, device="cpu", cache_dir=cache_dir, index=index)
-    service = RecommenderService(catalog, config, text_encoder=tiny_text_encoder(text_cfg),
-                                 image_encoder=ImageEncoder(tiny_image_backbone(), image_cfg, "tiny-random"))
-    service.prepare()
-    return service
-
-
 def test_service_serves_with_a_forced_faiss_index(tiny_catalog, tiny_service, tmp_path: Path) -> None:
     # nprobe >= the 7 lists of the 7-item catalog: every list is scanned, so FAISS must match exact.
-    service = _service(tiny_catalog, tmp_path / "features", IndexConfig(kind="faiss", nprobe=16))
+    service = make_tiny_service(tiny_catalog, tmp_path / "features", IndexConfig(kind="faiss", nprobe=16))
+    service.prepare()
     assert isinstance(service._state().index, FaissIndex)
     assert isinstance(tiny_service._state().index, ExactIndex)  # the default config: exact for 7 items
     assert list((tmp_path / "features" / CACHE_FOLDER).glob("*.faiss"))

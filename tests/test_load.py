@@ -3,7 +3,6 @@ small run of the real script against a started app with accounts (tiny encoders,
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -14,7 +13,7 @@ import pytest
 from sqlmodel import Session
 
 from storage import Annotator, Feedback, init_db, make_engine
-from tests.conftest import REPO_ROOT, write_tiny_catalog
+from tests.conftest import REPO_ROOT, load_benchmark, write_tiny_catalog
 
 SCRIPT = REPO_ROOT / "benchmarks" / "load_feedback.py"
 
@@ -22,11 +21,7 @@ SCRIPT = REPO_ROOT / "benchmarks" / "load_feedback.py"
 @pytest.fixture(scope="module")
 def load_feedback():
     """The script as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("load_feedback", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["load_feedback"] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("load_feedback")
 
 
 def test_plan_sends_every_label_once_and_resends_a_share_both_ways(load_feedback) -> None:
@@ -89,14 +84,6 @@ def test_count_rows_reports_missing_doubled_foreign_and_misattributed_rows(load_
     assert counts == load_feedback.RowCounts(stored=3, rows=4, duplicate_request_ids=0, duplicate_contents=1,
                                              unexpected_rows=1, misattributed=1)
     assert counts.duplicates_stored == 1
-
-
-def test_help_lists_the_options() -> None:
-    result = subprocess.run([sys.executable, str(SCRIPT), "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
-    for option in ("--clients", "--per-client", "--recommend-clients", "--resend-fraction", "--url", "--open"):
-        assert option in result.stdout
 
 
 def test_url_without_a_database_is_a_usage_error() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
@@ -11,14 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from storage import ModelVersion, ModelVersionOut, RegistryError, Repository, SnapshotOut
-
-
-@pytest.fixture()
-def repo(db_url: str) -> Iterator[Repository]:
-    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
-    repository = Repository.from_url(db_url)
-    yield repository
-    repository.engine.dispose()
 
 
 def _statuses(repo: Repository) -> dict[str, str]:

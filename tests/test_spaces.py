@@ -8,9 +8,7 @@ import pickle
 import signal
 import subprocess
 import sys
-import time
 import types
-import urllib.request
 from pathlib import Path
 
 import gradio as gr
@@ -18,7 +16,7 @@ import pytest
 import yaml
 
 from app import parse_config
-from tests.app_process import free_port
+from tests.app_process import free_port, wait_until_serving
 from tests.conftest import REPO_ROOT
 from ui import gpu, handlers
 
@@ -164,16 +162,8 @@ def test_app_starts_like_on_a_space_and_backs_up_at_shutdown(tmp_path: Path) -> 
         proc = subprocess.Popen([sys.executable, "app.py", "--text-encoder", "tiny-random", "--image-encoder",
                                  "tiny-random"], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                assert time.monotonic() < deadline, f"app did not serve:\n{log_path.read_text()[-3000:]}"
-                time.sleep(0.25)
+        status = wait_until_serving(proc, f"http://127.0.0.1:{port}", log_path, 180)
+        assert status == 200
         proc.send_signal(signal.SIGTERM)  # how Spaces stops a Space
         assert proc.wait(timeout=60) == 0, log_path.read_text()[-3000:]
     finally:

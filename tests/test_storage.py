@@ -596,26 +596,17 @@ def test_get_or_create_session_from_threads_one_row(db_url: str) -> None:
     n_threads = 8
     barrier = threading.Barrier(n_threads)
     ids: list[Optional[int]] = []
-    errors: list[BaseException] = []
     lock = threading.Lock()
 
-    def worker() -> None:
-        try:
-            barrier.wait()
-            with Session(eng) as s:
-                row = get_or_create_session(session=s, session_key="same-key")
-                s.commit()
-                with lock:
-                    ids.append(row.id)
-        except BaseException as exc:  # noqa: BLE001
+    def worker(_: int) -> None:
+        barrier.wait()
+        with Session(eng) as s:
+            row = get_or_create_session(session=s, session_key="same-key")
+            s.commit()
             with lock:
-                errors.append(exc)
+                ids.append(row.id)
 
-    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=60)
+    errors = run_threads(n_threads, worker, timeout_s=60)
     try:
         assert errors == []
         assert ids == [1] * n_threads

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,14 +23,7 @@ from storage import (
     TaskOut,
 )
 from tests.test_storage import _fb  # the same feedback-row builder as the storage tests
-
-
-@pytest.fixture()
-def repo(db_url: str) -> Iterator[Repository]:
-    """A repository on an empty database, once on SQLite and once on PostgreSQL (see conftest.py)."""
-    repository = Repository.from_url(db_url)
-    yield repository
-    repository.engine.dispose()
+from tests.threads import run_threads
 
 
 def _task(item: str, kind: str = "recommendation", expected: int | None = None, overlap: int = 1) -> TaskIn:
@@ -293,15 +285,26 @@ OLD_TYPES = {
 }
 
 
-def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) -> None:
-    """A database made before grades/tasks existed keeps its rows and accepts graded answers."""
-    old = create_engine(db_url)  # a plain engine: nothing of storage.db touches the old schema
+def _make_old_db(url: str, backend: str, *extra_sql: str) -> str:
+    """Give the empty database at ``url`` the first release's schema (feedback without AUTOINCREMENT on SQLite)
+    and one old row, then run ``extra_sql``; returns ``url``."""
+    old = create_engine(url)  # a plain engine: nothing of storage.db touches the old schema
     try:
         with old.begin() as conn:
-            for statement in OLD_SCHEMA.format(**OLD_TYPES[db_backend]).split(";"):
+            for statement in [*OLD_SCHEMA.format(**OLD_TYPES[backend]).split(";"), *extra_sql]:
                 conn.exec_driver_sql(statement)
     finally:
         old.dispose()
+    return url
+
+
+def _old_sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'old.sqlite3'}"
+
+
+def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) -> None:
+    """A database made before grades/tasks existed keeps its rows and accepts graded answers."""
+    _make_old_db(db_url, db_backend)
     repo = Repository.from_url(db_url)
     try:
         columns = {c["name"] for c in inspect(repo.engine).get_columns("feedback")}
@@ -340,12 +343,7 @@ def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_
     from storage import add_missing_columns, init_db, make_engine
     from storage.repository import ensure_feedback_autoincrement
 
-    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
-    old = create_engine(url)
-    with old.begin() as conn:
-        for statement in OLD_SCHEMA.format(**OLD_TYPES["sqlite"]).split(";"):
-            conn.exec_driver_sql(statement)
-    old.dispose()
+    url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite")
     engine = make_engine(url)
     init_db(engine)
     add_missing_columns(engine)  # the state of a database upgraded before this change: no AUTOINCREMENT yet
@@ -385,24 +383,13 @@ def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_
         engine.dispose()
 
 
-def _old_sqlite_db(tmp_path, *extra_sql: str):
-    """An SQLite database of the first release's schema (feedback without AUTOINCREMENT), plus ``extra_sql``."""
-    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
-    old = create_engine(url)
-    with old.begin() as conn:
-        for statement in [*OLD_SCHEMA.format(**OLD_TYPES["sqlite"]).split(";"), *extra_sql]:
-            conn.exec_driver_sql(statement)
-    old.dispose()
-    return url
-
-
 def test_rebuild_counts_past_ids_erased_before_the_upgrade_that_a_snapshot_still_names(tmp_path) -> None:
     from storage import add_missing_columns, init_db, make_engine
     from storage.repository import ensure_feedback_autoincrement
 
     insert = ("INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
               "VALUES ('old-{n}', '[\"a\"]', 'i', 'like', 'v0', '2024-01-01 00:00:00.000000')")
-    url = _old_sqlite_db(tmp_path, insert.format(n=2), insert.format(n=3))
+    url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite", insert.format(n=2), insert.format(n=3))
     engine = make_engine(url)
     try:
         init_db(engine)
@@ -421,9 +408,9 @@ def test_rebuild_counts_past_ids_erased_before_the_upgrade_that_a_snapshot_still
 
 def test_a_table_the_rebuild_cannot_take_is_kept_and_the_app_still_starts(tmp_path, caplog) -> None:
     """A legacy row the CHECK constraint refuses (graded without a grade) stops the rebuild, not the app."""
-    url = _old_sqlite_db(tmp_path, "ALTER TABLE feedback ADD COLUMN grade INTEGER",
-                         "INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
-                         "VALUES ('bad', '[\"a\"]', 'i', 'graded', 'v0', '2024-01-01 00:00:00.000000')")
+    url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite", "ALTER TABLE feedback ADD COLUMN grade INTEGER",
+                       "INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
+                       "VALUES ('bad', '[\"a\"]', 'i', 'graded', 'v0', '2024-01-01 00:00:00.000000')")
     repo = Repository.from_url(url)
     try:
         assert "kept without AUTOINCREMENT" in caplog.text
@@ -441,7 +428,7 @@ def test_a_locked_database_leaves_the_table_and_no_connection_without_foreign_ke
     from storage import add_missing_columns, init_db, make_engine
     from storage.repository import ensure_feedback_autoincrement
 
-    url = _old_sqlite_db(tmp_path)
+    url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite")
     engine = make_engine(url, busy_timeout_ms=50)
     try:
         init_db(engine)
@@ -487,25 +474,20 @@ def test_concurrent_annotators_never_exceed_overlap(repo: Repository) -> None:
     n_tasks, overlap, n_annotators = 5, 2, 4
     repo.add_tasks("c1", [_task(f"item-{i}", overlap=overlap) for i in range(n_tasks)])
     barrier = threading.Barrier(n_annotators)
-    errors: list[BaseException] = []
     done: dict[str, list[int]] = {}
 
-    def worker(name: str) -> None:
+    def worker(i: int) -> None:
+        name = f"ann-{i}"
         mine: list[int] = []
         try:
             barrier.wait()
             while (task := repo.next_task("c1", name)) is not None:
                 repo.answer_task(name, task.task_id, "like", None, f"{name}-{task.task_id}")
                 mine.append(task.task_id)
-        except BaseException as exc:  # noqa: BLE001 - asserted below
-            errors.append(exc)
-        done[name] = mine
+        finally:  # what it answered before any error; run_threads hands the error back
+            done[name] = mine
 
-    threads = [threading.Thread(target=worker, args=(f"ann-{i}",)) for i in range(n_annotators)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(timeout=120)
+    errors = run_threads(n_annotators, worker, timeout_s=120)
     assert errors == []
     per_task = Counter(t for tasks in done.values() for t in tasks)
     assert per_task == {t: overlap for t in range(1, n_tasks + 1)}
