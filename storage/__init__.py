@@ -23,31 +23,23 @@ from storage.models import (
     Setting,
     TaskAssignment,
 )
-from storage.repository import (
+from storage.annotators import get_or_create_annotator, get_or_create_session
+from storage.feedback import (
     FeedbackIn,
-    FeedbackOut,
     FeedbackResult,
     ImpressionIn,
     InvalidFeedbackError,
-    InvalidTaskError,
-    ModelVersionOut,
-    RegistryError,
-    Repository,
     RequestIdConflictError,
-    SnapshotOut,
     TaskAlreadyAnsweredError,
-    TaskIn,
     TaskNotAssignedError,
-    TaskOut,
     add_feedback,
     add_impressions,
-    add_missing_columns,
-    count_feedback,
-    count_impressions,
-    get_or_create_annotator,
-    get_or_create_session,
-    list_feedback,
 )
+from storage.registry import ModelVersionOut, RegistryError, SnapshotOut
+from storage.repository import Repository
+from storage.schema import add_missing_columns
+from storage.tasks import InvalidTaskError, TaskIn, TaskOut
+from storage.views import FeedbackOut, count_feedback, count_impressions, list_feedback
 
 __all__ = [
     "ALLOWED_LABELS",

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Optional
 import pandas as pd
 
 from storage.models import label_value
-from storage.repository import JUDGEMENT_COLUMNS
+from storage.views import JUDGEMENT_COLUMNS
 
 if TYPE_CHECKING:
     from storage.repository import Repository

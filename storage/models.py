@@ -8,7 +8,7 @@ code. Invariants that must hold under concurrent writers (one assignment per
 task and annotator, at most one active model) are UNIQUE constraints, because
 only the database can enforce them across processes and hosts; CHECK
 constraints are a second line of defence behind the validation in
-:mod:`storage.repository`, which gives the readable error messages.
+:mod:`storage.feedback`, :mod:`storage.tasks` and :mod:`storage.registry`, which give the readable error messages.
 """
 
 from __future__ import annotations
@@ -172,12 +172,12 @@ class Feedback(SQLModel, table=True):
     """
 
     # The CHECK is enforced on databases created with this schema and on SQLite tables rebuilt by
-    # storage.repository.ensure_feedback_autoincrement; ALTER TABLE cannot add it otherwise, so
-    # storage.repository.validate_feedback is the main guard.
+    # storage.schema.ensure_feedback_autoincrement; ALTER TABLE cannot add it otherwise, so
+    # storage.feedback.validate_feedback is the main guard.
     # AUTOINCREMENT: without it SQLite hands the id of the newest row again once that row is
     # deleted (an annotator's erasure), and a label snapshot's feedback_ids would then name a
     # later judgement. PostgreSQL sequences never reuse ids. Existing SQLite tables are rebuilt
-    # with it by storage.repository.ensure_feedback_autoincrement.
+    # with it by storage.schema.ensure_feedback_autoincrement.
     __table_args__ = (
         CheckConstraint(
             f"(label = '{GRADED_LABEL}' AND grade IS NOT NULL AND grade >= {GRADE_MIN} AND grade <= {GRADE_MAX}) "
@@ -197,7 +197,7 @@ class Feedback(SQLModel, table=True):
     model_version: str = Field(max_length=128)
     created_at: datetime = _timestamp_field()
     # Added after the first release: nullable so the columns can be added to existing
-    # databases with ALTER TABLE ADD COLUMN (see storage.repository.add_missing_columns).
+    # databases with ALTER TABLE ADD COLUMN (see storage.schema.add_missing_columns).
     grade: Optional[int] = Field(default=None, nullable=True)
     task_id: Optional[int] = Field(default=None, foreign_key="labeltask.id", nullable=True, index=True)
 

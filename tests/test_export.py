@@ -23,7 +23,7 @@ from storage.export import (
     read_labels,
     resolve_export_key,
 )
-from storage.repository import JUDGEMENT_COLUMNS
+from storage.views import JUDGEMENT_COLUMNS
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32

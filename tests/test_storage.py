@@ -25,7 +25,8 @@ from sqlmodel import Session, select
 
 import storage
 import storage.db as storage_db
-import storage.repository as repo_mod
+import storage.annotators as annotators_mod
+import storage.feedback as feedback_mod
 from storage import (
     ALLOWED_LABELS,
     Annotator,
@@ -236,14 +237,14 @@ def test_get_or_create_session_race_keeps_outer_transaction(
         s.commit()
         winner_id = winner.id
 
-    real_find = repo_mod._find_session
+    real_find = annotators_mod._find_session
     calls = {"n": 0}
 
     def stale_first_find(session: Session, session_key: str) -> Optional[LabelSession]:
         calls["n"] += 1
         return None if calls["n"] == 1 else real_find(session, session_key)
 
-    monkeypatch.setattr(repo_mod, "_find_session", stale_first_find)
+    monkeypatch.setattr(annotators_mod, "_find_session", stale_first_find)
     with Session(engine) as s:
         get_or_create_annotator(session=s, username="outer-work")  # pending in the outer transaction
         got = get_or_create_session(session=s, session_key="shared")
@@ -321,7 +322,7 @@ def test_add_feedback_concurrent_duplicate_becomes_not_stored(
     with Session(engine) as s:
         original = add_feedback(session=s, feedback=_fb("dup"))
         s.commit()
-    monkeypatch.setattr(repo_mod, "_find_feedback", _miss_once(repo_mod._find_feedback))
+    monkeypatch.setattr(feedback_mod, "_find_feedback", _miss_once(feedback_mod._find_feedback))
     with Session(engine) as s:
         get_or_create_annotator(session=s, username="outer-work")
         result = add_feedback(session=s, feedback=_fb("dup"))

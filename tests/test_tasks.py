@@ -313,7 +313,7 @@ def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) ->
         assert repo.label_counts() == {"like": 1, "dislike": 0, "graded": 1, "total": 2}
         # A second start finds nothing left to add.
         from storage import add_missing_columns
-        from storage.repository import ensure_feedback_autoincrement
+        from storage.schema import ensure_feedback_autoincrement
 
         assert add_missing_columns(repo.engine) == []
         assert ensure_feedback_autoincrement(repo.engine) is False
@@ -341,7 +341,7 @@ def test_erased_judgement_ids_are_never_handed_out_again(repo: Repository) -> No
 def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_path) -> None:
     """The rebuild keeps every row and id, the assignments pointing at them, the indexes and UNIQUE request_id."""
     from storage import add_missing_columns, init_db, make_engine
-    from storage.repository import ensure_feedback_autoincrement
+    from storage.schema import ensure_feedback_autoincrement
 
     url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite")
     engine = make_engine(url)
@@ -385,7 +385,7 @@ def test_old_sqlite_feedback_table_is_rebuilt_with_rows_ids_and_assignments(tmp_
 
 def test_rebuild_counts_past_ids_erased_before_the_upgrade_that_a_snapshot_still_names(tmp_path) -> None:
     from storage import add_missing_columns, init_db, make_engine
-    from storage.repository import ensure_feedback_autoincrement
+    from storage.schema import ensure_feedback_autoincrement
 
     insert = ("INSERT INTO feedback (request_id, context_ids, item_id, label, model_version, created_at) "
               "VALUES ('old-{n}', '[\"a\"]', 'i', 'like', 'v0', '2024-01-01 00:00:00.000000')")
@@ -426,7 +426,7 @@ def test_a_locked_database_leaves_the_table_and_no_connection_without_foreign_ke
     import sqlite3
 
     from storage import add_missing_columns, init_db, make_engine
-    from storage.repository import ensure_feedback_autoincrement
+    from storage.schema import ensure_feedback_autoincrement
 
     url = _make_old_db(_old_sqlite_url(tmp_path), "sqlite")
     engine = make_engine(url, busy_timeout_ms=50)
@@ -439,7 +439,7 @@ def test_a_locked_database_leaves_the_table_and_no_connection_without_foreign_ke
             assert ensure_feedback_autoincrement(engine) is False
             # The rebuild itself, reached when the lock is taken between the check and its BEGIN: it turned
             # foreign keys off first, and that connection must not go back to the pool that way.
-            from storage.repository import _rebuild_with_autoincrement
+            from storage.schema import _rebuild_with_autoincrement
 
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 _rebuild_with_autoincrement(engine, Feedback.__table__)

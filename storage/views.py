@@ -1,0 +1,237 @@
+"""The read side: THE one reader of judgements (:func:`judgements_frame`) and every statistic.
+
+The admin statistics, the agreement table, the exports and (through
+:meth:`storage.repository.Repository.judgements_frame`) the fine-tune's training labels
+all read judgements here, so they see the same rows and the same annotators.
+Nothing else in the project reads judgements by its own query.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Optional
+
+from sqlalchemy import case, func
+from sqlmodel import Session, col, select
+
+from storage._common import aware, row_id
+from storage.annotators import find_annotator
+from storage.models import FEEDBACK_LABELS, GRADE_MAX, GRADED_LABEL, Annotator, Feedback, Impression, LabelTask
+
+if TYPE_CHECKING:  # pandas is imported lazily: only the admin statistics need it.
+    import pandas as pd
+
+__all__ = [
+    "JUDGEMENT_COLUMNS",
+    "FeedbackOut",
+    "judgements_frame",
+    "like_rate_by_model",
+    "label_counts",
+    "my_feedback",
+    "count_feedback",
+    "count_impressions",
+    "list_feedback",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Columns of :func:`judgements_frame`, in order.
+JUDGEMENT_COLUMNS: tuple[str, ...] = (
+    "feedback_id",
+    "annotator",
+    "context_ids",
+    "item_id",
+    "label",
+    "grade",
+    "is_control",
+    "expected",
+    "model_version",
+    "task_id",
+    "campaign",
+    "created_at",
+)
+
+# ------------------------------------------------------------------------ judgements
+
+
+@dataclass(frozen=True)
+class FeedbackOut:
+    """One of an annotator's own judgements (see :meth:`Repository.my_feedback`)."""
+
+    feedback_id: int
+    request_id: str
+    item_id: str
+    context_ids: tuple[str, ...]
+    label: str
+    grade: Optional[int]
+    model_version: str
+    task_id: Optional[int]
+    created_at: datetime
+
+
+def _feedback_out(row: Feedback) -> FeedbackOut:
+    return FeedbackOut(
+        feedback_id=row_id(row),
+        request_id=row.request_id,
+        item_id=row.item_id,
+        context_ids=tuple(row.context_ids),
+        label=row.label,
+        grade=row.grade,
+        model_version=row.model_version,
+        task_id=row.task_id,
+        created_at=aware(row.created_at),
+    )
+
+
+def _expected_value(label: str, expected_grade: Optional[int]) -> float:
+    """Scale a control's expected answer to 0..1 on the scale of the answer given."""
+    if expected_grade is None:
+        return math.nan
+    if label == GRADED_LABEL:
+        return expected_grade / GRADE_MAX
+    if expected_grade in (0, 1):
+        return float(expected_grade)
+    logger.warning(
+        "control with expected_grade %d answered with a %s label; like/dislike controls use 0/1, "
+        "so its expected value is left empty",
+        expected_grade,
+        label,
+    )
+    return math.nan
+
+
+def judgements_frame(*, session: Session, campaign: Optional[str] = None) -> "pd.DataFrame":
+    """Every judgement (or those of ``campaign``'s tasks): THE reader of judgements.
+
+    Columns are :data:`JUDGEMENT_COLUMNS`.
+    ``expected`` is a control's known answer on the 0..1 scale of the answer given
+    (``expected_grade / 3`` for graded answers, 0/1 for like/dislike) and NaN for
+    everything else; ``grade`` and ``task_id`` are nullable integers; ``created_at``
+    is UTC. Admin-only: it names every annotator.
+    """
+    import pandas as pd
+
+    stmt = (
+        select(
+            Feedback,
+            col(Annotator.username),
+            col(LabelTask.kind),
+            col(LabelTask.expected_grade),
+            col(LabelTask.campaign),
+        )
+        .join(Annotator, col(Annotator.id) == col(Feedback.annotator_id), isouter=True)
+        .join(LabelTask, col(LabelTask.id) == col(Feedback.task_id), isouter=True)
+        .order_by(col(Feedback.id))
+    )
+    if campaign is not None:
+        stmt = stmt.where(col(LabelTask.campaign) == campaign)
+    records = []
+    for fb, username, kind, expected_grade, task_campaign in session.exec(stmt).all():
+        is_control = kind == "control"
+        records.append(
+            {
+                "feedback_id": fb.id,
+                "annotator": username,
+                "context_ids": list(fb.context_ids),
+                "item_id": fb.item_id,
+                "label": fb.label,
+                "grade": fb.grade,
+                "is_control": is_control,
+                "expected": _expected_value(fb.label, expected_grade) if is_control else math.nan,
+                "model_version": fb.model_version,
+                "task_id": fb.task_id,
+                "campaign": task_campaign,
+                "created_at": aware(fb.created_at),
+            }
+        )
+    # Build each column with its dtype directly: inferring first would turn the text columns
+    # into pandas' string dtype and their None into NaN.
+    dtypes = {
+        "feedback_id": "int64",
+        "grade": "Int64",
+        "is_control": "bool",
+        "expected": "float64",
+        "task_id": "Int64",
+    }
+    columns: dict[str, Any] = {}
+    for name in JUDGEMENT_COLUMNS:
+        values = [r[name] for r in records]
+        if name == "created_at":
+            columns[name] = pd.Series(pd.to_datetime(values, utc=True), dtype="datetime64[us, UTC]")
+        else:
+            columns[name] = pd.Series(values, dtype=dtypes.get(name, "object"))
+    return pd.DataFrame(columns, columns=list(JUDGEMENT_COLUMNS))
+
+
+# ------------------------------------------------------------------------ statistics
+
+
+def like_rate_by_model(*, session: Session) -> list[dict[str, Any]]:
+    """``[{"model_version", "likes", "dislikes", "like_rate"}]`` over like/dislike feedback, by version."""
+    likes = func.sum(case((col(Feedback.label) == "like", 1), else_=0))
+    dislikes = func.sum(case((col(Feedback.label) == "dislike", 1), else_=0))
+    rows = session.exec(
+        select(col(Feedback.model_version), likes, dislikes)
+        .where(col(Feedback.label).in_(("like", "dislike")))
+        .group_by(col(Feedback.model_version))
+        .order_by(col(Feedback.model_version))
+    ).all()
+    out = []
+    for version, n_like, n_dislike in rows:
+        n_like, n_dislike = int(n_like), int(n_dislike)
+        out.append(
+            {
+                "model_version": version,
+                "likes": n_like,
+                "dislikes": n_dislike,
+                "like_rate": n_like / (n_like + n_dislike),
+            }
+        )
+    return out
+
+
+def label_counts(*, session: Session) -> dict[str, int]:
+    """Feedback rows per label (every label present, zeros included) plus ``"total"``."""
+    rows = session.exec(select(col(Feedback.label), func.count()).group_by(col(Feedback.label))).all()
+    counts = {label: 0 for label in FEEDBACK_LABELS}
+    for label, n in rows:
+        counts[label] = int(n)
+    counts["total"] = sum(int(n) for _label, n in rows)
+    return counts
+
+
+def my_feedback(*, session: Session, username: str, limit: int = 100) -> list[FeedbackOut]:
+    """``username``'s own judgements, newest first; never anyone else's."""
+    if limit < 0:
+        raise ValueError(f"limit is {limit}; use 0 or a positive number")
+    annotator = find_annotator(session, username)
+    if annotator is None:
+        return []
+    rows = session.exec(
+        select(Feedback)
+        .where(col(Feedback.annotator_id) == annotator.id)
+        .order_by(col(Feedback.created_at).desc(), col(Feedback.id).desc())
+        .limit(limit)
+    ).all()
+    return [_feedback_out(r) for r in rows]
+
+
+def count_feedback(*, session: Session) -> int:
+    """Number of stored feedback rows."""
+    return int(session.exec(select(func.count()).select_from(Feedback)).one())
+
+
+def count_impressions(*, session: Session) -> int:
+    """Number of stored impression rows."""
+    return int(session.exec(select(func.count()).select_from(Impression)).one())
+
+
+def list_feedback(*, session: Session, limit: int = 100) -> list[Feedback]:
+    """Most recent feedback first; ``id`` breaks ties between equal timestamps."""
+    if limit < 0:
+        raise ValueError(f"limit is {limit}; use 0 or a positive number")
+    stmt = select(Feedback).order_by(col(Feedback.created_at).desc(), col(Feedback.id).desc()).limit(limit)
+    return list(session.exec(stmt).all())
