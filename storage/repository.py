@@ -345,9 +345,13 @@ class Repository:
         """
         return self._run(lambda s: views.judgements_frame(session=s, campaign=campaign))
 
-    def like_rate_by_model(self) -> list[dict[str, Any]]:
-        """``[{"model_version", "likes", "dislikes", "like_rate"}]`` over like/dislike feedback, by version."""
-        return self._run(lambda s: views.like_rate_by_model(session=s))
+    def like_rate_by_model(self, campaign: Optional[str] = None) -> "pd.DataFrame":
+        """Like-rate per model version, as the Admin tab shows it (see :func:`storage.views.like_rate`).
+
+        Columns ``model_version``, ``judgements`` (non-control judgements) and ``like_rate``
+        (share liked: 👍, or a grade of 2-3); only ``campaign``'s tasks when given.
+        """
+        return self._run(lambda s: views.like_rate_by_model(session=s, campaign=campaign))
 
     def label_counts(self) -> dict[str, int]:
         """Feedback rows per label (every label present, zeros included) plus ``"total"``."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Optional
 
-from sqlalchemy import case, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from storage._common import aware, row_id
@@ -26,8 +26,10 @@ if TYPE_CHECKING:  # pandas is imported lazily: only the admin statistics need i
 
 __all__ = [
     "JUDGEMENT_COLUMNS",
+    "LIKE_RATE_COLUMNS",
     "FeedbackOut",
     "judgements_frame",
+    "like_rate",
     "like_rate_by_model",
     "label_counts",
     "my_feedback",
@@ -53,6 +55,9 @@ JUDGEMENT_COLUMNS: tuple[str, ...] = (
     "campaign",
     "created_at",
 )
+
+#: Columns of :func:`like_rate` (what the Admin tab's like-rate plot shows).
+LIKE_RATE_COLUMNS: tuple[str, ...] = ("model_version", "judgements", "like_rate")
 
 # ------------------------------------------------------------------------ judgements
 
@@ -169,28 +174,28 @@ def judgements_frame(*, session: Session, campaign: Optional[str] = None) -> "pd
 # ------------------------------------------------------------------------ statistics
 
 
-def like_rate_by_model(*, session: Session) -> list[dict[str, Any]]:
-    """``[{"model_version", "likes", "dislikes", "like_rate"}]`` over like/dislike feedback, by version."""
-    likes = func.sum(case((col(Feedback.label) == "like", 1), else_=0))
-    dislikes = func.sum(case((col(Feedback.label) == "dislike", 1), else_=0))
-    rows = session.exec(
-        select(col(Feedback.model_version), likes, dislikes)
-        .where(col(Feedback.label).in_(("like", "dislike")))
-        .group_by(col(Feedback.model_version))
-        .order_by(col(Feedback.model_version))
-    ).all()
-    out = []
-    for version, n_like, n_dislike in rows:
-        n_like, n_dislike = int(n_like), int(n_dislike)
-        out.append(
-            {
-                "model_version": version,
-                "likes": n_like,
-                "dislikes": n_dislike,
-                "like_rate": n_like / (n_like + n_dislike),
-            }
-        )
+def like_rate(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """Share of shown items people liked, per model version: 👍, or a grade of 2-3 (controls left out).
+
+    The one like-rate definition (the Admin tab shows it). Graded answers count
+    (a graded campaign would otherwise have no like-rate), and controls do not:
+    their items were picked for their known answer, not recommended by the model.
+    ``frame`` is a :func:`judgements_frame`; columns are :data:`LIKE_RATE_COLUMNS`.
+    """
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame(columns=list(LIKE_RATE_COLUMNS))
+    shown = frame[~frame["is_control"].fillna(False).astype(bool)]
+    liked = shown["label"].eq("like") | (shown["label"].eq("graded") & (shown["grade"].fillna(0) >= 2))
+    out = liked.groupby(shown["model_version"]).agg(["size", "mean"]).reset_index()
+    out.columns = list(LIKE_RATE_COLUMNS)
     return out
+
+
+def like_rate_by_model(*, session: Session, campaign: Optional[str] = None) -> "pd.DataFrame":
+    """:func:`like_rate` of every judgement (or those of ``campaign``'s tasks)."""
+    return like_rate(judgements_frame(session=session, campaign=campaign))
 
 
 def label_counts(*, session: Session) -> dict[str, int]:

@@ -84,11 +84,16 @@ def test_judgements_frame_filters_by_campaign(filled: Repository) -> None:
 
 
 def test_like_rate_by_model_and_label_counts(filled: Repository) -> None:
-    assert filled.like_rate_by_model() == [
-        {"model_version": "random", "likes": 0, "dislikes": 1, "like_rate": 0.0},
-        {"model_version": "v1", "likes": 2, "dislikes": 1, "like_rate": pytest.approx(2 / 3)},
-        {"model_version": "v2", "likes": 0, "dislikes": 1, "like_rate": 0.0},
+    # The Admin tab's definition: 👍 or a grade of 2-3 over non-control judgements. "random" has only
+    # carol's control, so no row; v1 = alice 3 and bob 1 on rec-1, then dave's like, dislike, like.
+    assert filled.like_rate_by_model().to_dict("records") == [
+        {"model_version": "v1", "judgements": 5, "like_rate": pytest.approx(3 / 5)},
+        {"model_version": "v2", "judgements": 1, "like_rate": 0.0},
     ]
+    assert filled.like_rate_by_model("graded").to_dict("records") == [
+        {"model_version": "v1", "judgements": 2, "like_rate": 0.5},
+    ]
+    assert list(filled.like_rate_by_model("nope").columns) == ["model_version", "judgements", "like_rate"]
     assert filled.label_counts() == {"like": 2, "dislike": 3, "graded": 5, "total": 10}
 
 

@@ -38,17 +38,6 @@ def _num(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
-def _like_rate(frame: pd.DataFrame) -> pd.DataFrame:
-    """Share of shown items people liked, per model version: 👍, or a grade of 2-3 (controls left out)."""
-    if frame.empty:
-        return pd.DataFrame(columns=["model_version", "judgements", "like_rate"])
-    shown = frame[~frame["is_control"].fillna(False).astype(bool)]
-    liked = shown["label"].eq("like") | (shown["label"].eq("graded") & (shown["grade"].fillna(0) >= 2))
-    out = liked.groupby(shown["model_version"]).agg(["size", "mean"]).reset_index()
-    out.columns = ["model_version", "judgements", "like_rate"]
-    return out
-
-
 def _rows(frame: pd.DataFrame) -> list[list[Any]]:
     """Table rows with numbers rounded and missing values (NaN) shown as empty cells."""
     frame = frame.round(4).astype(object)
@@ -154,7 +143,7 @@ class AdminHandlers:
 
         counts = self.repository.label_counts()
         frame = self.repository.judgements_frame(campaign or None)
-        like_rate = _like_rate(frame)
+        like_rate = self.repository.like_rate_by_model(campaign or None)
         summary = (f"**{counts.get('total', 0)} judgement(s)** · " +
                    " · ".join(f"{k}: {v}" for k, v in counts.items() if k != "total"))
         if frame.empty:
