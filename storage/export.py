@@ -1,4 +1,4 @@
-"""Export judgements (:meth:`storage.repository.Repository.judgements_frame`) for training and sharing.
+"""Export judgements (:func:`storage.views.judgements_frame`, the one reader) for training and sharing.
 
 Formats, one file each in the target folder:
 
@@ -17,6 +17,11 @@ Formats, one file each in the target folder:
   ``cornac.data.Reader().read(path, fmt="UIR", sep=" ")``. Space rather than
   Cornac's default tab keeps the file plain; ids containing whitespace are
   rejected because they would split into extra fields.
+
+Judgements without an annotator keep the name :mod:`storage.views` gives them
+(``anonymous`` or ``anonymous-<session id>``) in every format, pseudonymised or not: those
+names identify nobody, and a reader can still tell them from people. A frame whose annotator is
+missing (written before that rule) is exported, and read back, with ``anonymous``.
 
 Annotators are pseudonymised by default as ``annotator-`` + the first 12 hex
 digits of HMAC-SHA256(key, username). A keyed hash (not a plain hash) because
@@ -49,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Final, Optional
 import pandas as pd
 
 from storage.models import label_value
-from storage.views import JUDGEMENT_COLUMNS
+from storage.views import ANONYMOUS, JUDGEMENT_COLUMNS, is_anonymous
 
 if TYPE_CHECKING:
     from storage.repository import Repository
@@ -81,8 +86,8 @@ EXPORT_FILENAMES: Final[dict[str, str]] = {
 KEY_ENV: Final[str] = "LABEL_EXPORT_KEY"
 MMREC_HEADER: Final[str] = "userID:token\titemID:token\trating:float\ttimestamp:float"
 CORNAC_SEPARATOR: Final[str] = " "
-#: Stand-in user for judgements without an annotator in the user-item formats (which need a user token).
-ANONYMOUS_USER: Final[str] = "anonymous"
+#: Stand-in user for a judgement whose annotator is missing (the rule of :mod:`storage.views`).
+ANONYMOUS_USER: Final[str] = ANONYMOUS
 
 _PSEUDONYM_PREFIX = "annotator-"
 _PSEUDONYM_HEX = 12
@@ -121,14 +126,19 @@ def resolve_export_key(key: Optional[bytes] = None, repository: Optional["Reposi
 
 
 def pseudonymise_frame(frame: pd.DataFrame, key: bytes) -> pd.DataFrame:
-    """Copy of ``frame`` with ``annotator`` replaced by its pseudonym (missing annotators stay missing)."""
+    """Copy of ``frame`` with each annotator replaced by its pseudonym; anonymous names are kept as they are."""
     out = frame.copy()
     out["annotator"] = pd.Series(
-        [None if _missing(name) else pseudonym(str(name), key) for name in frame["annotator"]],
+        [name if is_anonymous(name) else pseudonym(name, key) for name in _annotators(frame["annotator"])],
         index=frame.index,
         dtype="object",
     )
     return out
+
+
+def _annotators(values: Iterable[Any]) -> list[str]:
+    """Annotator names as text; a missing one is :data:`ANONYMOUS_USER` (see :mod:`storage.views`)."""
+    return [ANONYMOUS_USER if _missing(name) else str(name) for name in values]
 
 
 # ------------------------------------------------------------------------ export
@@ -163,6 +173,7 @@ def export_labels(
             f"frame lacks column(s) {', '.join(missing)}; export the output of Repository.judgements_frame()"
         )
     data = frame.loc[:, list(JUDGEMENT_COLUMNS)].reset_index(drop=True)
+    data["annotator"] = pd.Series(_annotators(data["annotator"]), index=data.index, dtype="object")
     if pseudonymise:
         data = pseudonymise_frame(data, resolve_export_key(key, repository))
 
@@ -267,6 +278,7 @@ def _restore_types(frame: pd.DataFrame) -> pd.DataFrame:
         frame[column] = pd.Series(
             [None if _missing(v) else str(v) for v in frame[column]], index=frame.index, dtype="object"
         )
+    frame["annotator"] = pd.Series(_annotators(frame["annotator"]), index=frame.index, dtype="object")
     frame["context_ids"] = [list(v) for v in frame["context_ids"]]
     frame["feedback_id"] = frame["feedback_id"].astype("int64")
     frame["grade"] = pd.array([None if _missing(v) else int(v) for v in frame["grade"]], dtype="Int64")
@@ -292,7 +304,7 @@ def _interactions(data: pd.DataFrame) -> list[tuple[str, str, float, float]]:
         stamp = pd.Timestamp(created)
         if stamp.tzinfo is None:  # naive values are UTC, as everywhere in storage
             stamp = stamp.tz_localize("UTC")
-        rows.append((ANONYMOUS_USER if _missing(user) else str(user), str(item), rating, stamp.timestamp()))
+        rows.append((str(user), str(item), rating, stamp.timestamp()))
     return rows
 
 

@@ -21,6 +21,7 @@ from storage._common import check_client, check_request_id, insert_or_fetch, is_
 from storage.annotators import find_annotator, get_or_create_annotator, get_or_create_session, username_of
 from storage.models import FEEDBACK_LABELS, GRADE_MAX, GRADE_MIN, GRADED_LABEL, Feedback, Impression, LabelTask
 from storage.tasks import find_assignment, mark_answered
+from storage.views import is_anonymous
 
 __all__ = [
     "FeedbackIn",
@@ -133,6 +134,12 @@ def validate_feedback(feedback: FeedbackIn) -> None:
         raise InvalidFeedbackError("session_key is empty; send None or a non-empty session key")
     if feedback.annotator is not None and not feedback.annotator.strip():
         raise InvalidFeedbackError("annotator is empty; send None or a non-empty username")
+    if feedback.annotator is not None and is_anonymous(feedback.annotator):
+        # Reserved: judgements_frame names judgements without an annotator this way (storage.views).
+        raise InvalidFeedbackError(
+            f"annotator {feedback.annotator!r} is reserved for judgements without an annotator; "
+            "send None or another username"
+        )
     if feedback.task_id is not None:
         if not is_int(feedback.task_id) or feedback.task_id < 1:
             raise InvalidFeedbackError(

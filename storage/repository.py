@@ -341,7 +341,8 @@ class Repository:
         """Every judgement (or those of ``campaign``'s tasks) as a DataFrame for the admin view.
 
         Columns are :data:`storage.views.JUDGEMENT_COLUMNS`; see :func:`storage.views.judgements_frame`
-        (the one reader of judgements). Admin-only: it names every annotator.
+        (the one reader of judgements), which also says how judgements without an
+        annotator are named (never None). Admin-only: it names every annotator.
         """
         return self._run(lambda s: views.judgements_frame(session=s, campaign=campaign))
 

@@ -4,6 +4,9 @@ The admin statistics, the agreement table, the exports and (through
 :meth:`storage.repository.Repository.judgements_frame`) the fine-tune's training labels
 all read judgements here, so they see the same rows and the same annotators.
 Nothing else in the project reads judgements by its own query.
+
+Anonymous judgements (no annotator: open mode, or an API call without a login) are
+named by the rule in :func:`anonymous_name`, never None.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Final, Optional
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -25,9 +28,12 @@ if TYPE_CHECKING:  # pandas is imported lazily: only the admin statistics need i
     import pandas as pd
 
 __all__ = [
+    "ANONYMOUS",
     "JUDGEMENT_COLUMNS",
     "LIKE_RATE_COLUMNS",
     "FeedbackOut",
+    "anonymous_name",
+    "is_anonymous",
     "judgements_frame",
     "like_rate",
     "like_rate_by_model",
@@ -58,6 +64,38 @@ JUDGEMENT_COLUMNS: tuple[str, ...] = (
 
 #: Columns of :func:`like_rate` (what the Admin tab's like-rate plot shows).
 LIKE_RATE_COLUMNS: tuple[str, ...] = ("model_version", "judgements", "like_rate")
+
+#: The annotator of judgements that have neither an annotator nor a labelling session.
+ANONYMOUS: Final[str] = "anonymous"
+
+
+# ------------------------------------------------------------------- anonymous rule
+
+
+def anonymous_name(session_id: Optional[int]) -> str:
+    """The annotator name of a judgement without an annotator: ``anonymous-<session id>``, else ``anonymous``.
+
+    One pseudonym per labelling session rather than one ``anonymous`` for everybody:
+    in open mode every visitor is anonymous, and lumping them together would make
+    the aggregation keep only the last of several visitors' judgements of the same
+    pair (it de-duplicates per annotator) and make agreement treat strangers as one
+    rater. A session is one browser (its Gradio session hash, which is never shown:
+    the name uses the session's row id). Judgements without a session either (API
+    calls or scripts that send no session key) cannot be told apart and share
+    ``anonymous``. A session that logs in later does not claim its earlier anonymous
+    judgements: the row says nobody gave them. Both names are reserved
+    (:func:`storage.feedback.validate_feedback` refuses them as usernames).
+    """
+    return ANONYMOUS if session_id is None else f"{ANONYMOUS}-{session_id}"
+
+
+def is_anonymous(name: str) -> bool:
+    """True for a name :func:`anonymous_name` makes (``anonymous`` or ``anonymous-<digits>``)."""
+    if name == ANONYMOUS:
+        return True
+    prefix = ANONYMOUS + "-"
+    return name.startswith(prefix) and name[len(prefix):].isdigit()
+
 
 # ------------------------------------------------------------------------ judgements
 
@@ -111,7 +149,8 @@ def _expected_value(label: str, expected_grade: Optional[int]) -> float:
 def judgements_frame(*, session: Session, campaign: Optional[str] = None) -> "pd.DataFrame":
     """Every judgement (or those of ``campaign``'s tasks): THE reader of judgements.
 
-    Columns are :data:`JUDGEMENT_COLUMNS`.
+    Columns are :data:`JUDGEMENT_COLUMNS`. ``annotator`` is the username, or for a
+    judgement without one the name :func:`anonymous_name` gives it (never None).
     ``expected`` is a control's known answer on the 0..1 scale of the answer given
     (``expected_grade / 3`` for graded answers, 0/1 for like/dislike) and NaN for
     everything else; ``grade`` and ``task_id`` are nullable integers; ``created_at``
@@ -139,7 +178,7 @@ def judgements_frame(*, session: Session, campaign: Optional[str] = None) -> "pd
         records.append(
             {
                 "feedback_id": fb.id,
-                "annotator": username,
+                "annotator": username if username is not None else anonymous_name(fb.session_id),
                 "context_ids": list(fb.context_ids),
                 "item_id": fb.item_id,
                 "label": fb.label,

@@ -14,6 +14,7 @@ import pytest
 from app import parse_config
 from storage import FeedbackIn, Repository, default_database_url
 from storage.export import pseudonym, read_labels
+from storage.views import ANONYMOUS
 from studio.backup import BackupConfig, LabelBackup
 
 KEY = b"backup-test-key-0123456789abcdef"
@@ -53,7 +54,7 @@ def test_backup_writes_labels_and_database_copy_that_round_trip(repo: Repository
         assert list(restored["label"]) == ["like", "dislike", "like"]
         # Pseudonymised by default: keyed pseudonyms, never the usernames.
         assert list(restored["annotator"][:2]) == [pseudonym("alice", KEY), pseudonym("bob", KEY)]
-        assert restored["annotator"].isna().iloc[2]
+        assert restored["annotator"].iloc[2] == ANONYMOUS  # kept as is: it names nobody
     pd.testing.assert_frame_equal(by_csv, read_labels(folder / f"backup-{result.stamp}-labels.parquet"))
 
     copy = sqlite3.connect(folder / f"backup-{result.stamp}-recsys.sqlite3")
@@ -73,7 +74,7 @@ def test_database_copy_is_a_snapshot_and_restores(repo: Repository, tmp_path: Pa
     restored = Repository.from_url(f"sqlite:///{copy}")
     try:
         assert restored.count_feedback() == 3  # the later label is not in the earlier backup
-        assert set(restored.judgements_frame()["annotator"].dropna()) == {"alice", "bob"}  # the copy is not pseudonymised
+        assert set(restored.judgements_frame()["annotator"].dropna()) == {"alice", "bob", ANONYMOUS}  # the copy is not pseudonymised
     finally:
         restored.engine.dispose()
     assert repo.count_feedback() == 4

@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from storage import FeedbackIn, Repository, TaskIn
+from sqlmodel import Session, select
+
+from storage import FeedbackIn, LabelSession, Repository, TaskIn
 from storage.export import (
     EXPORT_FORMATS,
     KEY_ENV,
@@ -23,7 +25,7 @@ from storage.export import (
     read_labels,
     resolve_export_key,
 )
-from storage.views import JUDGEMENT_COLUMNS
+from storage.views import ANONYMOUS, JUDGEMENT_COLUMNS, is_anonymous
 
 KEY = b"k" * 32
 OTHER_KEY = b"o" * 32
@@ -69,7 +71,8 @@ def test_judgements_frame_marks_controls_and_scales_expected(filled: Repository)
     assert (rec.is_control, math.isnan(rec.expected), rec.grade) == (False, True, 1)
     free = rows[("dave", "item x")]
     assert (free.is_control, free.campaign, free.grade, free.task_id) == (False, None, pd.NA, pd.NA)
-    assert frame.loc[frame["annotator"].isna(), "item_id"].tolist() == ["item-3"]
+    assert frame.loc[frame["annotator"] == ANONYMOUS, "item_id"].tolist() == ["item-3"]  # never None
+    assert frame["annotator"].notna().all()
     assert str(frame["grade"].dtype) == "Int64" and str(frame["created_at"].dtype) == "datetime64[us, UTC]"
     assert frame["feedback_id"].tolist() == sorted(frame["feedback_id"])
 
@@ -81,6 +84,30 @@ def test_judgements_frame_filters_by_campaign(filled: Repository) -> None:
     assert filled.judgements_frame("binary")["annotator"].tolist() == ["carol"]
     empty = filled.judgements_frame("nope")
     assert tuple(empty.columns) == JUDGEMENT_COLUMNS and len(empty) == 0
+
+
+def test_judgements_without_annotator_are_named_once_per_labelling_session(repo: Repository) -> None:
+    """Distinct anonymous browser sessions stay distinct raters; without a session they share one name."""
+    for request_id, session_key in (("s1-a", "sess-1"), ("s1-b", "sess-1"), ("s2-a", "sess-2"), ("none", None)):
+        repo.add_feedback(FeedbackIn(request_id, f"item-{request_id}", "like", ("ctx-1",), "v1",
+                                     session_key=session_key))
+    repo.add_feedback(FeedbackIn("named", "item-n", "like", ("ctx-1",), "v1", session_key="sess-3", annotator="erin"))
+    frame = repo.judgements_frame()
+    with Session(repo.engine) as s:
+        ids = {row.session_key: row.id for row in s.exec(select(LabelSession)).all()}
+    assert frame["annotator"].tolist() == [
+        f"anonymous-{ids['sess-1']}", f"anonymous-{ids['sess-1']}", f"anonymous-{ids['sess-2']}", ANONYMOUS, "erin",
+    ]
+    assert all(is_anonymous(a) for a in frame["annotator"][:4]) and not is_anonymous("erin")
+    assert not is_anonymous("anonymous-bob") and not is_anonymous("anonymous-")
+
+
+def test_read_labels_names_a_missing_annotator_anonymous(tmp_path: Path) -> None:
+    """An export written before the anonymous rule (empty annotator) reads back with the rule's name."""
+    old = tmp_path / "labels.csv"
+    old.write_text(",".join(JUDGEMENT_COLUMNS) + "\n"
+                   '1,,"[""a""]",i,like,,False,,v1,,,2024-01-01T00:00:00+00:00\n', encoding="utf-8")
+    assert read_labels(old)["annotator"].tolist() == [ANONYMOUS]
 
 
 def test_like_rate_by_model_and_label_counts(filled: Repository) -> None:
@@ -134,7 +161,7 @@ def test_every_format_round_trips_through_pandas(filled: Repository, tmp_path: P
         ["labels.csv", "labels.parquet", "labels.jsonl", "labels.inter", "cornac_uir.txt"]
     )  # no temporary files left behind
     expected = frame.copy()
-    expected["annotator"] = pd.Series([None if a is None else pseudonym(a, KEY) for a in frame["annotator"]],
+    expected["annotator"] = pd.Series([a if is_anonymous(a) else pseudonym(a, KEY) for a in frame["annotator"]],
                                       dtype="object")
     want = _normalised(expected)
 
@@ -155,7 +182,7 @@ def test_every_format_round_trips_through_pandas(filled: Repository, tmp_path: P
         pd.testing.assert_frame_equal(back, expected, check_dtype=True)
 
     ratings = [_expected_rating(lbl, g) for lbl, g in zip(frame["label"], frame["grade"])]
-    users = [pseudonym(a, KEY) if a is not None else "anonymous" for a in frame["annotator"]]
+    users = [a if is_anonymous(a) else pseudonym(a, KEY) for a in frame["annotator"]]
     stamps = [ts.timestamp() for ts in frame["created_at"]]
 
     assert out["mmrec"].read_text(encoding="utf-8").splitlines()[0] == MMREC_HEADER
@@ -179,7 +206,7 @@ def test_pseudonyms_are_stable_per_key_and_differ_across_keys(filled: Repository
     b = read_labels(export_labels(frame, tmp_path / "b", formats=("csv",), key=KEY)["csv"])
     c = read_labels(export_labels(frame, tmp_path / "c", formats=("csv",), key=OTHER_KEY)["csv"])
     assert a["annotator"].tolist() == b["annotator"].tolist()
-    named = a["annotator"].notna()
+    named = ~frame["annotator"].map(is_anonymous)
     assert all(x != y for x, y in zip(a.loc[named, "annotator"], c.loc[named, "annotator"]))
     assert all(p.startswith("annotator-") and len(p) == len("annotator-") + 12 for p in a.loc[named, "annotator"])
     assert not {"alice", "bob", "carol", "dave"} & set(a["annotator"].dropna())
@@ -190,7 +217,7 @@ def test_pseudonyms_are_stable_per_key_and_differ_across_keys(filled: Repository
 
 def test_export_without_pseudonyms_keeps_usernames(filled: Repository, tmp_path: Path) -> None:
     out = export_labels(_frame_without_spaces(filled), tmp_path, formats=("jsonl",), pseudonymise=False)
-    assert {"alice", "bob", "carol", "dave"} == set(read_labels(out["jsonl"])["annotator"].dropna())
+    assert {"alice", "bob", "carol", "dave", ANONYMOUS} == set(read_labels(out["jsonl"])["annotator"].dropna())
 
 
 def test_key_comes_from_env_then_database(filled: Repository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

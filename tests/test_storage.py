@@ -371,6 +371,16 @@ def test_add_feedback_rejects_bad_input_and_stores_nothing(
     assert _row_counts(engine) == (0, 0, 0, 0)
 
 
+@pytest.mark.parametrize("name", ["anonymous", "anonymous-7"])
+def test_add_feedback_refuses_the_names_reserved_for_anonymous_judgements(engine: Engine, name: str) -> None:
+    with Session(engine) as s:
+        with pytest.raises(InvalidFeedbackError, match=f"annotator '{name}' is reserved for judgements without"):
+            add_feedback(session=s, feedback=_fb(annotator=name))
+        assert add_feedback(session=s, feedback=_fb("ok", annotator="anonymous-bob")).stored  # only the exact forms
+        s.commit()
+    assert _row_counts(engine) == (1, 0, 0, 1)
+
+
 def test_request_id_of_128_chars_is_accepted(engine: Engine) -> None:
     with Session(engine) as s:
         assert add_feedback(session=s, feedback=_fb("x" * 128)) == FeedbackResult(True, 1)
