@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 
 from storage import FeedbackResult, Repository, Setting, TaskIn
-from tests.test_storage import _fb
+from tests.storage.helpers import _fb
 from tests.threads import run_threads
 
 SEED = 4321
@@ -54,7 +54,7 @@ def test_replicas_store_each_request_id_once(db_url: str) -> None:
         repo = replicas[t % n_replicas]
         barrier.wait(timeout=30)
         for rid in plan[t::n_threads]:
-            # The annotator follows the request id, so a resend is the same person's (see test_storage.py).
+            # The annotator follows the request id, so a resend is the same person's (see test_feedback.py).
             res = repo.add_feedback(_fb(rid, session_key=f"sess-{t}", annotator=f"user-{int(rid[4:]) % 5}"))
             with lock:
                 results.append((rid, res))
