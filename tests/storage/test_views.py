@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -97,3 +98,50 @@ def test_like_rate_by_model_and_label_counts(filled: Repository) -> None:
     ]
     assert list(filled.like_rate_by_model("nope").columns) == ["model_version", "judgements", "like_rate"]
     assert filled.label_counts() == {"like": 2, "dislike": 3, "graded": 5, "total": 10}
+
+
+def test_agreement_training_labels_and_exports_name_the_same_annotators(repo: Repository, tmp_path: Path) -> None:
+    """The Admin agreement table, the training labels and the exports read the same rows through
+    judgements_frame, so they name the same people, anonymous ones included (two anonymous browser
+    sessions stay two raters; a judgement with no session is ``anonymous``)."""
+    from recsys_core.labels import aggregate, agreement
+    from storage.export import export_labels, read_labels
+
+    judgements = [  # (annotator, session, item, label): everyone judges the same two pairs
+        ("alice", "sess-a", "i1", "like"), ("alice", "sess-a", "i2", "dislike"),
+        ("bob", None, "i1", "like"), ("bob", None, "i2", "like"),
+        (None, "sess-1", "i1", "like"), (None, "sess-1", "i2", "dislike"),
+        (None, "sess-2", "i1", "dislike"),
+        (None, None, "i2", "like"),
+    ]
+    for n, (annotator, session_key, item, label) in enumerate(judgements):
+        repo.add_feedback(FeedbackIn(f"r{n}", item, label, ("c1", "c2"), "v1", session_key=session_key,
+                                     annotator=annotator))
+    with Session(repo.engine) as s:
+        ids = {row.session_key: row.id for row in s.exec(select(LabelSession)).all()}
+    people = {"alice", "bob", f"anonymous-{ids['sess-1']}", f"anonymous-{ids['sess-2']}", ANONYMOUS}
+
+    frame = repo.judgements_frame()
+    assert set(frame["annotator"]) == people and frame["annotator"].notna().all()
+
+    # Admin: the agreement table (per_annotator) and its annotator count.
+    report = agreement(frame)
+    assert set(report.per_annotator["annotator"]) == people and report.n_annotators == len(people)
+    # Training: every annotator is either in some example or named as excluded; nobody is "None".
+    labels = aggregate(frame)
+    in_examples = {a for names in labels.examples["annotators"] for a in names}
+    assert in_examples | set(labels.excluded_annotators) == people
+    assert set(labels.feedback_ids) <= set(frame["feedback_id"])
+    # Exports: as written (no pseudonyms) and read back, the same names, row for row; pseudonymised,
+    # one pseudonym per person and the anonymous names as they are.
+    for fmt, path in export_labels(frame, tmp_path / "plain", formats=("csv", "parquet", "jsonl"),
+                                   pseudonymise=False).items():
+        back = read_labels(path)
+        assert back["annotator"].tolist() == frame["annotator"].tolist(), fmt
+        assert set(agreement(back).per_annotator["annotator"]) == people, fmt
+    key = b"k" * 32
+    shared = read_labels(export_labels(frame, tmp_path / "shared", formats=("csv",), key=key)["csv"])
+    pairs = set(zip(frame["annotator"], shared["annotator"]))
+    assert len(pairs) == len(people) == shared["annotator"].nunique()
+    assert {shown for name, shown in pairs if is_anonymous(name)} == {name for name in people if is_anonymous(name)}
+    assert set(aggregate(shared).examples["n_annotators"]) == set(labels.examples["n_annotators"])
