@@ -38,8 +38,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlmodel import Session
 
-from storage import registry, settings, views
-from storage import tasks as tasks_mod
+import storage.registry as registry
+import storage.settings as settings
+import storage.tasks as tasks_mod
+import storage.views as views
 from storage._common import T, check_name
 from storage.annotators import ErasureResult, erase_annotator
 from storage.db import init_db, make_engine
