@@ -1,4 +1,7 @@
-"""Fixtures of the storage tests; the database fixtures (``repo``, ``db_url``, ``db_backend``) are in tests/conftest.py."""
+"""Fixtures of the storage tests.
+
+The database fixtures every test folder uses (``repo``, ``db_url``, ``db_backend``) are in tests/conftest.py.
+"""
 
 from __future__ import annotations
 
