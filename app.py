@@ -194,7 +194,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
     from studio.jobs import FinetuneJobs
-    from studio.models import ModelManager
+    from studio.registry import ModelManager
     from ui.access import Access
     from ui.admin import AdminHandlers
     from ui.handlers import Handlers

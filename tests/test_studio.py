@@ -8,7 +8,7 @@ from recsys_core.finetune import FinetuneConfig, finetune
 from recsys_core.serving import checkpoint_version
 from storage import FeedbackIn, Repository
 from studio.jobs import FinetuneJobs, JobBusyError
-from studio.models import ModelActionError, ModelManager
+from studio.registry import ModelActionError, ModelManager
 from tests.test_finetune import _examples
 
 BOARD = ["chess", "checkers", "puzzle", "noimage"]

@@ -20,7 +20,7 @@ from recsys_core.errors import InvalidInputError
 from storage import Repository
 from studio.campaigns import CampaignSpec, create_campaign
 from studio.jobs import FinetuneJobs
-from studio.models import ModelManager
+from studio.registry import ModelManager
 from ui import render
 from ui.access import Access
 from ui.errors import user_errors
