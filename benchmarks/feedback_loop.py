@@ -29,7 +29,7 @@ Protocol
    labels them "dislike" as the first runs did). Users are
    visited again (a larger k, already labelled items skipped) until ``--labels`` labels were stored.
 6. Fine-tune with the app's job: admin ``/finetune``, then ``/finetune_status`` until it ends
-   (``python -m recsys_core.finetune`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
+   (``python -m studio.finetune_job`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
    other than the default 15 adds ``--epochs N`` to the job's command). A candidate the gate
    rejected is promoted with ``/promote(version, override=True)``, so that "after" always measures
    the fine-tuned model; ``gate_passed``/``gate_reason`` say what the gate decided.

@@ -1,6 +1,6 @@
 """The fine-tune job: one at a time, outside the request path, with progress the app can show.
 
-The job runs ``python -m recsys_core.finetune`` in a subprocess. A subprocess rather than a thread:
+The job runs ``python -m studio.finetune_job`` in a subprocess. A subprocess rather than a thread:
 training then never holds the app's interpreter, a crash or a kill of the job cannot take the app
 down, and the candidate is written to a temporary folder and renamed (``save_checkpoint``), so a
 killed job never leaves a half-written model behind. The app keeps serving the active model the
@@ -100,7 +100,7 @@ class FinetuneJobs:
             job_dir.mkdir(parents=True, exist_ok=True)
             out_dir = self.data_dir / "models" / f"candidate-{job_id}"
             # The database URL goes in the environment, not argv: argv is visible to every local user (ps).
-            cmd = [self.python, "-m", "recsys_core.finetune", "--out", str(out_dir),
+            cmd = [self.python, "-m", "studio.finetune_job", "--out", str(out_dir),
                    "--data-dir", str(self.data_dir), "--json", str(job_dir / "result.json"),
                    "--progress-file", str(job_dir / "progress.jsonl"), "--parent-pid", str(os.getpid()),
                    *self.catalog_args, *self.extra_args]

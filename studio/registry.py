@@ -117,7 +117,7 @@ class ModelManager:
         return value
 
     def register_candidate(self, result: dict, *, auto_promote: bool, by: str) -> str:
-        """Record a finished fine-tune (the ``recsys_core.finetune`` result JSON); promote it when the gate passed."""
+        """Record a finished fine-tune (the ``studio.finetune_job`` result JSON); promote it when the gate passed."""
         snap = result["snapshot"]
         self.repository.save_snapshot(snap["id"], snap["feedback_ids"], config=snap["config"],
                                       n_examples=snap["n_examples"], n_judgements=snap["n_judgements"])

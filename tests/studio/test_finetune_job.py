@@ -1,0 +1,43 @@
+"""studio.finetune_job: the fine-tune process's command line and the judgements it hands to training."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from recsys_core.labels import aggregate
+from storage import FeedbackIn
+from studio.finetune_job import read_judgements
+from tests.conftest import REPO_ROOT
+from tests.studio_app import req, studio_app
+
+
+def test_help_names_the_module_and_importing_it_loads_no_training_code() -> None:
+    done = subprocess.run([sys.executable, "-m", "studio.finetune_job", "--help"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-500:]
+    assert done.stdout.startswith("usage: python -m studio.finetune_job") and "--epochs" in done.stdout
+    # app.py imports this module (for the job's options and result): it must stay cheap.
+    code = "import sys, studio.finetune_job; sys.exit(bool({'torch', 'pandas', 'gradio'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, timeout=120).returncode == 0
+
+
+def test_judgements_reach_training_as_aggregate_reads_them(tiny_service, tmp_path) -> None:
+    app = studio_app(tiny_service, tmp_path)
+    app.admin.create_campaign("c", 2, 1, 0, 1, 1, "graded", req("boss"))  # 2 profiles: a task and a control each
+    while task := app.label.api_next("c", req("ann1")):
+        app.label.api_answer(task["task_id"], "3", f"t{task['task_id']}", req("ann1"))
+    app.repository.add_feedback(FeedbackIn(request_id="anon", item_id="checkers", label="like", context_ids=("chess",),
+                                           model_version="m"))  # open mode: nobody's name on it
+    url = f"sqlite:///{tmp_path / 'db.sqlite3'}"
+
+    frame = read_judgements(url)
+    assert len(frame) == 5 and list(frame["feedback_id"]) == sorted(frame["feedback_id"])
+    assert frame["annotator"].tolist().count("ann1") == 4 and frame["annotator"].iloc[-1] == "anonymous"
+    assert frame["grade"].tolist() == [3, 3, 3, 3, None] and all(type(g) is int for g in frame["grade"][:4])
+    assert all(isinstance(c, list) for c in frame["context_ids"]) and frame["is_control"].dtype == bool
+    assert frame["is_control"].sum() == 2
+    assert frame.loc[frame["is_control"], "expected"].between(0, 1).all()
+    labels = aggregate(frame)
+    assert len(labels.examples) == 3 and "anonymous" in {a for t in labels.examples["annotators"] for a in t}
+    assert len(read_judgements(url, "c")) == 4  # a campaign's tasks only: the anonymous like has none
