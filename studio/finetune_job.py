@@ -24,8 +24,9 @@ import json
 import logging
 import os
 import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from recsys_core.errors import RecsysError
 
@@ -34,6 +35,82 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROG = "python -m studio.finetune_job"
+
+
+# -- what the job hands back to the app (its --json file) ------------------------------------------
+# Studio's own types rather than recsys_core's training results: this is the contract between two
+# processes (and what an admin reads in <data dir>/jobs/<id>/result.json), kept apart from the trainer's.
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict: held-out metrics of the served (base) model and of the candidate, and why."""
+    base: dict[str, float]
+    candidate: dict[str, float]
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """Exactly which judgements trained the candidate; saved as a label snapshot when it is registered."""
+    id: str
+    n_examples: int
+    n_judgements: int
+    config: dict[str, Any]  # the AggregationConfig that made the labels, as JSON
+    feedback_ids: tuple[int, ...]
+    excluded_annotators: dict[str, str] = field(default_factory=dict)  # annotator -> why left out
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job: the candidate checkpoint, the gate's verdict and the labels it learnt from."""
+    out_dir: str
+    version: str
+    parent: str | None  # the version the candidate was trained from (or compared with, for a new model)
+    gate: GateDecision
+    n_train: int
+    n_heldout: int
+    seconds: float
+    snapshot: SnapshotInfo
+    history: tuple[dict[str, float], ...] = ()  # per-epoch training records
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": True, **asdict(self)}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> "JobResult":
+        data = json.loads(text)
+        if data.get("ok") is not True:
+            raise ValueError(f"not a finished job's result: {text[:200]}")
+        try:
+            snap = data["snapshot"]
+            return cls(out_dir=str(data["out_dir"]), version=str(data["version"]), parent=data.get("parent"),
+                       gate=GateDecision(**data["gate"]), n_train=int(data["n_train"]),
+                       n_heldout=int(data["n_heldout"]), seconds=float(data["seconds"]),
+                       snapshot=SnapshotInfo(id=str(snap["id"]), n_examples=int(snap["n_examples"]),
+                                             n_judgements=int(snap["n_judgements"]), config=dict(snap["config"]),
+                                             feedback_ids=tuple(int(i) for i in snap["feedback_ids"]),
+                                             excluded_annotators=dict(snap.get("excluded_annotators") or {})),
+                       history=tuple(data.get("history") or ()))
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"a job result without {exc}: {text[:200]}") from None
+
+
+@dataclass(frozen=True)
+class JobFailure:
+    """A job that stopped with a message for the admin (too few labels, an unknown base...)."""
+    error: str
+
+    def to_json(self) -> str:
+        return json.dumps({"ok": False, "error": self.error}, indent=2)
+
+
+def read_outcome(path: Path) -> JobResult | JobFailure | None:
+    """What a job wrote to ``--json``: its result, its failure, or None when it wrote nothing (crashed, killed)."""
+    if not Path(path).is_file():
+        return None
+    text = Path(path).read_text(encoding="utf-8")
+    data = json.loads(text)
+    return JobResult.from_json(text) if data.get("ok") is True else JobFailure(str(data.get("error") or ""))
 
 
 def read_judgements(database_url: str, campaign: str | None = None) -> "pd.DataFrame":
@@ -123,11 +200,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         result = run_cli(args)
     except RecsysError as exc:
-        _write_json(args.json, {"ok": False, "error": str(exc)})
+        _write_json(args.json, JobFailure(str(exc)).to_json())
         raise SystemExit(f"error: {exc}") from None
-    _write_json(args.json, result)
-    log.info("candidate %s: gate %s (%s)", result["out_dir"], "passed" if result["gate"]["passed"] else "failed",
-             result["gate"]["reason"])
+    _write_json(args.json, result.to_json())
+    log.info("candidate %s: gate %s (%s)", result.out_dir, "passed" if result.gate.passed else "failed",
+             result.gate.reason)
 
 
 def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
@@ -148,17 +225,15 @@ def _exit_with_parent(parent_pid: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
 
-def _write_json(path: Path | None, value: dict) -> None:
+def _write_json(path: Path | None, text: str) -> None:
     if path is None:
         return
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
-def run_cli(args: argparse.Namespace) -> dict:
-    from dataclasses import asdict
-
+def run_cli(args: argparse.Namespace) -> JobResult:
     from recsys_core.adapters import resolve_catalog
     from recsys_core.config import ServiceConfig
     from recsys_core.finetune import FinetuneConfig, FinetuneError, finetune, movielens_offline_split
@@ -206,21 +281,22 @@ def run_cli(args: argparse.Namespace) -> dict:
                       extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress, offline=offline)
     from recsys_core.serving import checkpoint_version
 
-    return {
-        "ok": True,
-        "out_dir": str(result.out_dir),
-        "version": checkpoint_version(result.out_dir),
-        "parent": getattr(state_model, "version", None),
-        "gate": asdict(result.gate),
-        "n_train": result.n_train,
-        "n_heldout": result.n_heldout,
-        "seconds": round(result.seconds, 2),
-        "history": result.history,
-        "snapshot": {"id": labels.snapshot_id, "n_examples": int(len(labels.examples)),
-                     "n_judgements": int(len(judgements)), "config": json.loads(agg_config.to_json()),
-                     "feedback_ids": [int(i) for i in labels.feedback_ids],
-                     "excluded_annotators": labels.excluded_annotators},
-    }
+    gate = result.gate
+    return JobResult(
+        out_dir=str(result.out_dir),
+        version=checkpoint_version(result.out_dir),
+        parent=getattr(state_model, "version", None),
+        gate=GateDecision(base=dict(gate.base), candidate=dict(gate.candidate), passed=bool(gate.passed),
+                          reason=gate.reason),
+        n_train=result.n_train,
+        n_heldout=result.n_heldout,
+        seconds=round(result.seconds, 2),
+        history=tuple(result.history),
+        snapshot=SnapshotInfo(id=labels.snapshot_id, n_examples=int(len(labels.examples)),
+                              n_judgements=int(len(judgements)), config=json.loads(agg_config.to_json()),
+                              feedback_ids=tuple(int(i) for i in labels.feedback_ids),
+                              excluded_annotators=dict(labels.excluded_annotators)),
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from recsys_core.errors import RecsysError
 from storage.db import with_default_driver
+from studio.finetune_job import JobFailure, JobResult, read_outcome
 
 log = logging.getLogger(__name__)
 
@@ -138,21 +139,20 @@ class FinetuneJobs:
                 self._process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                                  env=dict(os.environ, DATABASE_URL=self.database_url))
                 code = self._process.wait()
-            result_path = job_dir / "result.json"
-            result = json.loads(result_path.read_text()) if result_path.is_file() else {}
-            if code != 0 or not result.get("ok"):
-                error = result.get("error") or _tail(log_path)
+            outcome = read_outcome(job_dir / "result.json")
+            if code != 0 or not isinstance(outcome, JobResult):
+                error = (outcome.error if isinstance(outcome, JobFailure) else "") or _tail(log_path)
                 self._status = replace(self._status, state="failed", error=error, seconds=time.time() - started,
                                        message="failed")
                 log.error("fine-tune job %s failed: %s", self._status.job_id, error)
                 return
-            version = self.manager.register_candidate(result, auto_promote=self.auto_promote, by=by)
-            gate = result["gate"]
+            version = self.manager.register_candidate(outcome, auto_promote=self.auto_promote, by=by)
+            gate = outcome.gate
             self._status = replace(self._status, state="succeeded", fraction=1.0, version=version,
-                                   gate_passed=gate["passed"], gate_reason=gate["reason"],
+                                   gate_passed=gate.passed, gate_reason=gate.reason,
                                    seconds=time.time() - started,
-                                   message=("promoted" if gate["passed"] and self.auto_promote else
-                                            "candidate registered" if gate["passed"] else "rejected by the gate"))
+                                   message=("promoted" if gate.passed and self.auto_promote else
+                                            "candidate registered" if gate.passed else "rejected by the gate"))
         except Exception as exc:  # the job thread must always end in a final state the UI can show
             log.exception("fine-tune job crashed")
             self._status = replace(self._status, state="failed", error=f"{type(exc).__name__}: {exc}",

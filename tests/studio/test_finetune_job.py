@@ -1,13 +1,16 @@
-"""studio.finetune_job: the fine-tune process's command line and the judgements it hands to training."""
+"""studio.finetune_job: the fine-tune process's command line, the judgements it hands to training, its result."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import pytest
+
 from recsys_core.labels import aggregate
 from storage import FeedbackIn
-from studio.finetune_job import read_judgements
+from studio.finetune_job import GateDecision, JobFailure, JobResult, SnapshotInfo, read_judgements, read_outcome
 from tests.conftest import REPO_ROOT
 from tests.studio_app import req, studio_app
 
@@ -41,3 +44,38 @@ def test_judgements_reach_training_as_aggregate_reads_them(tiny_service, tmp_pat
     labels = aggregate(frame)
     assert len(labels.examples) == 3 and "anonymous" in {a for t in labels.examples["annotators"] for a in t}
     assert len(read_judgements(url, "c")) == 4  # a campaign's tasks only: the anonymous like has none
+
+
+def _result(**changes) -> JobResult:
+    values = dict(out_dir="/data/models/candidate-1", version="ft-1", parent="zeroshot-abc",
+                  gate=GateDecision(base={"auc": 0.6}, candidate={"auc": 0.7, "pairwise_accuracy": 0.8}, passed=True,
+                                    reason="not worse"),
+                  n_train=40, n_heldout=10, seconds=12.5,
+                  snapshot=SnapshotInfo(id="snap-1", n_examples=50, n_judgements=60, config={"method": "majority"},
+                                        feedback_ids=(3, 1, 2), excluded_annotators={"bob": "control accuracy 0.2"}),
+                  history=({"epoch": 1.0, "loss": 0.5},))
+    return JobResult(**{**values, **changes})
+
+
+def test_the_job_result_round_trips_through_the_json_the_job_writes(tmp_path) -> None:
+    result = _result()
+    text = result.to_json()
+    # The file keeps the keys it had as a plain dict (an admin may read <data dir>/jobs/<id>/result.json).
+    data = json.loads(text)
+    assert set(data) == {"ok", "out_dir", "version", "parent", "gate", "n_train", "n_heldout", "seconds", "history",
+                         "snapshot"} and data["ok"] is True
+    assert set(data["gate"]) == {"base", "candidate", "passed", "reason"}
+    assert set(data["snapshot"]) == {"id", "n_examples", "n_judgements", "config", "feedback_ids",
+                                     "excluded_annotators"}
+    assert JobResult.from_json(text) == result
+    assert JobResult.from_json(_result(parent=None, history=()).to_json()).parent is None
+    path = tmp_path / "result.json"
+    assert read_outcome(path) is None  # the job wrote nothing: crashed or killed
+    path.write_text(text)
+    assert read_outcome(path) == result
+    path.write_text(JobFailure("3 usable training labels; at least 20 are needed").to_json())
+    assert read_outcome(path) == JobFailure("3 usable training labels; at least 20 are needed")
+    with pytest.raises(ValueError, match="not a finished job's result"):
+        JobResult.from_json(path.read_text())
+    with pytest.raises(ValueError, match="without 'snapshot'"):
+        JobResult.from_json(json.dumps({k: v for k, v in data.items() if k != "snapshot"}))

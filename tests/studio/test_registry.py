@@ -7,6 +7,7 @@ import pytest
 from recsys_core.finetune import FinetuneConfig, finetune
 from recsys_core.serving import checkpoint_version
 from storage import FeedbackIn, Repository
+from studio.finetune_job import GateDecision, JobResult, SnapshotInfo
 from studio.jobs import FinetuneJobs, JobBusyError
 from studio.registry import ModelActionError, ModelManager
 from tests.test_finetune import _examples
@@ -20,18 +21,19 @@ def repository(tmp_path):
     return Repository.from_url(f"sqlite:///{tmp_path / 'studio.sqlite3'}")
 
 
-def _candidate(service, tmp_path, name: str, epochs: int = 6) -> dict:
+def _candidate(service, tmp_path, name: str, epochs: int = 6) -> JobResult:
     result = finetune(examples=_examples(6), heldout=_examples(1), catalog=service.catalog, features=service.features,
                       text_encoder=service.text_encoder, image_encoder=service.image_encoder,
                       base_model=service.active_model, base_dir=None, out_dir=tmp_path / name,
                       cache_dir=tmp_path / "features", config=FinetuneConfig(epochs=epochs, lr=3e-3, min_labels=10,
                                                                              batch_labels=8))
-    return {"ok": True, "out_dir": str(result.out_dir), "version": checkpoint_version(result.out_dir),
-            "parent": service.model_version, "gate": {"base": result.gate.base, "candidate": result.gate.candidate,
-                                                      "passed": result.gate.passed, "reason": result.gate.reason},
-            "n_train": result.n_train, "n_heldout": result.n_heldout, "seconds": result.seconds,
-            "snapshot": {"id": f"snap-{name}", "n_examples": 10, "n_judgements": 12, "config": {},
-                         "feedback_ids": [1, 2, 3]}}
+    return JobResult(out_dir=str(result.out_dir), version=checkpoint_version(result.out_dir),
+                     parent=service.model_version,
+                     gate=GateDecision(base=result.gate.base, candidate=result.gate.candidate,
+                                       passed=result.gate.passed, reason=result.gate.reason),
+                     n_train=result.n_train, n_heldout=result.n_heldout, seconds=result.seconds,
+                     snapshot=SnapshotInfo(id=f"snap-{name}", n_examples=10, n_judgements=12, config={},
+                                           feedback_ids=(1, 2, 3)))
 
 
 def test_promote_rollback_and_reject_change_what_is_served(tiny_service, repository, tmp_path) -> None:
@@ -43,7 +45,7 @@ def test_promote_rollback_and_reject_change_what_is_served(tiny_service, reposit
 
     result = _candidate(tiny_service, tmp_path, "cand1")
     version = manager.register_candidate(result, auto_promote=False, by="admin")
-    assert repository.get_model(version).status == ("candidate" if result["gate"]["passed"] else "rejected")
+    assert repository.get_model(version).status == ("candidate" if result.gate.passed else "rejected")
     assert tiny_service.model_version == zeroshot  # registering alone serves nothing new
 
     manager.promote(version, "admin", override=True)
