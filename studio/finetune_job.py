@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -35,6 +35,52 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PROG = "python -m studio.finetune_job"
+
+
+# -- what the app may ask of a job -------------------------------------------------------------------
+@dataclass(frozen=True)
+class JobOptions:
+    """How a job trains, beyond the catalog and encoders the app serves (``FinetuneJobs(options=...)``).
+
+    None means the job's own default, so the defaults stay in one place: :func:`build_parser` (and
+    ``FinetuneConfig`` behind it; ``--help`` shows them). :meth:`to_argv` is the one place these become
+    the job's command line: each value field is the flag of the same name (``min_agreement`` ->
+    ``--min-agreement``); the two switches are on by default and only their ``--no-...`` flag exists.
+    """
+    epochs: int | None = None
+    lr: float | None = None  # None: the job picks 1e-4 to continue a checkpoint, 2e-3 for a new model
+    label_weight: float | None = None
+    heldout: float | None = None  # fraction of contexts held out for the gate
+    gate_confidence: float | None = None
+    method: str | None = None  # label aggregation: "majority" or "soft"
+    min_control_accuracy: float | None = None
+    min_agreement: float | None = None
+    seed: int | None = None
+    threads: int | None = None  # torch threads in the job (None: torch's default)
+    likes_as_interactions: bool = True
+    offline_gate: bool = True  # MovieLens: the offline protocol joins the gate
+
+    def __post_init__(self) -> None:
+        checks = {"epochs": (self.epochs, lambda v: v >= 1, ">= 1"), "threads": (self.threads, lambda v: v >= 1, ">= 1"),
+                  "lr": (self.lr, lambda v: v > 0, "> 0"), "label_weight": (self.label_weight, lambda v: v >= 0, ">= 0"),
+                  "heldout": (self.heldout, lambda v: 0 < v < 1, "0 < heldout < 1"),
+                  "gate_confidence": (self.gate_confidence, lambda v: 0 <= v < 1, "0 <= gate_confidence < 1"),
+                  "min_control_accuracy": (self.min_control_accuracy, lambda v: 0 <= v <= 1, "0..1"),
+                  "min_agreement": (self.min_agreement, lambda v: 0 <= v <= 1, "0..1"),
+                  "method": (self.method, lambda v: v in ("majority", "soft"), "majority or soft")}
+        for name, (value, ok, allowed) in checks.items():
+            if value is not None and not ok(value):
+                raise ValueError(f"fine-tune option {name} is {value!r}; allowed: {allowed}")
+
+    def to_argv(self) -> list[str]:
+        argv: list[str] = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                argv += [] if value else [f"--no-{f.name.replace('_', '-')}"]
+            elif value is not None:
+                argv += [f"--{f.name.replace('_', '-')}", str(value)]
+        return argv
 
 
 # -- what the job hands back to the app (its --json file) ------------------------------------------

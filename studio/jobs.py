@@ -24,7 +24,7 @@ from typing import Sequence
 
 from recsys_core.errors import RecsysError
 from storage.db import with_default_driver
-from studio.finetune_job import JobFailure, JobResult, read_outcome
+from studio.finetune_job import JobFailure, JobOptions, JobResult, read_outcome
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,9 @@ class JobStatus:
 
 class FinetuneJobs:
     def __init__(self, *, manager, database_url: str, data_dir: Path, catalog_args: Sequence[str],
-                 auto_promote: bool = True, python: str = sys.executable, extra_args: Sequence[str] = ()) -> None:
+                 auto_promote: bool = True, python: str = sys.executable, options: JobOptions = JobOptions()) -> None:
+        """``catalog_args``: the app's catalog and encoder flags, for the job to rebuild the same features;
+        ``options``: how every job trains (:class:`studio.finetune_job.JobOptions`)."""
         self.manager = manager
         # The job opens its own plain SQLAlchemy engine: spell the driver out (postgres:// -> +psycopg).
         self.database_url = with_default_driver(database_url)
@@ -62,7 +64,7 @@ class FinetuneJobs:
         self.catalog_args = list(catalog_args)
         self.auto_promote = auto_promote
         self.python = python
-        self.extra_args = list(extra_args)
+        self.options = options
         self._lock = threading.Lock()
         self._status = JobStatus("idle")
         self._thread: threading.Thread | None = None
@@ -104,7 +106,7 @@ class FinetuneJobs:
             cmd = [self.python, "-m", "studio.finetune_job", "--out", str(out_dir),
                    "--data-dir", str(self.data_dir), "--json", str(job_dir / "result.json"),
                    "--progress-file", str(job_dir / "progress.jsonl"), "--parent-pid", str(os.getpid()),
-                   *self.catalog_args, *self.extra_args]
+                   *self.catalog_args, *self.options.to_argv()]
             if base:
                 cmd += ["--base", base]
             if campaign:

@@ -10,7 +10,9 @@ import pytest
 
 from recsys_core.labels import aggregate
 from storage import FeedbackIn
-from studio.finetune_job import GateDecision, JobFailure, JobResult, SnapshotInfo, read_judgements, read_outcome
+from studio.finetune_job import (
+    GateDecision, JobFailure, JobOptions, JobResult, SnapshotInfo, build_parser, read_judgements, read_outcome,
+)
 from tests.conftest import REPO_ROOT
 from tests.studio_app import req, studio_app
 
@@ -79,3 +81,28 @@ def test_the_job_result_round_trips_through_the_json_the_job_writes(tmp_path) ->
         JobResult.from_json(path.read_text())
     with pytest.raises(ValueError, match="without 'snapshot'"):
         JobResult.from_json(json.dumps({k: v for k, v in data.items() if k != "snapshot"}))
+
+
+def test_every_job_option_becomes_the_flag_the_job_parses() -> None:
+    from dataclasses import fields
+
+    options = JobOptions(epochs=3, lr=1e-3, label_weight=0.5, heldout=0.3, gate_confidence=0.9, method="soft",
+                         min_control_accuracy=0.6, min_agreement=0.2, seed=7, threads=2, likes_as_interactions=False,
+                         offline_gate=False)
+    args = build_parser().parse_args(["--out", "x", *options.to_argv()])
+    for f in fields(JobOptions):
+        value = getattr(options, f.name)
+        parsed = not getattr(args, f"no_{f.name}") if isinstance(value, bool) else getattr(args, f.name)
+        assert parsed == value, f.name
+    assert JobOptions().to_argv() == []  # nothing set: every default is the job's own
+    assert JobOptions(epochs=4).to_argv() == ["--epochs", "4"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"epochs": 0}, "epochs is 0; allowed: >= 1"),
+    ({"heldout": 1.0}, "heldout is 1.0; allowed: 0 < heldout < 1"),
+    ({"method": "mean"}, "method is 'mean'; allowed: majority or soft"),
+])
+def test_job_options_are_checked(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        JobOptions(**kwargs)

@@ -1,4 +1,4 @@
-"""Registry decisions (promote, roll back, reject) and the background fine-tune job, end to end on tiny models."""
+"""Registry decisions (promote, roll back, reject, register a candidate), end to end on tiny models."""
 
 from __future__ import annotations
 
@@ -6,14 +6,10 @@ import pytest
 
 from recsys_core.finetune import FinetuneConfig, finetune
 from recsys_core.serving import checkpoint_version
-from storage import FeedbackIn, Repository
+from storage import Repository
 from studio.finetune_job import GateDecision, JobResult, SnapshotInfo
-from studio.jobs import FinetuneJobs, JobBusyError
 from studio.registry import ModelActionError, ModelManager
 from tests.test_finetune import _examples
-
-BOARD = ["chess", "checkers", "puzzle", "noimage"]
-ARCADE = ["space", "racer", "cards"]
 
 
 @pytest.fixture
@@ -77,39 +73,3 @@ def test_restart_serves_the_registry_active_model(tiny_service, repository, tmp_
     restarted = make_tiny_service(tiny_catalog, tmp_path / "features2")
     restarted.prepare()
     assert ModelManager(restarted, repository).sync_at_startup() == version == restarted.model_version
-
-
-def test_background_job_runs_once_at_a_time_and_registers_its_candidate(tiny_catalog_dir, repository, tmp_path,
-                                                                         tiny_catalog) -> None:
-    from tests.conftest import make_tiny_service
-
-    service = make_tiny_service(tiny_catalog, tmp_path / "data" / "features")
-    service.prepare()
-    manager = ModelManager(service, repository)
-    manager.sync_at_startup()
-    n = 0
-    for rep in range(8):
-        for fans, liked, disliked in ((BOARD, BOARD, ARCADE), (ARCADE, ARCADE, BOARD)):
-            context = (fans[rep % len(fans)],)
-            for item, label in [(i, "like") for i in liked if i not in context] + [(i, "dislike") for i in disliked]:
-                n += 1
-                repository.add_feedback(FeedbackIn(request_id=f"r{n}", item_id=item, label=label, context_ids=context,
-                                                   model_version=service.model_version, annotator=f"a{rep % 3}"))
-    jobs = FinetuneJobs(manager=manager, database_url=f"sqlite:///{tmp_path / 'studio.sqlite3'}",
-                        data_dir=tmp_path / "data", auto_promote=True,
-                        catalog_args=["--catalog", str(tiny_catalog_dir), "--text-encoder", "tiny-random",
-                                      "--image-encoder", "tiny-random", "--epochs", "3", "--threads", "1"])
-    status = jobs.start("admin")
-    assert status.running
-    with pytest.raises(JobBusyError, match="already running"):
-        jobs.start("someone else")
-    final = jobs.wait(timeout=240)
-    assert final.state == "succeeded", final.error
-    entry = repository.get_model(final.version)
-    assert entry is not None and entry.label_snapshot and repository.get_snapshot(entry.label_snapshot)
-    if final.gate_passed:
-        assert repository.active_model().version == final.version == service.model_version
-    else:
-        assert entry.status == "rejected" and service.model_version != final.version
-    assert jobs.start("admin").running  # a new job may start once the last one ended
-    jobs.wait(timeout=240)
