@@ -59,7 +59,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         go = gr.Button("2. Recommend", variant="primary")
                         status = gr.Markdown()
                         rec_panel = results_panel(label="Recommendations", elem_id="results-gallery", rating=True,
-                                             details="Select a recommendation to see details and rate it.")
+                                                  details="Select a recommendation to see details and rate it.")
 
             with gr.Tab("Upload a new item"):
                 gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
