@@ -22,6 +22,7 @@ from recsys_core.config import (
     DEVICES, INDEX_KINDS, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig,
 )
 from studio.backup import BackupConfig
+from studio.finetune_job import JobOptions
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -45,6 +46,7 @@ class AppConfig:
     auth_file: Path | None = None  # users.csv (username,password,role): login required
     oauth_admins: str | None = None  # Spaces OAuth: comma-separated admin HF usernames
     auto_promote: bool = True  # promote a fine-tuned candidate that passes its gate
+    finetune: JobOptions = field(default_factory=JobOptions)  # how each fine-tune job trains
     backup: BackupConfig | None = None  # periodic label (+ SQLite) backup; None = off
     # Labels per minute per person (moving window); 0 = off. 60 is far above a careful annotator's pace
     # (one label per second, sustained) yet stops a script or a stuck key from flooding the table.
@@ -118,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="minutes between backups (env BACKUP_EVERY)")
     p.add_argument("--backup-keep", type=int, default=env("BACKUP_KEEP", BackupConfig.keep),
                    help="how many of the newest backups to keep (env BACKUP_KEEP)")
+    p.add_argument("--finetune-epochs", type=int, default=env("FINETUNE_EPOCHS"),
+                   help="epochs of each fine-tune job (env FINETUNE_EPOCHS); unset: the job's own default "
+                        "(python -m studio.finetune_job --help)")
     p.add_argument("--no-auto-promote", action="store_true",
                    help="keep fine-tuned candidates that pass their gate as candidates until an admin promotes them")
     p.add_argument("--log-level", default=env("LOG_LEVEL", "INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -159,6 +164,7 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         auth_file=_checked_auth_file(args.auth_file),
         oauth_admins=args.oauth_admins or None,
         auto_promote=not args.no_auto_promote,
+        finetune=JobOptions(epochs=args.finetune_epochs),
         backup=(BackupConfig(folder=Path(args.backup_dir).expanduser(), every_minutes=args.backup_every,
                              keep=args.backup_keep) if args.backup_dir else None),
         feedback_rate_limit=args.feedback_rate_limit,
@@ -194,7 +200,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
     from studio.jobs import FinetuneJobs
-    from studio.models import ModelManager
+    from studio.registry import ModelManager
     from ui.access import Access
     from ui.admin import AdminHandlers
     from ui.handlers import Handlers
@@ -214,7 +220,8 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     manager = ModelManager(service, repository)
     manager.sync_at_startup(config.service.model_dir)
     jobs = FinetuneJobs(manager=manager, database_url=database_url, data_dir=config.data_dir,
-                        catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote)
+                        catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote,
+                        options=config.finetune)
     if access.mode == "open":
         log.warning("no --auth-file: everyone who can reach this app is its admin; keep it on localhost")
     rate_limit = LabelRateLimit(config.feedback_rate_limit)

@@ -29,8 +29,8 @@ Protocol
    labels them "dislike" as the first runs did). Users are
    visited again (a larger k, already labelled items skipped) until ``--labels`` labels were stored.
 6. Fine-tune with the app's job: admin ``/finetune``, then ``/finetune_status`` until it ends
-   (``python -m recsys_core.finetune`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
-   other than the default 15 adds ``--epochs N`` to the job's command). A candidate the gate
+   (``python -m studio.finetune_job`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
+   reaches the job as its ``JobOptions(epochs=N)`` through the app's own ``--finetune-epochs``). A candidate the gate
    rejected is promoted with ``/promote(version, override=True)``, so that "after" always measures
    the fine-tuned model; ``gate_passed``/``gate_reason`` say what the gate decided.
 7. After: step 4 again with the now-served candidate. The app is stopped.
@@ -210,28 +210,15 @@ def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, f
 
 
 # -- the app ------------------------------------------------------------------------------------------
-# Starts app.py unchanged except that the fine-tune job gets "--epochs N" (the app has no flag for it).
-_LAUNCHER = """\
-import runpy, sys
-import studio.jobs as jobs
-_init = jobs.FinetuneJobs.__init__
-def _with_epochs(self, *a, extra_args=(), **kw):
-    _init(self, *a, extra_args=[*extra_args, "--epochs", {epochs!r}], **kw)
-jobs.FinetuneJobs.__init__ = _with_epochs
-sys.argv = ["app.py", *sys.argv[1:]]
-runpy.run_path("app.py", run_name="__main__")
-"""
-
-
 def app_cmd(args: argparse.Namespace, data_dir: Path, base: Path, users_csv: Path, port: int) -> list[str]:
     app_args = ["--catalog", "movielens-100k", "--data-root", str(args.data_root), "--data-dir", str(data_dir),
                 "--model", str(base), "--auth-file", str(users_csv), "--port", str(port), "--host", "127.0.0.1",
                 "--device", args.device,
                 # Simulated annotators label far faster than people: the per-person label limit is off.
-                "--feedback-rate-limit", "0"]
-    if args.finetune_epochs == DEFAULT_FINETUNE_EPOCHS:
-        return [sys.executable, str(REPO_ROOT / "app.py"), *app_args]
-    return [sys.executable, "-c", _LAUNCHER.format(epochs=str(args.finetune_epochs)), *app_args]
+                "--feedback-rate-limit", "0",
+                # The app hands it to its fine-tune jobs (studio.finetune_job.JobOptions).
+                "--finetune-epochs", str(args.finetune_epochs)]
+    return [sys.executable, str(REPO_ROOT / "app.py"), *app_args]
 
 
 def recommend(client, profile: list[str], k: int) -> list[str]:

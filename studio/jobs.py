@@ -1,6 +1,6 @@
 """The fine-tune job: one at a time, outside the request path, with progress the app can show.
 
-The job runs ``python -m recsys_core.finetune`` in a subprocess. A subprocess rather than a thread:
+The job runs ``python -m studio.finetune_job`` in a subprocess. A subprocess rather than a thread:
 training then never holds the app's interpreter, a crash or a kill of the job cannot take the app
 down, and the candidate is written to a temporary folder and renamed (``save_checkpoint``), so a
 killed job never leaves a half-written model behind. The app keeps serving the active model the
@@ -24,6 +24,7 @@ from typing import Sequence
 
 from recsys_core.errors import RecsysError
 from storage.db import with_default_driver
+from studio.finetune_job import JobFailure, JobOptions, JobResult, read_outcome
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ class JobStatus:
 
 class FinetuneJobs:
     def __init__(self, *, manager, database_url: str, data_dir: Path, catalog_args: Sequence[str],
-                 auto_promote: bool = True, python: str = sys.executable, extra_args: Sequence[str] = ()) -> None:
+                 auto_promote: bool = True, python: str = sys.executable, options: JobOptions = JobOptions()) -> None:
+        """``catalog_args``: the app's catalog and encoder flags, for the job to rebuild the same features;
+        ``options``: how every job trains (:class:`studio.finetune_job.JobOptions`)."""
         self.manager = manager
         # The job opens its own plain SQLAlchemy engine: spell the driver out (postgres:// -> +psycopg).
         self.database_url = with_default_driver(database_url)
@@ -61,7 +64,7 @@ class FinetuneJobs:
         self.catalog_args = list(catalog_args)
         self.auto_promote = auto_promote
         self.python = python
-        self.extra_args = list(extra_args)
+        self.options = options
         self._lock = threading.Lock()
         self._status = JobStatus("idle")
         self._thread: threading.Thread | None = None
@@ -100,10 +103,10 @@ class FinetuneJobs:
             job_dir.mkdir(parents=True, exist_ok=True)
             out_dir = self.data_dir / "models" / f"candidate-{job_id}"
             # The database URL goes in the environment, not argv: argv is visible to every local user (ps).
-            cmd = [self.python, "-m", "recsys_core.finetune", "--out", str(out_dir),
+            cmd = [self.python, "-m", "studio.finetune_job", "--out", str(out_dir),
                    "--data-dir", str(self.data_dir), "--json", str(job_dir / "result.json"),
                    "--progress-file", str(job_dir / "progress.jsonl"), "--parent-pid", str(os.getpid()),
-                   *self.catalog_args, *self.extra_args]
+                   *self.catalog_args, *self.options.to_argv()]
             if base:
                 cmd += ["--base", base]
             if campaign:
@@ -138,21 +141,20 @@ class FinetuneJobs:
                 self._process = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT,
                                                  env=dict(os.environ, DATABASE_URL=self.database_url))
                 code = self._process.wait()
-            result_path = job_dir / "result.json"
-            result = json.loads(result_path.read_text()) if result_path.is_file() else {}
-            if code != 0 or not result.get("ok"):
-                error = result.get("error") or _tail(log_path)
+            outcome = read_outcome(job_dir / "result.json")
+            if code != 0 or not isinstance(outcome, JobResult):
+                error = (outcome.error if isinstance(outcome, JobFailure) else "") or _tail(log_path)
                 self._status = replace(self._status, state="failed", error=error, seconds=time.time() - started,
                                        message="failed")
                 log.error("fine-tune job %s failed: %s", self._status.job_id, error)
                 return
-            version = self.manager.register_candidate(result, auto_promote=self.auto_promote, by=by)
-            gate = result["gate"]
+            version = self.manager.register_candidate(outcome, auto_promote=self.auto_promote, by=by)
+            gate = outcome.gate
             self._status = replace(self._status, state="succeeded", fraction=1.0, version=version,
-                                   gate_passed=gate["passed"], gate_reason=gate["reason"],
+                                   gate_passed=gate.passed, gate_reason=gate.reason,
                                    seconds=time.time() - started,
-                                   message=("promoted" if gate["passed"] and self.auto_promote else
-                                            "candidate registered" if gate["passed"] else "rejected by the gate"))
+                                   message=("promoted" if gate.passed and self.auto_promote else
+                                            "candidate registered" if gate.passed else "rejected by the gate"))
         except Exception as exc:  # the job thread must always end in a final state the UI can show
             log.exception("fine-tune job crashed")
             self._status = replace(self._status, state="failed", error=f"{type(exc).__name__}: {exc}",

@@ -209,7 +209,8 @@ def db_url(make_db_url: Callable[[], str]) -> str:
 def repo(db_url: str) -> Iterator[Repository]:
     """A repository on an empty database, once on SQLite and once on PostgreSQL (see :func:`make_db_url`).
 
-    test_backup.py and test_handlers.py define their own ``repo`` fixtures, which override this one.
+    tests/studio/test_backup.py and tests/ui/test_handlers.py define their own ``repo`` fixtures, which override
+    this one.
     """
     repository = Repository.from_url(db_url)
     yield repository

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from storage import Repository
 from studio.jobs import FinetuneJobs
-from studio.models import ModelManager
+from studio.registry import ModelManager
 from ui.access import Access
 from ui.admin import AdminHandlers
 from ui.handlers import Handlers

@@ -177,3 +177,15 @@ def test_a_bad_number_in_the_environment_is_a_usage_error(monkeypatch, capsys) -
     with pytest.raises(SystemExit) as info:
         parse_config([])
     assert info.value.code == 2 and "invalid float value: 'ten'" in capsys.readouterr().err
+
+
+def test_finetune_epochs_reach_the_job_options(monkeypatch, capsys) -> None:
+    from studio.finetune_job import JobOptions
+
+    assert parse_config([]).finetune == JobOptions()  # unset: the job's own defaults
+    assert parse_config(["--finetune-epochs", "3"]).finetune == JobOptions(epochs=3)
+    monkeypatch.setenv("FINETUNE_EPOCHS", "4")
+    assert parse_config([]).finetune.epochs == 4
+    with pytest.raises(SystemExit):
+        parse_config(["--finetune-epochs", "0"])
+    assert "fine-tune option epochs is 0" in capsys.readouterr().err

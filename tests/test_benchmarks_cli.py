@@ -37,3 +37,14 @@ def test_every_benchmark_has_help() -> None:
         assert result.returncode == 0, f"{script}: {result.stderr[-500:]}"
         for option in (options,) if isinstance(options, str) else options:
             assert option in result.stdout, script
+
+
+def test_feedback_loop_passes_its_finetune_epochs_through_the_apps_own_flag(tmp_path: Path) -> None:
+    from app import build_parser as app_parser
+    from tests.conftest import load_benchmark
+
+    loop = load_benchmark("feedback_loop")
+    args = loop.build_parser().parse_args(["--data-root", str(tmp_path), "--finetune-epochs", "3"])
+    cmd = loop.app_cmd(args, tmp_path / "data", tmp_path / "base", tmp_path / "users.csv", 7999)
+    assert cmd[:2] == [sys.executable, str(REPO_ROOT / "app.py")]  # app.py itself, no launcher around it
+    assert app_parser().parse_args(cmd[2:]).finetune_epochs == 3

@@ -115,7 +115,7 @@ def _finetune_pids(marker: str) -> list[int]:
                 cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-            if "recsys_core.finetune" in cmdline and marker in cmdline:
+            if "studio.finetune_job" in cmdline and marker in cmdline:
                 pids.append(int(entry.name))
     return pids
 

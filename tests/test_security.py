@@ -9,8 +9,8 @@ import re
 import gradio as gr
 import pytest
 
-from recsys_core.finetune import read_judgements
 from storage import make_engine
+from studio.finetune_job import read_judgements
 from tests.studio_app import req, studio_app
 from ui.layout import build_demo
 from ui.rate_limit import LabelRateLimit

@@ -13,14 +13,19 @@ Three modes:
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, TypeVar
 
 from recsys_core.errors import RecsysError
 
 log = logging.getLogger(__name__)
 ROLES = ("annotator", "admin")
+F = TypeVar("F", bound=Callable[..., Any])
+_RAISE = object()  # admin_only's default: refuse by raising AccessDenied
 
 
 class AccessDenied(RecsysError, PermissionError):
@@ -94,3 +99,40 @@ class Access:
         if not caller.is_admin:
             raise AccessDenied(f"{caller.username} is an annotator; this needs the admin role")
         return caller
+
+
+def admin_only(handler: F | None = None, *, refused: Any = _RAISE) -> Any:
+    """Declare a handler method admin-only: it runs only when ``self.access`` says the caller is an admin.
+
+    The caller is the handler's ``request`` argument (a ``gr.Request``; a handler without that parameter is
+    a TypeError when the class is defined). Anyone else gets :class:`AccessDenied` with :meth:`Access.admin`'s
+    message, which ``ui.errors.user_errors`` (put it outside this decorator) shows as a ``gr.Error``; with
+    ``refused=value`` they get ``value`` back instead, quietly (the Admin tab's job poller).
+
+    ``functools.wraps`` keeps the handler's signature and annotations visible: Gradio reads them to inject
+    ``request`` and to describe API endpoints (``inspect.signature`` follows ``__wrapped__``, and
+    ``typing.get_type_hints`` resolves the copied annotations in the handler's own module). Decorated
+    handlers carry ``admin_only = True``, so a test can list them.
+    """
+
+    def decorate(fn: F) -> F:
+        signature = inspect.signature(fn)
+        if "request" not in signature.parameters:
+            raise TypeError(f"{fn.__qualname__} is @admin_only but has no 'request' parameter to say who calls")
+
+        @functools.wraps(fn)
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            # bind (not the position): Gradio passes request positionally, tests and scripts by keyword.
+            request = signature.bind(self, *args, **kwargs).arguments.get("request")
+            try:
+                self.access.admin(request)
+            except AccessDenied:
+                if refused is _RAISE:
+                    raise
+                return refused
+            return fn(self, *args, **kwargs)
+
+        wrapper.admin_only = True  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(handler) if handler is not None else decorate

@@ -1,7 +1,7 @@
 """The "Admin" tab and admin API: fine-tune, registry decisions, campaigns, statistics, exports.
 
-Every handler first checks the caller's role (:class:`ui.access.Access`): the UI and the API
-enforce the same rule, because the API is reachable without the UI.
+Every handler is declared ``@admin_only`` (:func:`ui.access.admin_only`): the UI and the API enforce
+the same rule, because the API is reachable without the UI.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from recsys_core.errors import InvalidInputError
 from storage import Repository
 from studio.campaigns import CampaignSpec, create_campaign
 from studio.jobs import FinetuneJobs
-from studio.models import ModelManager
+from studio.registry import ModelManager
 from ui import render
-from ui.access import Access
+from ui.access import Access, admin_only
 from ui.errors import user_errors
 from ui.handlers import _file_path
 
@@ -45,6 +45,10 @@ def _rows(frame: pd.DataFrame) -> list[list[Any]]:
 
 
 class AdminHandlers:
+    """The Admin tab's events and the admin API. Each public handler is declared ``@admin_only`` (checked
+    before any argument is read); the private helpers run only inside such handlers, where
+    ``self.access.caller(request)`` just names the admin for the record."""
+
     def __init__(self, service, repository: Repository, access: Access, manager: ModelManager,
                  jobs: FinetuneJobs, export_dir: Path) -> None:
         self.service = service
@@ -64,27 +68,29 @@ class AdminHandlers:
         return table, gr.update(choices=[r.version for r in rows], value=None)
 
     @user_errors
+    @admin_only
     def registry(self, request: gr.Request = None) -> tuple:
-        self.access.admin(request)
         table, choices = self._registry()
         return table, choices, f"Serving **{render.esc(self.service.model_version)}**."
 
     def _decide(self, action, version: str | None, request: gr.Request | None) -> tuple:
-        caller = self.access.admin(request)
         if not version:
             raise InvalidInputError("choose a model version first")
-        action(version, caller.username)
+        action(version, self.access.caller(request).username)
         return self.registry(request)
 
     @user_errors
+    @admin_only
     def promote(self, version: str | None, override: bool, request: gr.Request = None) -> tuple:
         return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), version, request)
 
     @user_errors
+    @admin_only
     def rollback(self, version: str | None, request: gr.Request = None) -> tuple:
         return self._decide(self.manager.rollback, version, request)
 
     @user_errors
+    @admin_only
     def reject(self, version: str | None, request: gr.Request = None) -> tuple:
         return self._decide(self.manager.reject, version, request)
 
@@ -103,9 +109,9 @@ class AdminHandlers:
                 f"{render.esc(s.message)}; gate: {render.esc(s.gate_reason)}")
 
     @user_errors
+    @admin_only
     def start_finetune(self, campaign: str | None, request: gr.Request = None) -> str:
-        caller = self.access.admin(request)
-        self.jobs.start(caller.username, campaign=campaign or None)
+        self.jobs.start(self.access.caller(request).username, campaign=campaign or None)
         return self._job_text()
 
     def tab_visibility(self, request: gr.Request = None) -> tuple[Any, Any, Any]:
@@ -116,18 +122,15 @@ class AdminHandlers:
             is_admin = False
         return gr.update(visible=is_admin), gr.update(visible=not is_admin), gr.Timer(active=is_admin)
 
+    @admin_only(refused="")  # polled every 2 s: nothing to show an annotator, and no error pop-ups
     def job_status(self, request: gr.Request = None) -> str:
-        try:
-            self.access.admin(request)
-        except Exception:
-            return ""
         return self._job_text()
 
     # -- campaigns ----------------------------------------------------------------------------------
     @user_errors
+    @admin_only
     def create_campaign(self, name: str, profiles: float, per_profile: float, randoms: float, controls: float,
                         overlap: float, scale: str, request: gr.Request = None) -> str:
-        self.access.admin(request)
         spec = CampaignSpec(name=(name or "").strip(), profiles=int(profiles), per_profile=int(per_profile),
                             random_per_profile=int(randoms), controls_per_profile=int(controls), overlap=int(overlap),
                             scale=scale)
@@ -137,8 +140,8 @@ class AdminHandlers:
 
     # -- statistics -----------------------------------------------------------------------------------
     @user_errors
+    @admin_only
     def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
-        self.access.admin(request)
         from recsys_core.labels import agreement
 
         counts = self.repository.label_counts()
@@ -157,8 +160,8 @@ class AdminHandlers:
 
     # -- exports --------------------------------------------------------------------------------------
     @user_errors
+    @admin_only
     def export(self, formats: list[str], pseudonymise: bool, campaign: str | None, request: gr.Request = None) -> list[str]:
-        self.access.admin(request)
         from storage.export import export_labels
 
         if not formats:
@@ -173,8 +176,7 @@ class AdminHandlers:
         return [str(p) for p in paths.values()]
 
     # -- catalog import -------------------------------------------------------------------------------
-    def _import(self, file: Any, name: str, request: gr.Request | None):
-        self.access.admin(request)
+    def _import(self, file: Any, name: str):
         from studio.catalog_import import ImportLimits, import_catalog_zip
 
         path = _file_path(file)
@@ -184,8 +186,9 @@ class AdminHandlers:
         return import_catalog_zip(str(path), str(name or ""), self.catalogs_dir, limits)
 
     @user_errors
+    @admin_only
     def import_catalog(self, file: Any, name: str, request: gr.Request = None) -> str:
-        report = self._import(file, name, request)
+        report = self._import(file, name)
         problems = "".join(f"\n- {render.esc(p)}" for p in report.problems[:50])
         more = f"\n- … and {len(report.problems) - 50} more" if len(report.problems) > 50 else ""
         return (f"Imported **{render.esc(report.name)}**: {report.items} item(s), {len(report.problems)} row "
@@ -194,7 +197,7 @@ class AdminHandlers:
 
     # -- privacy ----------------------------------------------------------------------------------------
     def _erase(self, username: str, confirm: bool, request: gr.Request | None):
-        caller = self.access.admin(request)
+        caller = self.access.caller(request)
         username = (username or "").strip()
         if not username:
             raise InvalidInputError("type the annotator's username (as shown in the per-annotator statistics)")
@@ -205,6 +208,7 @@ class AdminHandlers:
         return result
 
     @user_errors
+    @admin_only
     def erase(self, username: str, confirm: bool, request: gr.Request = None) -> str:
         result = self._erase(username, confirm, request)
         if not result.found:
@@ -215,60 +219,63 @@ class AdminHandlers:
 
     # -- API (admin only) ----------------------------------------------------------------------------
     @user_errors
+    @admin_only
     def api_finetune(self, campaign: str = "", request: gr.Request = None) -> dict:
         """Start a fine-tune from the active model on the stored labels (admin). One at a time."""
-        caller = self.access.admin(request)
-        status = self.jobs.start(caller.username, campaign=campaign or None)
+        status = self.jobs.start(self.access.caller(request).username, campaign=campaign or None)
         return {"state": status.state, "job_id": status.job_id}
 
     @user_errors
+    @admin_only
     def api_finetune_status(self, request: gr.Request = None) -> dict:
         """State of the last fine-tune: state, fraction, message, version, gate_passed, gate_reason, seconds, error."""
-        self.access.admin(request)
         s = self.jobs.status()
         return {"state": s.state, "job_id": s.job_id, "fraction": round(s.fraction, 4), "message": s.message,
                 "version": s.version, "gate_passed": s.gate_passed, "gate_reason": s.gate_reason,
                 "seconds": round(s.seconds, 2), "error": s.error, "serving": self.service.model_version}
 
     @user_errors
+    @admin_only
     def api_promote(self, version: str, override: bool = False, request: gr.Request = None) -> dict:
         """Serve ``version`` (admin); a gate-rejected one needs ``override``. Also the rollback path."""
-        caller = self.access.admin(request)
-        self.manager.promote(str(version), caller.username, override=bool(override))
+        self.manager.promote(str(version), self.access.caller(request).username, override=bool(override))
         return {"serving": self.service.model_version}
 
     @user_errors
+    @admin_only
     def api_models(self, request: gr.Request = None) -> list[dict]:
         """The registry, newest first (admin)."""
-        self.access.admin(request)
         return [{"version": r.version, "status": r.status, "parent": r.parent, "created": r.created,
                  "heldout_pairwise": r.heldout_pairwise, "gate": r.gate} for r in self.manager.rows()]
 
     @user_errors
+    @admin_only
     def api_campaign(self, name: str, profiles: int = 10, per_profile: int = 5, random_per_profile: int = 2,
                      controls_per_profile: int = 1, overlap: int = 3, scale: str = "graded",
                      request: gr.Request = None) -> dict:
         """Create a labelling campaign from the served model (admin); returns how many tasks were added."""
-        self.access.admin(request)
         spec = CampaignSpec(name=str(name).strip(), profiles=int(profiles), per_profile=int(per_profile),
                             random_per_profile=int(random_per_profile), controls_per_profile=int(controls_per_profile),
                             overlap=int(overlap), scale=str(scale))
         return {"tasks": create_campaign(self.service, self.repository, spec)}
 
     @user_errors
+    @admin_only
     def api_erase_annotator(self, username: str, confirm: bool = False, request: gr.Request = None) -> dict:
         """Delete every judgement of ``username`` (admin; ``confirm`` must be true). Returns the counts."""
         result = self._erase(str(username), bool(confirm), request)
         return {"found": result.found, "feedback": result.feedback, "assignments": result.assignments}
 
     @user_errors
+    @admin_only
     def api_import_catalog(self, file: gr.FileData, name: str, request: gr.Request = None) -> dict:
         """Unpack a catalog zip into <data dir>/catalogs/<name> after checking every entry (admin)."""
-        report = self._import(file, name, request)
+        report = self._import(file, name)
         return {"name": report.name, "folder": str(report.folder), "items": report.items,
                 "problems": list(report.problems), "command": report.command}
 
     @user_errors
+    @admin_only
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
         """Write all labels in the given formats on the server (admin); returns {format: path}."""
         paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)

@@ -22,6 +22,7 @@ from ui import render
 from ui.access import Access
 from ui.errors import user_errors
 from ui.gpu import gpu_task
+from ui.panels import shown_values
 from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
@@ -219,8 +220,7 @@ class Handlers:
         state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}
         status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
-        return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
-                render.score_parts_frame(recs), state, "Select a recommendation to see why and to rate it.", status)
+        return (*shown_values(recs, state), "Select a recommendation to see why and to rate it.", status)
 
     @user_errors
     def select_result(self, state: dict | None, evt: gr.SelectData) -> tuple[dict, str]:
@@ -252,7 +252,8 @@ class Handlers:
 
     @user_errors
     def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Explanation panel for the selected recommendation (catalog profile or upload)."""
+        """Explanation panel for the selected recommendation (catalog profile or upload), in the order of
+        ``ResultsPanel.explanation`` (:mod:`ui.panels`)."""
         if not state or not state.get("selected"):
             raise InvalidInputError("select a recommendation first")
         item_id = state["selected"]
@@ -296,5 +297,4 @@ class Handlers:
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
                  "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}
-        return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
-                render.score_parts_frame(recs), state, f"{len(recs)} catalog items similar to your upload")
+        return (*shown_values(recs, state), f"{len(recs)} catalog items similar to your upload")

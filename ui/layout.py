@@ -6,6 +6,7 @@ import gradio as gr
 
 from ui import render
 from ui.handlers import Handlers
+from ui.panels import results_panel
 
 ALL_GENRES = "All genres"
 
@@ -13,32 +14,6 @@ CSS = """
 #results-gallery .caption-label, #catalog-gallery .caption-label { white-space: normal; }
 footer { visibility: hidden; }
 """
-
-
-def _parts_plot() -> gr.BarPlot:
-    return gr.BarPlot(x="item", y="score", color="part", title="Score = text part + image part",
-                      color_map={"text": "#2563eb", "image": "#f97316"}, x_label_angle=-30, height=300,
-                      sort=None, label="Score parts")
-
-
-def _explanation_panel(with_upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]:
-    """Components of the "why" panel, in the order ``Handlers.explain`` returns their values."""
-    with gr.Accordion("Why this recommendation?", open=True):
-        method = gr.Radio([("fast (Grad-CAM regions)", "fast"), ("thorough (occlusion regions, more IG steps)", "thorough")],
-                          value="fast", label="Explanation method")
-        summary = gr.Markdown()
-        tokens = gr.HighlightedText(label="Words: red raised the score, blue lowered it", combine_adjacent=False,
-                                    show_legend=False)
-        with gr.Row():
-            heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
-            query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=with_upload)
-        with gr.Row():
-            share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
-                               color="part", color_map={"text": "#2563eb", "image": "#f97316"})
-            history = gr.BarPlot(x="liked item", y="contribution", title="Contribution of each liked item",
-                                 height=220, visible=not with_upload, x_label_angle=-20)
-    outputs = [tokens, heat, share, history, summary] + ([query_heat] if with_upload else [])
-    return method, outputs
 
 
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio", labelling=None,
@@ -83,18 +58,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                                                   info="0 = by score only; higher = fewer look-alikes")
                         go = gr.Button("2. Recommend", variant="primary")
                         status = gr.Markdown()
-                        results = gr.Gallery(label="Recommendations", columns=5, height=320, allow_preview=False,
-                                             object_fit="contain", elem_id="results-gallery")
-                        details = gr.Markdown("Select a recommendation to see details and rate it.")
-                        with gr.Row():
-                            like = gr.Button("👍 Like", size="sm")
-                            dislike = gr.Button("👎 Dislike", size="sm")
-                        feedback_note = gr.Markdown()
-                        method, explanation = _explanation_panel(with_upload=False)
-                        with gr.Accordion("Where each score comes from", open=False):
-                            parts = _parts_plot()
-                            table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
-                rec_state = gr.State({})
+                        rec_panel = results_panel(label="Recommendations", elem_id="results-gallery", rating=True,
+                                                  details="Select a recommendation to see details and rate it.")
 
             with gr.Tab("Upload a new item"):
                 gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
@@ -109,14 +74,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         up_go = gr.Button("Find similar items", variant="primary")
                     with gr.Column(scale=3):
                         up_status = gr.Markdown()
-                        up_results = gr.Gallery(label="Similar catalog items", columns=5, height=320,
-                                                allow_preview=False, object_fit="contain")
-                        up_details = gr.Markdown()
-                        up_method, up_explanation = _explanation_panel(with_upload=True)
-                        with gr.Accordion("Where each score comes from", open=False):
-                            up_parts = _parts_plot()
-                            up_table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
-                up_state = gr.State({})
+                        up_panel = results_panel(label="Similar catalog items", upload=True)
 
             if labelling is not None:
                 from ui.labelling import build_labelling_tab
@@ -149,23 +107,12 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
-        go.click(handlers.recommend, [liked, k, diversity], [results, table, parts, rec_state, details, status],
+        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, rec_panel.details, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
-        explain = {"concurrency_limit": 1, "concurrency_id": "explain", **ui}  # heavy: one at a time
-        results.select(handlers.select_result, [rec_state], [rec_state, details], api_name="ui_select", **ui).then(
-            handlers.explain, [rec_state, method], explanation, api_name="ui_explain", **explain)
-        method.change(handlers.explain, [rec_state, method], explanation, api_name="ui_explain_method", **explain)
-        like.click(handlers.like, [rec_state], [feedback_note],
-                   concurrency_limit=16, concurrency_id="feedback", api_name="ui_like", **ui)
-        dislike.click(handlers.dislike, [rec_state], [feedback_note],
-                      concurrency_limit=16, concurrency_id="feedback", api_name="ui_dislike", **ui)
-        up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k],
-                    [up_results, up_table, up_parts, up_state, up_status], concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
-        up_results.select(handlers.select_result, [up_state], [up_state, up_details], api_name="ui_upload_select",
-                          **ui).then(handlers.explain, [up_state, up_method], up_explanation,
-                                     api_name="ui_upload_explain", **explain)
-        up_method.change(handlers.explain, [up_state, up_method], up_explanation, api_name="ui_upload_explain_method",
-                         **explain)
+        rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method, like, dislike
+        up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
+                    concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
+        up_panel.wire(handlers, **ui)  # select, explain, explain again
 
         gr.api(handlers.api_recommend, api_name="recommend", concurrency_limit=8, concurrency_id="recommend")
         gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,

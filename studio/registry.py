@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_core.errors import RecsysError
+from studio.finetune_job import JobResult
 
 log = logging.getLogger(__name__)
 ZERO_SHOT_PATH = "zero-shot"  # registry path of the built-in model (it has no files)
@@ -116,22 +117,22 @@ class ModelManager:
             return None
         return value
 
-    def register_candidate(self, result: dict, *, auto_promote: bool, by: str) -> str:
-        """Record a finished fine-tune (the ``recsys_core.finetune`` result JSON); promote it when the gate passed."""
-        snap = result["snapshot"]
-        self.repository.save_snapshot(snap["id"], snap["feedback_ids"], config=snap["config"],
-                                      n_examples=snap["n_examples"], n_judgements=snap["n_judgements"])
-        metrics = {"heldout_base": result["gate"]["base"], "heldout_candidate": result["gate"]["candidate"],
-                   "gate_passed": result["gate"]["passed"], "gate_reason": result["gate"]["reason"],
-                   "n_train": result["n_train"], "n_heldout": result["n_heldout"], "seconds": result["seconds"]}
+    def register_candidate(self, result: JobResult, *, auto_promote: bool, by: str) -> str:
+        """Record a finished fine-tune (:class:`studio.finetune_job.JobResult`); promote it when the gate passed."""
+        snap, gate = result.snapshot, result.gate
+        self.repository.save_snapshot(snap.id, list(snap.feedback_ids), config=snap.config,
+                                      n_examples=snap.n_examples, n_judgements=snap.n_judgements)
+        metrics = {"heldout_base": gate.base, "heldout_candidate": gate.candidate,
+                   "gate_passed": gate.passed, "gate_reason": gate.reason,
+                   "n_train": result.n_train, "n_heldout": result.n_heldout, "seconds": result.seconds}
         metrics = self._clean(metrics)
-        version = result["version"]
-        self.repository.register_model(version, result["out_dir"], parent=result.get("parent"),
-                                       label_snapshot=snap["id"], metrics=metrics, status="candidate", by=by)
-        if not result["gate"]["passed"]:
-            self.repository.set_model_status(version, "rejected", "gate", result["gate"]["reason"])
+        version = result.version
+        self.repository.register_model(version, result.out_dir, parent=result.parent,
+                                       label_snapshot=snap.id, metrics=metrics, status="candidate", by=by)
+        if not gate.passed:
+            self.repository.set_model_status(version, "rejected", "gate", gate.reason)
         elif auto_promote:
-            self.promote(version, "gate", note=result["gate"]["reason"])
+            self.promote(version, "gate", note=gate.reason)
         return version
 
     # -- views ------------------------------------------------------------------------------------

@@ -1,0 +1,93 @@
+"""studio.jobs: the background fine-tune job, one at a time, with its options on the job's command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from storage import FeedbackIn, Repository
+from studio.finetune_job import JobOptions, build_parser
+from studio.jobs import FinetuneJobs, JobBusyError
+from studio.registry import ModelManager
+
+BOARD = ["chess", "checkers", "puzzle", "noimage"]
+ARCADE = ["space", "racer", "cards"]
+
+
+@pytest.fixture
+def repository(tmp_path):
+    return Repository.from_url(f"sqlite:///{tmp_path / 'studio.sqlite3'}")
+
+
+def test_background_job_runs_once_at_a_time_and_registers_its_candidate(tiny_catalog_dir, repository, tmp_path,
+                                                                         tiny_catalog) -> None:
+    from tests.conftest import make_tiny_service
+
+    service = make_tiny_service(tiny_catalog, tmp_path / "data" / "features")
+    service.prepare()
+    manager = ModelManager(service, repository)
+    manager.sync_at_startup()
+    n = 0
+    for rep in range(8):
+        for fans, liked, disliked in ((BOARD, BOARD, ARCADE), (ARCADE, ARCADE, BOARD)):
+            context = (fans[rep % len(fans)],)
+            for item, label in [(i, "like") for i in liked if i not in context] + [(i, "dislike") for i in disliked]:
+                n += 1
+                repository.add_feedback(FeedbackIn(request_id=f"r{n}", item_id=item, label=label, context_ids=context,
+                                                   model_version=service.model_version, annotator=f"a{rep % 3}"))
+    jobs = FinetuneJobs(manager=manager, database_url=f"sqlite:///{tmp_path / 'studio.sqlite3'}",
+                        data_dir=tmp_path / "data", auto_promote=True,
+                        catalog_args=["--catalog", str(tiny_catalog_dir), "--text-encoder", "tiny-random",
+                                      "--image-encoder", "tiny-random"], options=JobOptions(epochs=3, threads=1))
+    status = jobs.start("admin")
+    assert status.running
+    with pytest.raises(JobBusyError, match="already running"):
+        jobs.start("someone else")
+    final = jobs.wait(timeout=240)
+    assert final.state == "succeeded", final.error
+    entry = repository.get_model(final.version)
+    assert entry is not None and entry.label_snapshot and repository.get_snapshot(entry.label_snapshot)
+    if final.gate_passed:
+        assert repository.active_model().version == final.version == service.model_version
+    else:
+        assert entry.status == "rejected" and service.model_version != final.version
+    assert jobs.start("admin").running  # a new job may start once the last one ended
+    jobs.wait(timeout=240)
+
+
+def _fake_python(tmp_path: Path) -> Path:
+    """An interpreter stand-in that records its argv and fails the way the job does (a JobFailure in --json)."""
+    script = tmp_path / "fake-python"
+    script.write_text(f"""#!{sys.executable}
+import json, sys
+from pathlib import Path
+argv = sys.argv[1:]
+Path({str(tmp_path / "argv.json")!r}).write_text(json.dumps(argv))
+Path(argv[argv.index("--json") + 1]).write_text(json.dumps({{"ok": False, "error": "too few labels (fake)"}}))
+sys.exit(2)
+""")
+    script.chmod(0o755)
+    return script
+
+
+def test_the_job_options_reach_the_job_command_line(tiny_service, repository, tmp_path) -> None:
+    manager = ModelManager(tiny_service, repository)
+    manager.sync_at_startup()
+    options = JobOptions(epochs=3, lr=0.001, method="soft", threads=1, likes_as_interactions=False,
+                         offline_gate=False)
+    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path / "data",
+                        catalog_args=["--catalog", "demo", "--text-encoder", "tiny-random"],
+                        python=str(_fake_python(tmp_path)), options=options)
+    assert jobs.start("admin", campaign="c1").running
+    final = jobs.wait(timeout=60)
+    assert final.state == "failed" and final.error == "too few labels (fake)"  # the job's own message
+    argv = json.loads((tmp_path / "argv.json").read_text())
+    assert argv[:2] == ["-m", "studio.finetune_job"]
+    args = build_parser().parse_args(argv[2:])
+    assert (args.epochs, args.lr, args.method, args.threads) == (3, 0.001, "soft", 1)
+    assert args.no_likes_as_interactions and args.no_offline_gate
+    assert (args.catalog, args.text_encoder, args.campaign) == ("demo", "tiny-random", "c1")
+    assert args.label_weight == build_parser().parse_args(["--out", "x"]).label_weight  # unset: the job's default

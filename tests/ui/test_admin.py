@@ -1,0 +1,136 @@
+"""Labelling and admin handlers with accounts: roles enforced on every action, a full small session."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+import pytest
+
+from tests.studio_app import req as _req
+from tests.studio_app import studio_app
+
+
+@pytest.fixture
+def app(tiny_service, tmp_path):
+    return studio_app(tiny_service, tmp_path)
+
+
+def test_roles_are_enforced_on_admin_actions_and_feedback(app) -> None:
+    for call in (lambda r: app.admin.api_finetune("", r), lambda r: app.admin.api_promote("x", False, r),
+                 lambda r: app.admin.api_export(["csv"], True, r), lambda r: app.admin.api_models(r),
+                 lambda r: app.admin.create_campaign("c", 1, 1, 0, 0, 1, "graded", r)):
+        with pytest.raises(gr.Error, match="annotator; this needs the admin role"):
+            call(_req("ann1"))
+        with pytest.raises(gr.Error, match="log in first"):
+            call(_req(None))
+    with pytest.raises(gr.Error, match="log in first"):
+        app.main.api_feedback(["chess"], "checkers", "like", "r1", _req(None))
+    assert app.repository.count_feedback() == 0  # nothing stored on refusal
+    stored = app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann1"))
+    assert stored["stored"] is True
+    with pytest.raises(gr.Error):  # another annotator cannot overwrite or claim that label
+        app.main.api_feedback(["chess"], "checkers", "dislike", "r1", _req("ann2"))
+    assert app.repository.my_feedback("ann2") == [] and len(app.repository.my_feedback("ann1")) == 1
+
+
+def test_a_labelling_session_with_three_annotators(app) -> None:
+    note = app.admin.create_campaign("s1", 2, 2, 1, 1, 2, "graded", _req("boss"))
+    assert "8 task(s) added, each for 2 annotator(s)" in note
+    answered = 0
+    states = {name: app.label.next_task("s1", _req(name))[4] for name in ("ann1", "ann2", "ann3")}
+    while any(states.values()):  # annotators work side by side, one task at a time
+        for name, state in states.items():
+            if state:
+                states[name] = app.label.answer(state, 3 if name != "ann3" else 0, _req(name))[4]
+                answered += 1
+    assert answered == 16  # 8 tasks x overlap 2
+    assert app.repository.campaign_overview("s1")["complete"] == 8
+    text, like_rate, per_annotator, pairs, _ = app.admin.statistics("s1", _req("boss"))
+    assert "16 judgement(s)" in text and "Krippendorff's alpha (ordinal)" in text
+    assert {row[0] for row in per_annotator} == {"ann1", "ann2", "ann3"}
+    # Like-rate of shown items: ann1/ann2 gave 3 (liked), ann3 gave 0, controls (2 of 8 tasks) left out.
+    frame = app.repository.judgements_frame("s1")
+    shown = frame[~frame["is_control"]]
+    expected = (shown["annotator"] != "ann3").mean()
+    assert like_rate["judgements"].sum() == len(shown) == 12
+    assert like_rate["like_rate"].iloc[0] == pytest.approx(expected)
+    mine = app.label.my_labels(_req("ann2"))
+    assert len(mine) == len(app.repository.my_feedback("ann2"))
+    files = app.admin.export(["csv", "jsonl", "mmrec", "cornac", "parquet"], True, "s1", _req("boss"))
+    csv = pd.read_csv(next(f for f in files if f.endswith(".csv")))
+    assert len(csv) == 16 and not csv["annotator"].isin(["ann1", "ann2", "ann3"]).any()  # pseudonymised
+    assert len(pd.read_parquet(next(f for f in files if f.endswith(".parquet")))) == 16
+
+
+# Every @admin_only handler of ui.admin.AdminHandlers with placeholder arguments (the role is checked before
+# any argument is read). job_status is the one that answers a non-admin quietly (see its own test).
+ADMIN_CALLS = {
+    "registry": lambda h, r: h.registry(r),
+    "promote": lambda h, r: h.promote("v", True, r),
+    "rollback": lambda h, r: h.rollback("v", r),
+    "reject": lambda h, r: h.reject("v", r),
+    "start_finetune": lambda h, r: h.start_finetune("", r),
+    "create_campaign": lambda h, r: h.create_campaign("c", 1, 1, 0, 0, 1, "graded", r),
+    "statistics": lambda h, r: h.statistics("", r),
+    "export": lambda h, r: h.export(["csv"], True, "", r),
+    "import_catalog": lambda h, r: h.import_catalog(None, "x", r),
+    "erase": lambda h, r: h.erase("ann2", True, r),
+    "api_finetune": lambda h, r: h.api_finetune("", r),
+    "api_finetune_status": lambda h, r: h.api_finetune_status(r),
+    "api_promote": lambda h, r: h.api_promote("v", True, r),
+    "api_models": lambda h, r: h.api_models(r),
+    "api_campaign": lambda h, r: h.api_campaign("c", request=r),
+    "api_erase_annotator": lambda h, r: h.api_erase_annotator("ann2", True, r),
+    "api_import_catalog": lambda h, r: h.api_import_catalog(None, "x", r),
+    "api_export": lambda h, r: h.api_export(["csv"], True, r),
+}
+
+
+def test_every_public_admin_handler_is_declared_admin_only() -> None:
+    from ui.admin import AdminHandlers
+
+    public = {name for name, value in vars(AdminHandlers).items() if callable(value) and not name.startswith("_")}
+    declared = {name for name in public if getattr(getattr(AdminHandlers, name), "admin_only", False)}
+    # tab_visibility is for everyone: it only hides the tab from annotators.
+    assert declared == public - {"tab_visibility"} == set(ADMIN_CALLS) | {"job_status"}
+
+
+@pytest.mark.parametrize("name", sorted(ADMIN_CALLS))
+def test_an_annotator_and_an_anonymous_caller_are_refused_on_every_admin_handler(app, name) -> None:
+    app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann2"))
+    with pytest.raises(gr.Error, match="ann1 is an annotator; this needs the admin role"):
+        ADMIN_CALLS[name](app.admin, _req("ann1"))
+    with pytest.raises(gr.Error, match="log in first"):
+        ADMIN_CALLS[name](app.admin, _req(None))
+    # Refused before doing anything: no job, no campaign, no registry decision, no erasure.
+    assert app.admin.jobs.status().state == "idle"
+    assert app.repository.campaign_overview("c")["tasks"] == 0
+    assert [m.status for m in app.repository.list_models()] == ["active"]
+    assert app.repository.count_feedback() == 1
+
+
+def test_the_job_poller_answers_a_non_admin_with_nothing(app) -> None:
+    assert app.admin.job_status(_req("ann1")) == "" and app.admin.job_status(_req(None)) == ""
+    assert app.admin.job_status(_req("boss")) == "No fine-tune has run since the app started."
+
+
+def test_admin_only_keeps_what_gradio_reads_from_a_handler(app) -> None:
+    """Gradio finds ``request`` by signature and type hint (``special_args``) and builds the API from them."""
+    import inspect
+
+    from gradio.helpers import special_args
+    from gradio.utils import get_type_hints
+
+    handler = app.admin.api_promote
+    assert list(inspect.signature(handler).parameters) == ["version", "override", "request"]
+    assert get_type_hints(handler)["request"] is gr.Request
+    request = _req("boss")
+    inputs, *_ = special_args(handler, ["v1", True], request)
+    assert inputs == ["v1", True, request]
+
+
+def test_admin_only_needs_a_request_parameter() -> None:
+    from ui.access import admin_only
+
+    with pytest.raises(TypeError, match="no 'request' parameter"):
+        admin_only(lambda self, version: None)

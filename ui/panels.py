@@ -1,0 +1,111 @@
+"""The results block the Recommend and Upload tabs share: a gallery of results, the selected item's
+details, the "why" panel and the score breakdown, with the events that select and explain a result.
+
+One place holds the block's components, the order of the values a recommend handler returns for
+them (:func:`shown_values` fills :attr:`ResultsPanel.shown`) and the order of the explanation
+outputs (``Handlers.explain``), so the two tabs cannot drift apart. The tabs differ only where the
+arguments say: the Upload tab also shows the matching regions of the upload (``upload=True``) and
+has no like/dislike buttons (``rating=False``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Sequence
+
+import gradio as gr
+
+from ui import render
+
+if TYPE_CHECKING:
+    from recsys_core.service import Recommendation
+
+PART_COLORS = {"text": "#2563eb", "image": "#f97316"}
+
+
+@dataclass
+class ResultsPanel:
+    events: str  # prefix of the events' API names: "ui" (Recommend tab) or "ui_upload"
+    gallery: gr.Gallery
+    details: gr.Markdown
+    method: gr.Radio
+    explanation: list[gr.components.Component]  # in the order Handlers.explain returns their values
+    parts: gr.BarPlot
+    table: gr.Dataframe
+    state: gr.State  # this visitor's results: request id, liked items, Recommendation per id, the selected one
+    like: gr.Button | None = None  # rating=True only
+    dislike: gr.Button | None = None
+    feedback_note: gr.Markdown | None = None
+
+    @property
+    def shown(self) -> list[gr.components.Component]:
+        """Outputs a recommend handler fills with :func:`shown_values`, in that order."""
+        return [self.gallery, self.table, self.parts, self.state]
+
+    def wire(self, handlers: Any, **ui: Any) -> None:
+        """Selecting a result shows its details, then explains it; another method explains it again; 👍/👎 rate it.
+
+        ``handlers``: a :class:`ui.handlers.Handlers` (not imported: ``ui.handlers`` imports this module).
+        ``ui``: options for every event (the app makes them private: its public API is the gr.api endpoints).
+        """
+        explain = {"concurrency_limit": 1, "concurrency_id": "explain", **ui}  # heavy: one at a time
+        self.gallery.select(handlers.select_result, [self.state], [self.state, self.details],
+                            api_name=f"{self.events}_select", **ui).then(
+            handlers.explain, [self.state, self.method], self.explanation, api_name=f"{self.events}_explain", **explain)
+        self.method.change(handlers.explain, [self.state, self.method], self.explanation,
+                           api_name=f"{self.events}_explain_method", **explain)
+        if self.like is not None:
+            feedback = {"concurrency_limit": 16, "concurrency_id": "feedback", **ui}
+            self.like.click(handlers.like, [self.state], [self.feedback_note], api_name=f"{self.events}_like",
+                            **feedback)
+            self.dislike.click(handlers.dislike, [self.state], [self.feedback_note],
+                               api_name=f"{self.events}_dislike", **feedback)
+
+
+def shown_values(recs: Sequence["Recommendation"], state: dict) -> tuple:
+    """The values of :attr:`ResultsPanel.shown` for a new result list (the gallery starts unselected)."""
+    return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
+            render.score_parts_frame(recs), state)
+
+
+def results_panel(*, label: str, elem_id: str | None = None, details: str | None = None, upload: bool = False,
+                  rating: bool = False) -> ResultsPanel:
+    """Build the block inside the open layout context. ``label``/``elem_id``: the gallery's; ``details``: the
+    text before anything is selected; ``upload``: results for an uploaded item; ``rating``: 👍/👎 buttons."""
+    gallery = gr.Gallery(label=label, columns=5, height=320, allow_preview=False, object_fit="contain",
+                         elem_id=elem_id)
+    details_md = gr.Markdown(details)
+    like = dislike = feedback_note = None
+    if rating:
+        with gr.Row():
+            like = gr.Button("👍 Like", size="sm")
+            dislike = gr.Button("👎 Dislike", size="sm")
+        feedback_note = gr.Markdown()
+    method, explanation = _explanation(upload)
+    with gr.Accordion("Where each score comes from", open=False):
+        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text part + image part",
+                           color_map=PART_COLORS, x_label_angle=-30, height=300, sort=None, label="Score parts")
+        table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
+    state = gr.State({})
+    return ResultsPanel("ui_upload" if upload else "ui", gallery, details_md, method, explanation, parts, table, state,
+                        like, dislike, feedback_note)
+
+
+def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]:
+    """The "why" panel: the method choice, and the outputs in the order ``Handlers.explain`` returns them."""
+    with gr.Accordion("Why this recommendation?", open=True):
+        method = gr.Radio([("fast (Grad-CAM regions)", "fast"), ("thorough (occlusion regions, more IG steps)", "thorough")],
+                          value="fast", label="Explanation method")
+        summary = gr.Markdown()
+        tokens = gr.HighlightedText(label="Words: red raised the score, blue lowered it", combine_adjacent=False,
+                                    show_legend=False)
+        with gr.Row():
+            heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
+            query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=upload)
+        with gr.Row():
+            share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
+                               color="part", color_map=PART_COLORS)
+            history = gr.BarPlot(x="liked item", y="contribution", title="Contribution of each liked item",
+                                 height=220, visible=not upload, x_label_angle=-20)
+    outputs = [tokens, heat, share, history, summary] + ([query_heat] if upload else [])
+    return method, outputs
