@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from recsys_core.errors import RecsysError
+from recsys_core.errors import InvalidInputError, RecsysError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -161,24 +161,21 @@ def read_outcome(path: Path) -> JobResult | JobFailure | None:
 
 def read_judgements(database_url: str, campaign: str | None = None) -> "pd.DataFrame":
     """Every judgement in the database (or ``campaign``'s) as the frame :func:`recsys_core.labels.aggregate` reads."""
-    import pandas as pd
+    from sqlalchemy.engine import make_url
 
     from storage import Repository
 
+    url = make_url(database_url)
+    # Repository.from_url creates a missing SQLite file (what the app wants on first start); a job handed
+    # a mistyped path would then train on "0 judgements" instead of saying what is wrong.
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
+            and not Path(url.database).is_file():
+        raise InvalidInputError(f"no database at {url.database}: give the app's database (--db sqlite:///<data dir>/recsys.sqlite3)")
     repository = Repository.from_url(database_url)
     try:
         frame = repository.judgements_frame(campaign)
     finally:
         repository.engine.dispose()
-    # judgements_frame is written for the Admin view; two of its columns differ from what the job read
-    # with its own SQL before, and training must see the same labels (and label snapshot ids) as then:
-    # - an anonymous judgement's annotator is None there; aggregate() would make it the string "None",
-    #   the job always called it "anonymous" (it is hashed into the label snapshot id);
-    # - grade is a nullable Int64 column (pd.NA); the job handed aggregate() None or a Python int.
-    # ``expected`` is NaN, not None, off controls; aggregate() reads it only on controls, through isna().
-    frame["annotator"] = [a if isinstance(a, str) else "anonymous" for a in frame["annotator"]]
-    frame["grade"] = pd.Series([None if pd.isna(g) else int(g) for g in frame["grade"]], index=frame.index,
-                               dtype=object)
     return frame
 
 

@@ -6,8 +6,10 @@ import json
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
+from recsys_core.errors import InvalidInputError
 from recsys_core.labels import aggregate
 from storage import FeedbackIn
 from studio.finetune_job import (
@@ -39,13 +41,22 @@ def test_judgements_reach_training_as_aggregate_reads_them(tiny_service, tmp_pat
     frame = read_judgements(url)
     assert len(frame) == 5 and list(frame["feedback_id"]) == sorted(frame["feedback_id"])
     assert frame["annotator"].tolist().count("ann1") == 4 and frame["annotator"].iloc[-1] == "anonymous"
-    assert frame["grade"].tolist() == [3, 3, 3, 3, None] and all(type(g) is int for g in frame["grade"][:4])
+    # The job reads storage's one judgements frame as it is (no adaptation of its own).
+    pd.testing.assert_frame_equal(frame, app.repository.judgements_frame())
+    assert frame["grade"].iloc[:4].tolist() == [3, 3, 3, 3] and pd.isna(frame["grade"].iloc[4])
     assert all(isinstance(c, list) for c in frame["context_ids"]) and frame["is_control"].dtype == bool
     assert frame["is_control"].sum() == 2
     assert frame.loc[frame["is_control"], "expected"].between(0, 1).all()
     labels = aggregate(frame)
     assert len(labels.examples) == 3 and "anonymous" in {a for t in labels.examples["annotators"] for a in t}
     assert len(read_judgements(url, "c")) == 4  # a campaign's tasks only: the anonymous like has none
+
+
+def test_a_missing_sqlite_database_is_a_clear_error_not_an_empty_one(tmp_path) -> None:
+    missing = tmp_path / "typo.sqlite3"
+    with pytest.raises(InvalidInputError, match="no database at"):
+        read_judgements(f"sqlite:///{missing}")
+    assert not missing.exists()  # nothing was created
 
 
 def _result(**changes) -> JobResult:
