@@ -190,7 +190,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     # Uploads land in the data directory, not a system temp folder (Spaces mounts DATA_DIR on a bucket).
     os.environ.setdefault("GRADIO_TEMP_DIR", str((config.data_dir / "uploads").resolve()))
 
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
     from studio.jobs import FinetuneJobs

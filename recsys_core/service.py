@@ -17,17 +17,18 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from recsys_core.catalog import Catalog, Item
+from recsys_core.data.catalog import Catalog, Item
 from recsys_core.config import ServiceConfig
 from recsys_core.device import resolve_device
-from recsys_core.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
+from recsys_core.encoders.image import ImageEncoder, build_image_encoder
+from recsys_core.encoders.text import TextEncoder, build_text_encoder
 from recsys_core.errors import EmptyProfileError, InvalidInputError
-from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
-from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
-from recsys_core.images import load_image
-from recsys_core.index import SearchResult, VectorIndex, build_index
-from recsys_core.serving import FusionServing, load_serving
-from recsys_core.zeroshot import ZeroShotModel
+from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
+from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
+from recsys_core.data.images import load_image
+from recsys_core.serving.index import SearchResult, VectorIndex, build_index
+from recsys_core.serving.finetuned import FusionServing, load_serving
+from recsys_core.serving.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
 
@@ -291,7 +292,7 @@ class RecommenderService:
             if upload.image is not None:
                 image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
             return model.embed_new(text_vec, image_vec)
-        from recsys_core.content import token_text
+        from recsys_core.model.content import token_text
 
         parts = model.upload_parts(self.text_encoder, self.image_encoder, token_text(item) if has_text else None,
                                    text_vec, upload.image)
@@ -319,7 +320,7 @@ class RecommenderService:
             return None  # served without an image, so explained without one
 
     def explain(self, liked_ids: Sequence[str], item_id: str, method: str = "fast") -> Explanation:
-        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.explain)."""
+        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.serving.explain)."""
         method = self._check_method(method)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
@@ -418,7 +419,7 @@ class RecommenderService:
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],
                  diversity: float = 0.0) -> list[Recommendation]:
         if diversity > 0.0:
-            from recsys_core.metrics import mmr_rerank
+            from recsys_core.evaluation.metrics import mmr_rerank
 
             scores = (state.index.vectors @ query.float()).numpy()
             scores[exclude] = -np.inf

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_core.finetune import FinetuneConfig, finetune
-from recsys_core.serving import checkpoint_version
+from recsys_core.training.finetune import FinetuneConfig, finetune
+from recsys_core.serving.finetuned import checkpoint_version
 from storage import FeedbackIn, Repository
 from studio.jobs import FinetuneJobs, JobBusyError
 from studio.models import ModelActionError, ModelManager
-from tests.test_finetune import _examples
+from tests.recsys_core.training.test_finetune import _examples
 
 BOARD = ["chess", "checkers", "puzzle", "noimage"]
 ARCADE = ["space", "racer", "cards"]
