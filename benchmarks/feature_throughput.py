@@ -64,8 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.data.adapters import resolve_catalog
     from recsys_core.config import ImageEncoderConfig, LimitsConfig, TextEncoderConfig
     from recsys_core.device import resolve_device
-    from recsys_core.encoders.image import build_image_encoder
-    from recsys_core.encoders.text import build_text_encoder
+    from recsys_core.encoders.build import build_image_encoder, build_text_encoder
     from recsys_core.encoders.features import FeatureCache, extract_image_features, extract_text_features
     from recsys_core.data.images import load_image
 

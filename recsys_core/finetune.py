@@ -150,10 +150,12 @@ def _write_json(path: Path | None, value: dict) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> dict:
+    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
     from recsys_core.data.adapters import resolve_catalog
-    from recsys_core.config import ServiceConfig
+    from recsys_core.encoders.features import encode_catalog
     from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
-    from recsys_core.service import RecommenderService
+    from recsys_core.serving.finetuned import FusionServing, load_serving
+    from recsys_core.serving.zeroshot import ZeroShotModel
 
     def progress(fraction: float, message: str) -> None:
         log.info("%3.0f%% %s", 100 * fraction, message)
@@ -173,19 +175,20 @@ def run_cli(args: argparse.Namespace) -> dict:
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
     catalog = resolve_catalog(args.catalog, data_root=args.data_root)
-    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
-
-    service = RecommenderService(catalog, ServiceConfig(
-        text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
-        cache_dir=Path(args.data_dir) / "features", device=args.device, model_dir=args.base))
-    service.prepare()
-    state_model = service.active_model  # what the app serves from this base: the gate's baseline
+    cache_dir = Path(args.data_dir) / "features"
+    encoded = encode_catalog(catalog, TextEncoderConfig(model=args.text_encoder),
+                             ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device)
+    # What the app serves from this base (the zero-shot model without one): the gate's baseline.
+    state_model: ZeroShotModel | FusionServing = ZeroShotModel(encoded.features, ZeroShotConfig())
+    if args.base is not None:
+        state_model = load_serving(args.base, catalog, encoded.features, encoded.text_encoder,
+                                   encoded.image_encoder, cache_dir)
     offline = None
     if args.catalog == "movielens-100k" and args.data_root is not None and not args.no_offline_gate:
         offline = movielens_offline_split(args.data_root, catalog)
-    result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,
-                      text_encoder=service.text_encoder, image_encoder=service.image_encoder, base_model=state_model,
-                      base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
+    result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=encoded.features,
+                      text_encoder=encoded.text_encoder, image_encoder=encoded.image_encoder, base_model=state_model,
+                      base_dir=args.base, out_dir=args.out, cache_dir=cache_dir,
                       config=FinetuneConfig(epochs=args.epochs,
                                             lr=FinetuneConfig.lr if args.lr is None else args.lr,
                                             new_model_lr=FinetuneConfig.new_model_lr if args.lr is None else args.lr,

@@ -20,8 +20,9 @@ import torch
 from recsys_core.data.catalog import Catalog, Item
 from recsys_core.config import ServiceConfig
 from recsys_core.device import resolve_device
-from recsys_core.encoders.image import ImageEncoder, build_image_encoder
-from recsys_core.encoders.text import TextEncoder, build_text_encoder
+from recsys_core.encoders.build import build_image_encoder, build_text_encoder
+from recsys_core.encoders.image import ImageEncoder
+from recsys_core.encoders.text import TextEncoder
 from recsys_core.errors import EmptyProfileError, InvalidInputError
 from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
 from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash

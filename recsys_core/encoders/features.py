@@ -21,7 +21,10 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
+from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
 from recsys_core.data.catalog import Catalog
+from recsys_core.device import resolve_device
+from recsys_core.encoders.build import build_image_encoder, build_text_encoder
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.text import TextEncoder
 from recsys_core.errors import InvalidInputError
@@ -240,3 +243,36 @@ def extract_catalog_features(
         image_key=image_encoder.cache_key,
         stats=stats,
     )
+
+
+@dataclass(frozen=True)
+class EncodedCatalog:
+    """A catalog's encoders and their features: what training and evaluation need, without a service."""
+
+    text_encoder: TextEncoder
+    image_encoder: ImageEncoder
+    features: CatalogFeatures
+
+
+def encode_catalog(
+    catalog: Catalog,
+    text_config: TextEncoderConfig,
+    image_config: ImageEncoderConfig,
+    cache_dir: Path | None,
+    device: torch.device | str = "auto",
+    progress: ProgressFn | None = None,
+    *,
+    keep_regions: bool = True,
+    max_pixels: int = 40_000_000,
+) -> EncodedCatalog:
+    """Build the configured encoders on ``device`` and extract (or read cached) the catalog's features.
+
+    The same encoders, cache and defaults as :meth:`recsys_core.service.RecommenderService.prepare`, so
+    a trainer reads the vectors the app serves from (and their cache) without building a service.
+    """
+    device = resolve_device(device) if isinstance(device, str) else device
+    text_encoder = build_text_encoder(text_config, device)
+    image_encoder = build_image_encoder(image_config, device)
+    features = extract_catalog_features(catalog, text_encoder, image_encoder, cache_dir, keep_regions=keep_regions,
+                                        progress=progress, max_pixels=max_pixels)
+    return EncodedCatalog(text_encoder, image_encoder, features)

@@ -392,8 +392,9 @@ class ZeroShotScorer(_Base):
     """The app's zero-shot model (pretrained text + image vectors) used as a recommender.
 
     A user is scored exactly as the app scores a set of liked items: ``model.profile(train items)``
-    dotted with every item vector. Features come from the on-disk cache under ``cache_dir``
-    (extracted once by :meth:`RecommenderService.prepare`), so this is fast after the first run.
+    dotted with every item vector. Features come from the on-disk cache under ``cache_dir`` (extracted
+    once by :func:`recsys_core.encoders.features.encode_catalog`, as the app does), so this is fast after
+    the first run.
     ``model`` may be given directly (tests); otherwise it is built from ``catalog_root`` on fit.
     """
 
@@ -407,18 +408,19 @@ class ZeroShotScorer(_Base):
         self.model_item_ids = tuple(model_item_ids) if model_item_ids is not None else None
 
     def _build(self) -> None:
+        from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
         from recsys_core.data.adapters import load_movielens_100k
-        from recsys_core.config import ServiceConfig
-        from recsys_core.service import RecommenderService
+        from recsys_core.encoders.features import encode_catalog
+        from recsys_core.serving.zeroshot import ZeroShotModel
 
         if self.catalog_root is None:
             raise ValueError("ZeroShotScorer needs catalog_root (or a model)")
         catalog = load_movielens_100k(self.catalog_root)
-        service = RecommenderService(catalog, ServiceConfig(cache_dir=self.cache_dir))
         start = time.perf_counter()
-        service.prepare()
+        # The app's default encoders and zero-shot weights: the model the app would serve for this catalog.
+        features = encode_catalog(catalog, TextEncoderConfig(), ImageEncoderConfig(), self.cache_dir).features
         log.info("zeroshot: features ready in %.1fs", time.perf_counter() - start)
-        self.model = service.zeroshot_model
+        self.model = ZeroShotModel(features, ZeroShotConfig())
         self.model_item_ids = tuple(item.item_id for item in catalog.items)
 
     def fit(self, data: InteractionData) -> "ZeroShotScorer":

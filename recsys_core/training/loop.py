@@ -688,30 +688,27 @@ def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "
     encoder names as the app takes them. Under N processes the main process extracts (and caches) the
     features first; the others then read the cache instead of computing it again.
     """
+    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
     from recsys_core.data.adapters import load_movielens_100k
-    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
+    from recsys_core.encoders.features import encode_catalog
     from recsys_core.training.distributed import runtime_for
-    from recsys_core.service import RecommenderService
 
     train = train or TrainConfig()
     runtime = runtime or runtime_for(train.device, train.precision)
     catalog = catalog or load_movielens_100k(Path(data_root))
     with runtime.main_process_first():
         # The runtime's device type: "cuda" under a launcher is this process's own GPU (Accelerate selects it).
-        service = RecommenderService(catalog, ServiceConfig(text=TextEncoderConfig(model=text_encoder),
-                                                            image=ImageEncoderConfig(model=image_encoder),
-                                                            cache_dir=Path(data_dir) / "features",
-                                                            device=runtime.device.type))
-        service.prepare()
-        features = service.features
+        encoded = encode_catalog(catalog, TextEncoderConfig(model=text_encoder), ImageEncoderConfig(model=image_encoder),
+                                 Path(data_dir) / "features", device=runtime.device.type)
+        features = encoded.features
         fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind,  # type: ignore[arg-type]
                               text_dim=features.text.shape[1], image_dim=features.image.shape[1],
                               **{**train.fusion_overrides(), **fusion_options})
-        content = build_content(catalog, service.text_encoder, features.regions, features.has_image, fusion,
+        content = build_content(catalog, encoded.text_encoder, features.regions, features.has_image, fusion,
                                 Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image,
-                                image_encoder=service.image_encoder if fusion.image_top else None,
+                                image_encoder=encoded.image_encoder if fusion.image_top else None,
                                 progress=progress and runtime.is_main)
-    text_top, image_top = make_tops(fusion, service.text_encoder, service.image_encoder if fusion.image_top else None)
+    text_top, image_top = make_tops(fusion, encoded.text_encoder, encoded.image_encoder if fusion.image_top else None)
     trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top,
                   image_top=image_top, runtime=runtime)
     return trained, catalog
