@@ -177,9 +177,11 @@ def _checked_auth_file(path: Path | None) -> Path | None:
 def _checked_model_dir(folder: str | None) -> Path | None:
     if not folder:  # unset or empty: the zero-shot model
         return None
+    from recsys_core.model.checkpoint import REQUIRED, is_checkpoint
+
     folder = Path(folder).expanduser()
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise ValueError(f"--model {folder}: not a checkpoint folder (needs config.json and model.safetensors, "
+    if not is_checkpoint(folder):
+        raise ValueError(f"--model {folder}: not a checkpoint folder (needs {' and '.join(REQUIRED)}, "
                          "as written by python -m recsys_core.train --out DIR)")
     return folder
 

@@ -194,8 +194,9 @@ def finetune_oracle(service, catalog, users: Sequence[HeldOutUser], work_dir: Pa
 
 
 def default_checkpoints(work_dir: Path) -> list[str]:
-    candidates = sorted((work_dir / "models").glob("candidate-*"))
-    candidates = [c for c in candidates if (c / "model.safetensors").is_file()]
+    from recsys_core.model.checkpoint import is_checkpoint
+
+    candidates = [c for c in sorted((work_dir / "models").glob("candidate-*")) if is_checkpoint(c)]
     return [f"job_candidate={candidates[-1]}"] if candidates else []
 
 
@@ -299,7 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir = args.work_dir.expanduser().resolve()
     args.data_root = args.data_root.expanduser().resolve()
     users_file = args.work_dir / "heldout_users.json"
-    for needed in (users_file, args.work_dir / "base" / "model.safetensors", args.work_dir / "features"):
+    from recsys_core.model.checkpoint import WEIGHTS
+
+    for needed in (users_file, args.work_dir / "base" / WEIGHTS, args.work_dir / "features"):
         if not needed.exists():
             raise SystemExit(f"{needed} is missing: --work-dir must be a finished feedback_loop.py --data-dir folder")
     if args.foldin_steps < 1 or not args.foldin_l2:

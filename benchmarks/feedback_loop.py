@@ -189,7 +189,8 @@ def prepare_features(args: argparse.Namespace, data_dir: Path) -> None:
 def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, float, dict]:
     from types import SimpleNamespace
 
-    from recsys_core.training.loop import TrainConfig, fingerprint, fit_for_split, save_checkpoint
+    from recsys_core.model.checkpoint import fingerprint, save_checkpoint
+    from recsys_core.training.loop import TrainConfig, fit_for_split
 
     out = data_dir / "base"
     log.info("training the base model: %d interactions, %d users, %d epochs", len(frame), frame.user_id.nunique(),
@@ -338,9 +339,11 @@ def run_finetune(admin, timeout_s: float) -> dict[str, Any]:
 
 def candidate_metrics(data_dir: Path, job_id: str) -> dict[str, Any]:
     """Held-out label metrics and history the job wrote next to the candidate (for the report)."""
-    metrics_path = data_dir / "models" / f"candidate-{job_id}" / "metrics.json"
+    from recsys_core.model.checkpoint import read_metrics
+
+    candidate = data_dir / "models" / f"candidate-{job_id}"
     try:
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_metrics(candidate)
     except (OSError, ValueError):
         return {}
     out = {k: metrics.get(k) for k in ("heldout_base", "heldout_candidate", "n_train_labels", "n_heldout_labels",
@@ -348,7 +351,7 @@ def candidate_metrics(data_dir: Path, job_id: str) -> dict[str, Any]:
     out["epochs_run"] = len(metrics.get("history", []))
     out["history"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()}
                       for h in metrics.get("history", [])]
-    out["path"] = str(metrics_path.parent)
+    out["path"] = str(candidate)
     return out
 
 

@@ -197,7 +197,7 @@ def run_cli(args: argparse.Namespace) -> dict:
                                             likes_as_interactions=not args.no_likes_as_interactions,
                                             gate_confidence=args.gate_confidence),
                       extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress, offline=offline)
-    from recsys_core.serving.finetuned import checkpoint_version
+    from recsys_core.model.checkpoint import checkpoint_version
 
     return {
         "ok": True,

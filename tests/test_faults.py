@@ -213,9 +213,10 @@ def test_a_corrupt_content_cache_file_is_recomputed(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_interrupted_while_writing_never_appears(tiny_service, tmp_path: Path, monkeypatch) -> None:
-    from recsys_core.training import loop as train
+    from recsys_core.model import checkpoint
     from recsys_core.errors import RecsysError
-    from recsys_core.training.loop import TrainConfig, save_checkpoint
+    from recsys_core.model.checkpoint import save_checkpoint
+    from recsys_core.training.loop import TrainConfig
     from tests.recsys_core.serving.test_finetuned import _train
 
     _, trained = _train(tiny_service, tmp_path, TrainConfig(epochs=1, batch_users=8))
@@ -223,7 +224,7 @@ def test_a_checkpoint_interrupted_while_writing_never_appears(tiny_service, tmp_
     def crash(*a, **k):  # the last file written before the rename
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(train, "plot_history", crash)
+    monkeypatch.setattr(checkpoint, "plot_history", crash)
     out = tmp_path / "models" / "candidate"
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(trained, out, metrics={}, fingerprint_info={}, encoders={})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from recsys_core.training.finetune import FinetuneConfig, finetune
-from recsys_core.serving.finetuned import checkpoint_version
+from recsys_core.model.checkpoint import checkpoint_version
 from storage import FeedbackIn, Repository
 from studio.jobs import FinetuneJobs, JobBusyError
 from studio.models import ModelActionError, ModelManager

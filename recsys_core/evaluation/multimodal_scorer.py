@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys_core.evaluation.baselines import InteractionData
-from recsys_core.training.loop import TrainConfig, default_val_mode, fingerprint, fit_for_split, save_checkpoint
+from recsys_core.model.checkpoint import fingerprint, save_checkpoint
+from recsys_core.training.loop import TrainConfig, default_val_mode, fit_for_split
 
 log = logging.getLogger(__name__)
 

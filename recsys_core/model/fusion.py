@@ -8,7 +8,7 @@ probability ``id_dropout`` so the content path alone must produce a good vector,
 items never seen in training get. User tower: attention pooling (a learned query) over the user's
 history of item vectors with recency-position embeddings. Score = dot product.
 
-No I/O here: ``recsys_core.training`` owns data, loops and checkpoints.
+No I/O here: ``recsys_core.training`` owns data and loops, :mod:`recsys_core.model.checkpoint` the files.
 """
 
 from __future__ import annotations
@@ -244,3 +244,19 @@ class FusionRecommender(nn.Module):
     def bce_loss(self, users: torch.Tensor, items: ItemVectors, labels: torch.Tensor) -> torch.Tensor:
         """Explicit like (1) / dislike (0) labels: binary cross-entropy on the paired scores."""
         return F.binary_cross_entropy_with_logits(self.pair_logits(users, items), labels.float())
+
+
+def make_tops(fusion: FusionConfig, text_encoder=None, image_encoder=None):
+    """Fresh copies of the encoder tops a config needs (None where it needs none)."""
+    from recsys_core.encoders.tops import make_image_top, make_text_top
+
+    text_top = image_top = None
+    if fusion.text_top_layers:
+        if text_encoder is None:
+            raise ValueError("this model fine-tunes the text encoder's top blocks: pass the text encoder")
+        text_top = make_text_top(text_encoder, fusion.text_top_layers, lora_rank=fusion.lora_rank)
+    if fusion.image_top:
+        if image_encoder is None:
+            raise ValueError("this model fine-tunes the CNN head: pass the image encoder")
+        image_top = make_image_top(image_encoder)
+    return text_top, image_top

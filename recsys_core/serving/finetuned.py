@@ -16,7 +16,6 @@ sum to ``score - score(no content)``; the remainder is the ID/bias part.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, replace
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys_core.errors import CatalogError
+from recsys_core.model import checkpoint
 from recsys_core.model.fusion import FusionRecommender, ItemContent, ItemVectors
 from recsys_core.serving.zeroshot import ModalityScores
 
@@ -194,25 +194,18 @@ class FusionServing:
         return torch.tensor(out)
 
 
-def checkpoint_version(folder: Path) -> str:
-    weights = Path(folder) / "model.safetensors"
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:10]
-    return f"multimodal-{digest}"
-
-
 def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, cache_dir: Path | None,
                  max_pixels: int = 40_000_000) -> FusionServing:
     """Load a checkpoint folder for ``catalog``. Item IDs are used only when the catalog is the one it trained on."""
     from recsys_core.model.content import build_content
-    from recsys_core.training.loop import load_checkpoint
 
     folder = Path(folder)
-    for name in ("config.json", "model.safetensors"):
-        if not (folder / name).is_file():
-            raise CatalogError(f"{folder} is not a model checkpoint: {name} is missing "
-                               "(expected a folder written by python -m recsys_core.train)")
+    missing = checkpoint.missing_files(folder)
+    if missing:
+        raise CatalogError(f"{folder} is not a model checkpoint: {missing[0]} is missing "
+                           "(expected a folder written by python -m recsys_core.train)")
     try:
-        model, config = load_checkpoint(folder, text_encoder, image_encoder)
+        model, config = checkpoint.load_checkpoint(folder, text_encoder, image_encoder)
     except (KeyError, RuntimeError, ValueError, TypeError, json.JSONDecodeError) as exc:
         raise CatalogError(f"checkpoint {folder} cannot be loaded by this version ({type(exc).__name__}: "
                            f"{str(exc)[:300]}); retrain it with python -m recsys_core.train") from exc
@@ -222,14 +215,14 @@ def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, c
                            f"the app's encoders give {features.text.shape[1]}/{features.image.shape[1]} "
                            f"(trained with {config.get('encoders')})")
     known = torch.zeros(len(catalog), dtype=torch.bool)
-    items_file = folder / "items.json"
-    if model.items.ids is not None and items_file.is_file():
-        saved = json.loads(items_file.read_text())
-        if list(saved["item_ids"]) == list(catalog.ids):
-            known = torch.tensor(saved["known"], dtype=torch.bool)
+    saved = checkpoint.read_items(folder)
+    if model.items.ids is not None and saved is not None:
+        saved_known = saved.known_for(catalog.ids)
+        if saved_known is not None:
+            known = saved_known
         else:
             log.warning("checkpoint %s was trained on another catalog: serving from content only (no item IDs)", folder)
     content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
                             text_pooled=features.text, image_pooled=features.image, progress=False,
                             image_encoder=image_encoder if fusion.image_top else None, max_pixels=max_pixels)
-    return FusionServing(model, content, known, checkpoint_version(folder), source=folder)
+    return FusionServing(model, content, known, checkpoint.checkpoint_version(folder), source=folder)

@@ -13,7 +13,6 @@ offline NDCG@20). Registering and promoting is the app's job (``studio.jobs``): 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -337,10 +336,12 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     compares the candidate against exactly what users get today. ``offline``: (histories,
     targets) of an offline split; when given, its NDCG@20 joins the gate.
     """
+    from recsys_core.model.checkpoint import (checkpoint_version, load_checkpoint, read_interactions, read_items,
+                                              save_checkpoint)
     from recsys_core.model.content import build_content
-    from recsys_core.model.fusion import FusionConfig
-    from recsys_core.serving.finetuned import FusionServing, checkpoint_version
-    from recsys_core.training.loop import TrainedModel, fit, load_checkpoint, make_tops, save_checkpoint
+    from recsys_core.model.fusion import FusionConfig, make_tops
+    from recsys_core.serving.finetuned import FusionServing
+    from recsys_core.training.loop import TrainedModel, fit
 
     start = time.perf_counter()
     train_data, _ = to_label_data(examples, catalog)
@@ -373,11 +374,10 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
         model, saved = load_checkpoint(base_dir, text_encoder, image_encoder)
         fusion = model.config
         init_state = model.state_dict()
-        items_file = Path(base_dir) / "items.json"
-        if items_file.is_file():
-            saved_items = json.loads(items_file.read_text())
-            if list(saved_items["item_ids"]) == list(catalog.ids):
-                known = torch.tensor(saved_items["known"], dtype=torch.bool)
+        saved_items = read_items(base_dir)
+        saved_known = saved_items.known_for(catalog.ids) if saved_items is not None else None
+        if saved_known is not None:
+            known = saved_known
         parent = checkpoint_version(Path(base_dir))
     else:
         fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], n_items=len(catalog))
@@ -406,9 +406,10 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
 
     replay = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
                            "timestamp": pd.Series(dtype=float)})
-    if base_dir is not None and (Path(base_dir) / "interactions.csv.gz").is_file():
+    saved_replay = read_interactions(base_dir) if base_dir is not None else None
+    if saved_replay is not None:
         # Replay the base model's own training interactions beside the labels (softmax + BCE every step).
-        replay = pd.read_csv(Path(base_dir) / "interactions.csv.gz", dtype={"user_id": str, "item_id": str})
+        replay = saved_replay
         report(0.04, f"replaying the base model's {len(replay):,} training interactions beside the labels")
         train_cfg = TrainConfig(**{**asdict(train_cfg), "batch_labels": max(config.batch_labels, 256)})
     # Pseudo-users a parent fine-tune saved with its interactions come from labels, which are read afresh.

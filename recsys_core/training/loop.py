@@ -6,8 +6,7 @@ one held-out training item as the target and the user's other training items (mo
 as history; the loss is a full softmax over the items seen in training, with the user's other
 positives masked out. AdamW, weight decay, dropout, linear warm-up then cosine decay, gradient
 clipping, early stopping on validation NDCG@20 (validation carved per user from the training
-split), seeded. The checkpoint folder holds ``config.json``, ``model.safetensors``,
-``metrics.json``, ``fingerprint.json`` and ``val_ndcg.png``.
+split), seeded. The checkpoint folder is written by :mod:`recsys_core.model.checkpoint`.
 
 Multi-process / multi-GPU fine-tuning: the same command runs data-parallel under Hugging Face
 Accelerate (:mod:`recsys_core.training.distributed`), e.g. on one machine with 4 GPUs
@@ -29,14 +28,11 @@ at the same epoch. One process without a launcher runs the plain PyTorch loop, u
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import logging
 import math
-import os
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -47,7 +43,8 @@ from torch import nn
 
 from recsys_core.data.catalog import Catalog
 from recsys_core.model.content import build_content
-from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent, ItemVectors
+from recsys_core.model.checkpoint import fingerprint, save_checkpoint
+from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent, ItemVectors, make_tops
 
 if TYPE_CHECKING:
     from recsys_core.training.distributed import Runtime
@@ -494,96 +491,6 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
         model.load_state_dict(best_state)
     model.eval()
     return TrainedModel(model, content, data, fusion, train, history, time.perf_counter() - start, frame=frame)
-
-
-def fingerprint(frame, catalog: Catalog) -> dict[str, object]:
-    rows = frame[["user_id", "item_id"]].astype(str).agg("|".join, axis=1).sort_values()
-    return {
-        "interactions": int(len(frame)),
-        "interactions_sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
-        "catalog": catalog.name,
-        "items": len(catalog),
-        "items_sha256": hashlib.sha256("\n".join(catalog.ids).encode()).hexdigest(),
-    }
-
-
-def save_checkpoint(trained: TrainedModel, out: Path, *, metrics: dict, fingerprint_info: dict,
-                    encoders: dict[str, str]) -> None:
-    """Everything written to a temporary folder first, then renamed: a crash never leaves half a checkpoint."""
-    from safetensors.torch import save_file
-
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in trained.model.state_dict().items()}, str(tmp / "model.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({"fusion": asdict(trained.fusion), "train": asdict(trained.train),
-                                                 "encoders": encoders}, indent=2))
-    (tmp / "metrics.json").write_text(json.dumps({**metrics, "history": trained.history,
-                                                  "train_seconds": trained.seconds}, indent=2))
-    (tmp / "fingerprint.json").write_text(json.dumps(fingerprint_info, indent=2))
-    frame = trained.frame
-    if frame is not None and len(frame):  # type: ignore[arg-type]
-        # The training interactions travel with the model: a later fine-tune on labels replays them so the
-        # model does not forget what it learned (label-only fine-tuning did: offline NDCG@20 0.262 -> 0.030).
-        cols = [c for c in ("user_id", "item_id", "timestamp") if c in frame.columns]  # type: ignore[union-attr]
-        frame[cols].to_csv(tmp / "interactions.csv.gz", index=False)  # type: ignore[index]
-    # Which catalog the ID table indexes, and which items had training interactions (they get an ID part).
-    (tmp / "items.json").write_text(json.dumps({"item_ids": list(trained.interactions.item_ids),
-                                                "known": trained.interactions.known_items.tolist()}))
-    plot_history(trained.history, tmp / "val_ndcg.png")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-
-
-def make_tops(fusion: FusionConfig, text_encoder=None, image_encoder=None):
-    """Fresh copies of the encoder tops a config needs (None where it needs none)."""
-    from recsys_core.encoders.tops import make_image_top, make_text_top
-
-    text_top = image_top = None
-    if fusion.text_top_layers:
-        if text_encoder is None:
-            raise ValueError("this model fine-tunes the text encoder's top blocks: pass the text encoder")
-        text_top = make_text_top(text_encoder, fusion.text_top_layers, lora_rank=fusion.lora_rank)
-    if fusion.image_top:
-        if image_encoder is None:
-            raise ValueError("this model fine-tunes the CNN head: pass the image encoder")
-        image_top = make_image_top(image_encoder)
-    return text_top, image_top
-
-
-def load_checkpoint(folder: Path, text_encoder=None, image_encoder=None) -> tuple[FusionRecommender, dict]:
-    """Rebuild the model from ``config.json`` and load ``model.safetensors``; returns (model, config dict).
-
-    Models trained with ``top-layers``/``lora`` carry their encoder tops; the encoders they were cut
-    from are needed to rebuild their structure before the weights are loaded.
-    """
-    from safetensors.torch import load_file
-
-    config = json.loads((Path(folder) / "config.json").read_text())
-    fusion = FusionConfig(**config["fusion"])
-    model = FusionRecommender(fusion, *make_tops(fusion, text_encoder, image_encoder))
-    model.load_state_dict(load_file(str(Path(folder) / "model.safetensors")))
-    model.eval()
-    return model, config
-
-
-def plot_history(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["epoch"] for h in history], [h["val_ndcg@20"] for h in history], marker="o", ms=3)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation NDCG@20")
-    ax.set_title("Fine-tuning: validation NDCG@20 per epoch")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -12,8 +12,9 @@ from PIL import Image
 
 from recsys_core.model.content import build_content
 from recsys_core.errors import CatalogError
-from recsys_core.model.fusion import FusionConfig
-from recsys_core.training.loop import LabelData, TrainConfig, fit, make_tops, save_checkpoint
+from recsys_core.model.checkpoint import save_checkpoint
+from recsys_core.model.fusion import FusionConfig, make_tops
+from recsys_core.training.loop import LabelData, TrainConfig, fit
 
 # Two tastes: board/strategy games versus arcade games.
 TASTES = [["chess", "checkers", "noimage", "puzzle"], ["space", "racer", "cards"]]

@@ -10,7 +10,8 @@ import torch
 
 from recsys_core.data.catalog import Catalog, Item
 from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent
-from recsys_core.training.loop import TrainConfig, TrainedModel, fit, load_checkpoint, save_checkpoint
+from recsys_core.model.checkpoint import load_checkpoint, save_checkpoint
+from recsys_core.training.loop import TrainConfig, TrainedModel, fit
 
 N_ITEMS, N_USERS = 24, 30
 
