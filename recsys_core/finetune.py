@@ -154,7 +154,8 @@ def run_cli(args: argparse.Namespace) -> dict:
     from recsys_core.data.adapters import resolve_catalog
     from recsys_core.encoders.features import encode_catalog
     from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
-    from recsys_core.serving.finetuned import FusionServing, load_serving
+    from recsys_core.serving.finetuned import load_serving
+    from recsys_core.serving.protocol import ServingModel
     from recsys_core.serving.zeroshot import ZeroShotModel
 
     def progress(fraction: float, message: str) -> None:
@@ -179,7 +180,7 @@ def run_cli(args: argparse.Namespace) -> dict:
     encoded = encode_catalog(catalog, TextEncoderConfig(model=args.text_encoder),
                              ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device)
     # What the app serves from this base (the zero-shot model without one): the gate's baseline.
-    state_model: ZeroShotModel | FusionServing = ZeroShotModel(encoded.features, ZeroShotConfig())
+    state_model: ServingModel = ZeroShotModel(encoded.features, ZeroShotConfig())
     if args.base is not None:
         state_model = load_serving(args.base, catalog, encoded.features, encoded.text_encoder,
                                    encoded.image_encoder, cache_dir)

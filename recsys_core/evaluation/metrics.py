@@ -1,4 +1,4 @@
-"""Full-ranking top-k metrics from a score matrix, plus MMR re-ranking.
+"""Full-ranking top-k metrics from a score matrix (ranked and MMR re-ranked with :mod:`recsys_core.serving.rerank`).
 
 Why full ranking: sampled-negative metrics (rank the positive among 100 random items) inflate
 numbers about 3x and reorder models (Krichene & Rendle 2020), so every user is ranked against the
@@ -34,10 +34,11 @@ from typing import Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_core.serving.rerank import mmr_rerank, top_k, unit_rows
+
 log = logging.getLogger(__name__)
 
 METRICS: tuple[str, ...] = ("recall", "ndcg", "precision", "hitrate", "coverage", "ild")
-MMR_POOL = 200  # MMR re-ranks only the top-N by relevance: diversity never pulls in junk from the tail
 
 
 def _dense_mask(mask, shape: tuple[int, int]) -> np.ndarray:
@@ -49,70 +50,6 @@ def _dense_mask(mask, shape: tuple[int, int]) -> np.ndarray:
     if out.shape != shape:
         raise ValueError(f"mask has shape {out.shape}; scores have {shape}")
     return out
-
-
-def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    v = np.asarray(vectors, dtype=np.float64)
-    norms = np.linalg.norm(v, axis=1, keepdims=True)
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0)
-
-
-def top_k(scores_row: np.ndarray, k: int, tiebreak: np.ndarray | None = None) -> np.ndarray:
-    """Indices of the ``k`` highest finite scores, best first.
-
-    Ties are broken by ``tiebreak`` (higher first; e.g. seeded random numbers) when given, else by
-    lower index.
-    """
-    finite = np.flatnonzero(np.isfinite(scores_row))
-    if finite.size == 0:
-        return finite
-    k = min(k, finite.size)
-    vals = scores_row[finite]
-    if k < finite.size:
-        # Partition on the k-th value, then keep every item tied with it so the stable sort decides.
-        kth = np.partition(-vals, k - 1)[k - 1]
-        keep = finite[-vals <= kth]
-        vals = scores_row[keep]
-    else:
-        keep = finite
-    if tiebreak is None:
-        order = np.argsort(-vals, kind="stable")
-    else:
-        order = np.lexsort((-tiebreak[keep], -vals))
-    return keep[order][:k]
-
-
-def mmr_rerank(scores_row: np.ndarray, item_vectors: np.ndarray, k: int, lambda_: float,
-               pool: int = MMR_POOL, tiebreak: np.ndarray | None = None) -> np.ndarray:
-    """Maximal marginal relevance (Carbonell & Goldstein 1998): top-``k`` indices, best first.
-
-    Greedily picks ``argmax (1 - lambda_) * rel(i) - lambda_ * max_{j chosen} cos(i, j)``.
-    ``lambda_`` is the *diversity* weight: 0 = plain ranking by score, 1 = only diversity. Relevance is
-    min-max scaled to [0, 1] over the pool so it is on the same scale as cosine similarity whatever
-    the model's score range. Non-finite scores (excluded items) are never picked.
-    """
-    if not 0.0 <= lambda_ <= 1.0:
-        raise ValueError(f"lambda_ is {lambda_}; allowed 0..1")
-    candidates = top_k(scores_row, max(k, pool), tiebreak)
-    if lambda_ == 0.0 or candidates.size <= 1:
-        return candidates[:k]
-    rel = scores_row[candidates].astype(np.float64)
-    span = rel.max() - rel.min()
-    rel = (rel - rel.min()) / span if span > 0 else np.ones_like(rel)
-    vecs = _unit_rows(item_vectors[candidates])
-    sims = vecs @ vecs.T
-    chosen = [0]  # the most relevant item is always first (no similarity penalty yet)
-    max_sim = sims[0].copy()
-    available = np.ones(candidates.size, dtype=bool)
-    available[0] = False
-    for _ in range(min(k, candidates.size) - 1):
-        gain = (1.0 - lambda_) * rel - lambda_ * max_sim
-        gain[~available] = -np.inf
-        nxt = int(np.argmax(gain))
-        chosen.append(nxt)
-        available[nxt] = False
-        max_sim = np.maximum(max_sim, sims[nxt])
-    return candidates[np.asarray(chosen)]
 
 
 def intra_list_distance(items: np.ndarray, unit_vectors: np.ndarray) -> float:
@@ -181,7 +118,7 @@ def evaluate_scores(
         raise ValueError(f"ks must be positive integers; got {ks}")
     excluded = _dense_mask(train_mask, (n_users, n_items))
     cand = np.ones(n_items, dtype=bool) if candidate_mask is None else np.asarray(candidate_mask, dtype=bool)
-    unit = _unit_rows(item_features_for_diversity) if item_features_for_diversity is not None else None
+    unit = unit_rows(item_features_for_diversity) if item_features_for_diversity is not None else None
     # Per-user relevant sets, restricted to what can be ranked.
     relevant: dict[int, np.ndarray] = {}
     for u, items in enumerate(test_sets):

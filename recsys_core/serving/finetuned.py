@@ -20,7 +20,6 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,10 +27,9 @@ import torch.nn.functional as F
 from recsys_core.errors import CatalogError
 from recsys_core.model import checkpoint
 from recsys_core.model.fusion import FusionRecommender, ItemContent, ItemVectors
-from recsys_core.serving.zeroshot import ModalityScores
+from recsys_core.serving.protocol import ModalityScores, ScoreFn
 
 log = logging.getLogger(__name__)
-ScoreFn = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -54,6 +52,8 @@ def _without(content: ItemContent, *, text: bool = False, image: bool = False) -
 
 
 class FusionServing:
+    """A :class:`recsys_core.serving.protocol.ServingModel` over a fine-tuned fusion checkpoint."""
+
     kind = "multimodal"
 
     def __init__(self, model: FusionRecommender, content: ItemContent, known: torch.Tensor, version: str,
@@ -143,6 +143,14 @@ class FusionServing:
                               text_pooled=text_pooled, image_pooled=image_pooled)
         return self.model.items(content).vectors[0]
 
+    def upload_query(self, item, text_vector: torch.Tensor | None, image, *, text_encoder,
+                     image_encoder) -> torch.Tensor:
+        from recsys_core.model.content import token_text
+
+        parts = self.upload_parts(text_encoder, image_encoder, token_text(item) if text_vector is not None else None,
+                                  text_vector, image)
+        return self.embed_upload(parts)
+
     # -- explanation pieces -----------------------------------------------------------------------
     def modality_scores(self, query: torch.Tensor, indices: torch.Tensor) -> ModalityScores:
         f = {name: rows[indices] @ query for name, rows in self._rows.items()}
@@ -179,6 +187,10 @@ class FusionServing:
             return score(replace(expand(pooled.shape[0]), image_pooled=pooled))
 
         return text_fn, image_fn
+
+    def upload_image_score_fn(self, target: int, text_part: float) -> None:
+        """None: the two towers differ, so the score is not symmetric in the catalog item and the upload."""
+        return None
 
     @torch.no_grad()
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:

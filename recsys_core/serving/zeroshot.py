@@ -12,22 +12,18 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from recsys_core.config import ZeroShotConfig
 from recsys_core.encoders.features import CatalogFeatures
-
-
-@dataclass(frozen=True)
-class ModalityScores:
-    text: torch.Tensor  # [N] weighted text contribution to the score
-    image: torch.Tensor  # [N] weighted image contribution
+from recsys_core.serving.protocol import ModalityScores, ScoreFn
 
 
 class ZeroShotModel:
+    """A :class:`recsys_core.serving.protocol.ServingModel`."""
+
     kind = "zeroshot"
 
     def __init__(self, features: CatalogFeatures, config: ZeroShotConfig) -> None:
@@ -64,6 +60,14 @@ class ZeroShotModel:
         i = self._image_part(image) if image is not None else torch.zeros(self.image_dim)
         return torch.cat([t.reshape(-1), i.reshape(-1)])
 
+    def upload_query(self, item, text_vector: torch.Tensor | None, image, *, text_encoder,
+                     image_encoder) -> torch.Tensor:
+        """The upload's own fused vector: similar items are the ones someone who likes it would like."""
+        image_vector = None
+        if image is not None:
+            image_vector = image_encoder.encode([image], keep_regions=False).pooled[0]
+        return self.embed_new(text_vector, image_vector)
+
     def profile(self, indices: list[int]) -> torch.Tensor:
         """The liked items' mean direction per modality, renormalised so each block keeps its weight."""
         liked = self.item_vectors[indices]
@@ -93,6 +97,11 @@ class ZeroShotModel:
         text_part, image_part = float(parts.text[0]), float(parts.image[0])
         return (lambda pooled: self.text_score(query, pooled) + image_part,
                 lambda pooled: self.image_score(query, pooled) + text_part)
+
+    def upload_image_score_fn(self, target: int, text_part: float) -> ScoreFn:
+        """Similarity is symmetric: fix the catalog item and score the upload's pooled image vector."""
+        item_vector = self.item_vectors[target]
+        return lambda pooled: self.image_score(item_vector, pooled) + text_part
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
         """Exact split of ``score(profile(liked), item)`` over the liked items; sums to the score.

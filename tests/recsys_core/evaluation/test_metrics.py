@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from recsys_core.evaluation.metrics import evaluate_scores, intra_list_distance, mmr_rerank, top_k
+from recsys_core.evaluation.metrics import evaluate_scores, intra_list_distance
+from recsys_core.serving.rerank import mmr_rerank, top_k
 
 # 2 users x 5 items. Scores rank items 0 > 1 > 2 > 3 > 4 for both users.
 SCORES = np.array([[5.0, 4.0, 3.0, 2.0, 1.0], [5.0, 4.0, 3.0, 2.0, 1.0]])
