@@ -190,7 +190,8 @@ def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, f
     from types import SimpleNamespace
 
     from recsys_core.model.checkpoint import fingerprint, save_checkpoint
-    from recsys_core.training.loop import TrainConfig, fit_for_split
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.loop import fit_for_split
 
     out = data_dir / "base"
     log.info("training the base model: %d interactions, %d users, %d epochs", len(frame), frame.user_id.nunique(),

@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.model.content import build_content
     from recsys_core.model.fusion import FusionConfig
     from recsys_core.service import RecommenderService
-    from recsys_core.training.loop import TrainConfig, fit
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.loop import fit
 
     torch.manual_seed(args.seed)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -1,6 +1,6 @@
 """``python -m recsys_core.train``: train the fusion model on interactions (see :mod:`recsys_core.training`)."""
 
-from recsys_core.training.loop import main
+from recsys_core.training.cli import main
 
 if __name__ == "__main__":
     main()

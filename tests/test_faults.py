@@ -216,7 +216,7 @@ def test_a_checkpoint_interrupted_while_writing_never_appears(tiny_service, tmp_
     from recsys_core.model import checkpoint
     from recsys_core.errors import RecsysError
     from recsys_core.model.checkpoint import save_checkpoint
-    from recsys_core.training.loop import TrainConfig
+    from recsys_core.training.config import TrainConfig
     from tests.recsys_core.serving.test_finetuned import _train
 
     _, trained = _train(tiny_service, tmp_path, TrainConfig(epochs=1, batch_users=8))

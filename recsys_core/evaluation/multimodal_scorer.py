@@ -14,7 +14,8 @@ import numpy as np
 
 from recsys_core.evaluation.baselines import InteractionData
 from recsys_core.model.checkpoint import fingerprint, save_checkpoint
-from recsys_core.training.loop import TrainConfig, default_val_mode, fit_for_split
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.loop import default_val_mode, fit_for_split
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,6 @@ at the same epoch. One process without a launcher runs the plain PyTorch loop, u
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import random
@@ -38,125 +37,18 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from recsys_core.data.catalog import Catalog
 from recsys_core.model.content import build_content
-from recsys_core.model.checkpoint import fingerprint, save_checkpoint
 from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent, ItemVectors, make_tops
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.data import Interactions, LabelData, pad_histories
+from recsys_core.training.step import _sample_examples, _StepShare, _TrainStep
 
 if TYPE_CHECKING:
     from recsys_core.training.distributed import Runtime
 
 log = logging.getLogger(__name__)
-
-
-STRATEGIES: tuple[str, ...] = ("frozen", "top-layers", "lora")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # frozen: encoders frozen, features cached. top-layers: the top ``text_layers`` text blocks and the
-    # CNN head train too. lora: LoRA adapters (peft) on the top ``text_layers`` text blocks.
-    strategy: str = "frozen"
-    epochs: int = 40
-    batch_users: int = 512
-    # The item tower runs over the whole catalog once per step whatever the batch, so each user
-    # contributes several (history, target) rows per step: more signal for the same compute.
-    targets_per_user: int = 4
-    lr: float = 2e-3
-    weight_decay: float = 0.01
-    warmup_epochs: int = 3
-    grad_clip: float = 1.0
-    patience: int = 8
-    val_fraction: float = 0.1
-    # What early stopping watches: "warm" (held-out interactions of known items) or "cold-items"
-    # (held-out items never trained on: the cold-item protocol's question).
-    val_mode: str = "warm"
-    seed: int = 0
-    text_layers: int = 1  # top-layers / lora: how many top text blocks train
-    lora_rank: int = 8
-    encoder_lr: float | None = None  # learning rate of encoder tops; None: 1e-4 (top-layers), 1e-3 (lora)
-    label_weight: float = 1.0  # weight of the BCE loss on explicit like/dislike labels, when given
-    batch_labels: int = 256  # explicit labels per step
-    device: str = "auto"  # auto = CUDA when available
-    precision: str = "auto"  # auto = bf16 autocast on CUDA, fp32 on CPU; or fp32 / bf16
-
-    def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy {self.strategy!r} is not known; use one of: {', '.join(STRATEGIES)}")
-        if self.epochs < 1 or self.batch_users < 1 or self.lr <= 0:
-            raise ValueError("epochs, batch_users and lr must be positive")
-        if self.text_layers < 1 or self.lora_rank < 1:
-            raise ValueError("text_layers and lora_rank must be >= 1")
-        if self.val_mode not in ("warm", "cold-items"):
-            raise ValueError(f"val_mode {self.val_mode!r}: use warm or cold-items")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"precision {self.precision!r}: use auto, fp32 or bf16")
-
-    @property
-    def tops_lr(self) -> float:
-        if self.encoder_lr is not None:
-            return self.encoder_lr
-        return 1e-3 if self.strategy == "lora" else 1e-4
-
-    def fusion_overrides(self) -> dict[str, object]:
-        """What the strategy changes in the model config."""
-        if self.strategy == "top-layers":
-            return {"text_top_layers": self.text_layers, "image_top": True}
-        if self.strategy == "lora":
-            return {"text_top_layers": self.text_layers, "lora_rank": self.lora_rank}
-        return {}
-
-
-@dataclass(frozen=True)
-class LabelData:
-    """Explicit judgements: (history before the judgement, judged item, label 1 = like / 0 = dislike)."""
-
-    histories: list[list[int]]
-    items: list[int]
-    labels: list[float]
-
-    def __post_init__(self) -> None:
-        if not len(self.histories) == len(self.items) == len(self.labels):
-            raise ValueError("histories, items and labels must have the same length")
-
-
-@dataclass
-class Interactions:
-    """Per-user training items (catalog indices), most recent first."""
-
-    users: list[str]
-    histories: list[list[int]]
-    known_items: torch.Tensor  # [N] bool: items with at least one training interaction
-    item_ids: tuple[str, ...] = ()  # the catalog order the indices refer to
-
-    @classmethod
-    def from_frame(cls, frame, catalog: Catalog) -> "Interactions":
-        frame = frame.sort_values("timestamp", ascending=False, kind="stable")
-        index = {item_id: i for i, item_id in enumerate(catalog.ids)}
-        users, histories = [], []
-        for user, group in frame.groupby(frame["user_id"].astype(str), sort=True):
-            items = [index[str(i)] for i in group["item_id"] if str(i) in index]
-            if items:
-                users.append(str(user))
-                histories.append(items)
-        known = torch.zeros(len(catalog), dtype=torch.bool)
-        for items in histories:
-            known[items] = True
-        return cls(users, histories, known, tuple(catalog.ids))
-
-
-def _pad_histories(histories: Sequence[Sequence[int]], length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    out = torch.zeros(len(histories), length, dtype=torch.long)
-    mask = torch.zeros(len(histories), length, dtype=torch.bool)
-    for row, items in enumerate(histories):
-        items = list(items)[:length]
-        if items:
-            out[row, : len(items)] = torch.tensor(items)
-            mask[row, : len(items)] = True
-    return out, mask
 
 
 def validation_ndcg(scores: torch.Tensor, seen: Sequence[Sequence[int]], targets: Sequence[set[int]],
@@ -229,7 +121,7 @@ class TrainedModel:
     def score_users(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores [U, N] (on the CPU) of all catalog items for users given by their histories (most recent first)."""
         vectors = self.item_vectors()
-        hist, mask = _pad_histories(histories, self.fusion.history_len)
+        hist, mask = pad_histories(histories, self.fusion.history_len)
         users = self.model.user_vectors(vectors, hist.to(self.device), mask.to(self.device))
         return self.model.logits(users, vectors).float().cpu()
 
@@ -239,122 +131,6 @@ def _autocast(train: TrainConfig, device: torch.device):
     from recsys_core.training.distributed import LocalRuntime, wants_bf16
 
     return LocalRuntime(device, wants_bf16(train.precision, device)).autocast()
-
-
-# One softmax row: (held-out target, the user's other items as history, all the user's positives).
-Example = tuple[int, list[int], list[int]]
-
-
-def _sample_examples(fit_hist: list[list[int]], rows: list[int], train: TrainConfig,
-                     rng: random.Random) -> list[Example]:
-    """Up to ``targets_per_user`` rows per user.
-
-    Every process draws the whole step's rows (same ``rng``, same order) and then keeps its share.
-    """
-    examples = []
-    for r in rows:
-        items = fit_hist[r]
-        for t in rng.sample(range(len(items)), min(train.targets_per_user, len(items))):
-            examples.append((items[t], items[:t] + items[t + 1 :], items))
-    return examples
-
-
-def _softmax_loss(model: FusionRecommender, vectors: ItemVectors, examples: list[Example], known: torch.Tensor,
-                  fusion: FusionConfig) -> torch.Tensor:
-    """Mean cross-entropy of the rows; full softmax over training items minus the user's other positives."""
-    device = known.device
-    targets = [target for target, _, _ in examples]
-    hist, mask = _pad_histories([history for _, history, _ in examples], fusion.history_len)
-    users = model.user_vectors(vectors, hist.to(device), mask.to(device))
-    logits = model.logits(users, vectors).float()
-    block = ~known.expand(len(targets), -1).clone()
-    for row, (_, _, others) in enumerate(examples):
-        block[row, others] = True
-    target = torch.tensor(targets, device=device)
-    block[torch.arange(len(targets), device=device), target] = False
-    return F.cross_entropy(logits.masked_fill(block, float("-inf")), target)
-
-
-def _label_loss(model: FusionRecommender, vectors: ItemVectors, labels: LabelData, batch: list[int],
-                fusion: FusionConfig) -> torch.Tensor:
-    device = vectors.vectors.device
-    hist, mask = _pad_histories([labels.histories[i] for i in batch], fusion.history_len)
-    users = model.user_vectors(vectors, hist.to(device), mask.to(device))
-    items = vectors.take(torch.tensor([labels.items[i] for i in batch], device=device))
-    target = torch.tensor([labels.labels[i] for i in batch], device=device)
-    return F.binary_cross_entropy_with_logits(model.pair_logits(users, items).float(), target)
-
-
-def _label_loss_subset(model: FusionRecommender, content: ItemContent, item_index: torch.Tensor, known: torch.Tensor,
-                       labels: LabelData, batch: list[int], fusion: FusionConfig) -> torch.Tensor:
-    """:func:`_label_loss` computing item vectors only for the items in the batch's histories and targets."""
-    needed = sorted({labels.items[i] for i in batch} | {h for i in batch for h in labels.histories[i][: fusion.history_len]})
-    position = {item: row for row, item in enumerate(needed)}
-    index = torch.tensor(needed, device=item_index.device)
-    vectors = model.item_vectors(content.take(index), item_index[index], known[index])
-    local = LabelData([[position[h] for h in labels.histories[i][: fusion.history_len]] for i in batch],
-                      [position[labels.items[i]] for i in batch], [labels.labels[i] for i in batch])
-    return _label_loss(model, vectors, local, list(range(len(batch))), fusion)
-
-
-@dataclass(frozen=True)
-class _StepShare:
-    """This process's share of one global step, weighted so that the shares add up to the global loss.
-
-    DistributedDataParallel averages gradients over the N processes, so a share of ``m`` of the step's
-    ``M`` rows is weighted ``m * N / M``: the average of the weighted share means is then the mean over
-    all ``M`` rows, exactly the single-process loss (weight 1 with one process).
-    """
-
-    softmax: bool  # the step has interaction rows: the whole catalog goes through the item tower
-    examples: list[Example]
-    labels: list[int]  # indices into the LabelData
-    example_weight: float
-    label_weight: float
-
-
-def _weighted(loss: torch.Tensor, weight: float) -> torch.Tensor:
-    return loss if weight == 1.0 else loss * weight  # weight 1: the graph (and the numbers) of a plain mean
-
-
-class _TrainStep(nn.Module):
-    """One step's loss as a module ``forward``.
-
-    DistributedDataParallel arms its gradient all-reduce in ``forward``; the loop calls this module
-    (wrapped by Accelerate) instead of ``model.item_vectors`` and friends, which would bypass it.
-    ``content``, ``item_index`` and ``known`` are plain attributes, not buffers: DDP would
-    re-broadcast buffers from process 0 at every step.
-    """
-
-    def __init__(self, model: FusionRecommender, content: ItemContent, item_index: torch.Tensor, known: torch.Tensor,
-                 fusion: FusionConfig, labels: LabelData | None, label_weight: float) -> None:
-        super().__init__()
-        self.model = model
-        self.content, self.item_index, self.known = content, item_index, known
-        self.fusion, self.labels, self.label_weight = fusion, labels, label_weight
-
-    def forward(self, share: _StepShare) -> torch.Tensor:
-        model, fusion, labels = self.model, self.fusion, self.labels
-        if share.labels and labels is None:
-            raise ValueError("this step has label rows but the trainer was given no labels")
-        loss: torch.Tensor | None = None
-        if share.softmax:  # the softmax ranks every training item: the whole catalog goes through the tower
-            vectors = model.item_vectors(self.content, self.item_index, self.known)
-            if share.examples:
-                loss = _softmax_loss(model, vectors, share.examples, self.known, fusion)
-                loss = _weighted(loss, share.example_weight)
-            if share.labels:
-                part = _weighted(_label_loss(model, vectors, labels, share.labels, fusion), share.label_weight)
-                part = self.label_weight * part
-                loss = part if loss is None else loss + part
-        elif share.labels:  # labels only: just the items the batch mentions (a few hundred instead of the catalog)
-            part = _label_loss_subset(model, self.content, self.item_index, self.known, labels, share.labels, fusion)
-            loss = self.label_weight * _weighted(part, share.label_weight)
-        if loss is None:
-            # This process's share of a tiny step is empty (fewer rows than processes): a zero that still
-            # reaches every parameter, so the process joins the gradient all-reduce with nothing to add.
-            loss = sum(p.sum() for p in model.parameters() if p.requires_grad) * 0.0  # type: ignore[assignment]
-        return loss  # type: ignore[return-value]
 
 
 def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, train: TrainConfig,
@@ -493,86 +269,6 @@ def fit(frame, catalog: Catalog, content: ItemContent, fusion: FusionConfig, tra
     return TrainedModel(model, content, data, fusion, train, history, time.perf_counter() - start, frame=frame)
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m recsys_core.train", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", default="movielens-100k", choices=["movielens-100k"])
-    parser.add_argument("--data-root", type=Path, required=True,
-                        help="the dataset folder: interactions (splits/*.csv or ratings.csv) and, for MovieLens, "
-                             "items.csv + posters")
-    parser.add_argument("--catalog", type=Path, default=None,
-                        help="a catalog folder in the generic format (items.csv + images) instead of the MovieLens "
-                             "items under --data-root; interactions still come from --data-root")
-    parser.add_argument("--protocol", default="warm", choices=["warm", "cold-item"])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
-    parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--text-encoder", default="minilm",
-                        help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local folder or a hub id")
-    parser.add_argument("--image-encoder", default="efficientnet-lite0",
-                        help="'efficientnet-lite0' (packaged), 'tiny-random' (tests) or a timm model name")
-    parser.add_argument("--strategy", default="frozen", choices=list(STRATEGIES),
-                        help="frozen: encoders frozen (fast on CPU); top-layers: also train the top --text-layers "
-                             "text blocks and the CNN head; lora: LoRA adapters (peft) on the top --text-layers text blocks")
-    parser.add_argument("--text-layers", type=int, default=None,
-                        help="top text blocks that train (top-layers default 1, lora default 2)")
-    parser.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto = CUDA when available (bf16 autocast there)")
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
-                        help="auto = bf16 autocast on CUDA, fp32 on the CPU")
-    parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    parser.add_argument("--batch-users", type=int, default=TrainConfig.batch_users,
-                        help="users per step, over all processes together (each of N processes takes 1/N of the rows)")
-    parser.add_argument("--patience", type=int, default=TrainConfig.patience,
-                        help="epochs without a better validation NDCG@20 before stopping")
-    parser.add_argument("--modalities", default="both", choices=["both", "text", "image"])
-    parser.add_argument("--fusion", default="transformer", choices=["transformer", "mean"])
-    parser.add_argument("--no-ids", action="store_true", help="content only, no item-ID embedding")
-    parser.add_argument("--dropout", type=float, default=None, help=f"model dropout (default {FusionConfig.dropout})")
-    parser.add_argument("--id-dropout", type=float, default=None,
-                        help="probability of dropping an item's ID part in training "
-                             f"(default {FusionConfig.id_dropout})")
-    parser.add_argument("--val-mode", default=None, choices=["warm", "cold-items"],
-                        help="what early stopping watches; default: cold-items for --protocol cold-item, else warm")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads per process")
-    args = parser.parse_args(argv)
-    train = TrainConfig(epochs=args.epochs, seed=args.seed, strategy=args.strategy, batch_users=args.batch_users,
-                        patience=args.patience, text_layers=args.text_layers or (2 if args.strategy == "lora" else 1),
-                        lora_rank=args.lora_rank, device=args.device, precision=args.precision,
-                        val_mode=args.val_mode or default_val_mode(args.protocol))
-    fusion_options = {name: value for name, value in (("dropout", args.dropout), ("id_dropout", args.id_dropout))
-                      if value is not None}
-    from recsys_core.data.catalog import load_catalog_folder
-    from recsys_core.training.distributed import runtime_for
-    from recsys_core.data.splits import load_split
-
-    runtime = runtime_for(train.device, train.precision)
-    # Under N processes only the main one reports; the others speak up for warnings and errors.
-    tag = f" [process {runtime.process_index}]" if runtime.num_processes > 1 else ""
-    logging.basicConfig(level=logging.INFO if runtime.is_main else logging.WARNING,
-                        format=f"%(asctime)s %(levelname)s %(name)s{tag}: %(message)s")
-    log.info("%s", runtime.describe())
-    torch.set_num_threads(args.threads)
-    split = load_split(args.data_root, args.protocol)
-    # No --catalog: fit_for_split loads the MovieLens items under data_root (and returns the catalog it used).
-    catalog = load_catalog_folder(args.catalog) if args.catalog else None
-    trained, catalog = fit_for_split(split, args.data_root, args.data_dir, catalog=catalog, modalities=args.modalities,
-                                     fusion_kind=args.fusion, use_ids=not args.no_ids, train=train,
-                                     text_encoder=args.text_encoder, image_encoder=args.image_encoder,
-                                     runtime=runtime, **fusion_options)
-    best = max(h["val_ndcg@20"] for h in trained.history)
-    if runtime.is_main:  # every process holds the same model; one writes it
-        save_checkpoint(trained, args.out, metrics={"best_val_ndcg@20": best, "protocol": args.protocol,
-                                                    "processes": runtime.num_processes},
-                        fingerprint_info=fingerprint(split.train, catalog),
-                        encoders={"text": args.text_encoder, "image": args.image_encoder})
-        log.info("saved %s (best val NDCG@20 %.4f, %.0f s, %d process(es))", args.out, best, trained.seconds,
-                 runtime.num_processes)
-    runtime.wait_for_everyone()
-    runtime.close()
-
-
 def default_val_mode(protocol: str) -> str:
     """Early stopping on warm validation for both protocols.
 
@@ -619,7 +315,3 @@ def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "
     trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top,
                   image_top=image_top, runtime=runtime)
     return trained, catalog
-
-
-if __name__ == "__main__":
-    main()

@@ -14,7 +14,9 @@ from recsys_core.model.content import build_content
 from recsys_core.errors import CatalogError
 from recsys_core.model.checkpoint import save_checkpoint
 from recsys_core.model.fusion import FusionConfig, make_tops
-from recsys_core.training.loop import LabelData, TrainConfig, fit
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.data import LabelData
+from recsys_core.training.loop import fit
 
 # Two tastes: board/strategy games versus arcade games.
 TASTES = [["chess", "checkers", "noimage", "puzzle"], ["space", "racer", "cards"]]

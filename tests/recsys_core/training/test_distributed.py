@@ -1,6 +1,6 @@
 """Data-parallel fine-tuning: ``accelerate launch`` with 2 CPU processes matches one process (same data and seed).
 
-Both runs go through the CLI (``recsys_core.training.loop.main``; the two processes under ``accelerate launch``)
+Both runs go through the CLI (``recsys_core.training.cli.main``; the two processes under ``accelerate launch``)
 on a tiny catalog with the tiny random encoders. Dropout and ID dropout are off, so the only randomness
 left is the data order and the sampled targets, which every process draws identically: the two runs
 compute the same global steps
@@ -32,7 +32,7 @@ from PIL import Image
 from recsys_core.data.catalog import load_catalog_folder
 from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
 from recsys_core.service import RecommenderService
-from recsys_core.training.loop import main as train_main
+from recsys_core.training.cli import main as train_main
 from tests.app_process import free_port
 from tests.conftest import REPO_ROOT
 
@@ -139,7 +139,8 @@ def test_weighted_shares_of_two_processes_give_the_one_process_gradient(n_rows: 
     """What DDP computes (the mean over processes of each share's weighted loss gradient) equals the gradient of
     one process on the whole step, for unequal shares (7 rows: 4 + 3) and an empty one (1 row: 1 + 0)."""
     from recsys_core.model.fusion import FusionRecommender
-    from recsys_core.training.loop import LabelData, _StepShare, _TrainStep
+    from recsys_core.training.data import LabelData
+    from recsys_core.training.step import _StepShare, _TrainStep
     from tests.recsys_core.training.test_train import N_ITEMS, _config, _content
 
     config = _config(id_dropout=0.0)  # and dropout 0: every pass sees the same item vectors

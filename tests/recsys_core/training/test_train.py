@@ -11,7 +11,8 @@ import torch
 from recsys_core.data.catalog import Catalog, Item
 from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent
 from recsys_core.model.checkpoint import load_checkpoint, save_checkpoint
-from recsys_core.training.loop import TrainConfig, TrainedModel, fit
+from recsys_core.training.config import TrainConfig
+from recsys_core.training.loop import TrainedModel, fit
 
 N_ITEMS, N_USERS = 24, 30
 
@@ -111,7 +112,8 @@ def test_modality_ablations_and_bad_config() -> None:
 
 
 def test_label_loss_on_the_batch_items_equals_the_full_catalog_loss() -> None:
-    from recsys_core.training.loop import LabelData, _label_loss, _label_loss_subset
+    from recsys_core.training.data import LabelData
+    from recsys_core.training.step import _label_loss, _label_loss_subset
 
     config = _config()
     model = FusionRecommender(config).eval()  # eval: no dropout, so both paths see the same vectors
