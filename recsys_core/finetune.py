@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from recsys_core.cli_args import add_catalog_arguments
 from recsys_core.errors import RecsysError
 from recsys_core.training import finetune as finetune_module
 from recsys_core.training.finetune import FinetuneConfig, FinetuneError, finetune, movielens_offline_split
@@ -70,11 +71,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--base", type=Path, default=None,
                         help="checkpoint folder to start from; default: a new fusion model (the app's zero-shot model is the gate's baseline)")
     parser.add_argument("--out", type=Path, required=True, help="candidate checkpoint folder to write")
-    parser.add_argument("--catalog", default="demo", help="as for app.py: demo, movielens-100k or a folder")
-    parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
-    parser.add_argument("--text-encoder", default="minilm", help="as for app.py (must match the app's)")
-    parser.add_argument("--image-encoder", default="efficientnet-lite0", help="as for app.py (must match the app's)")
+    add_catalog_arguments(parser, helps={"catalog": "as for app.py: demo, movielens-100k or a folder",
+                                         "data_root": None, "text_encoder": "as for app.py (must match the app's)",
+                                         "image_encoder": "as for app.py (must match the app's)", "device": None})
     parser.add_argument("--campaign", default=None, help="only judgements from this labelling campaign")
     parser.add_argument("--method", default="majority", choices=["majority", "soft"], help="label aggregation")
     parser.add_argument("--min-control-accuracy", type=float, default=0.7)
@@ -98,7 +97,6 @@ def main(argv: Sequence[str] | None = None) -> None:
                              "annotators with no overlapping judgements are kept")
     parser.add_argument("--no-offline-gate", action="store_true",
                         help="MovieLens: do not add the offline protocol (warm validation split NDCG@20) to the gate")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the result (gate, snapshot, timings) here")
     parser.add_argument("--progress-file", type=Path, default=None, help="append JSON progress lines here (the app reads them)")

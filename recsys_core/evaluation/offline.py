@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from recsys_core.cli_args import add_catalog_arguments
 from recsys_core.evaluation.baselines import (
     BPR,
     EASE,
@@ -258,8 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Full-ranking offline evaluation of recommenders on a fixed or generated split.",
     )
     p.add_argument("--dataset", default="movielens-100k", choices=DATASETS)
-    p.add_argument("--data-root", type=Path, required=True,
-                   help="dataset folder (ratings.csv, items.csv, optional splits/)")
+    add_catalog_arguments(p, only=("data_root",), required=("data_root",),
+                          helps={"data_root": "dataset folder (ratings.csv, items.csv, optional splits/)"})
     p.add_argument("--protocol", default="warm", choices=PROTOCOLS)
     p.add_argument("--validation", action="store_true", help="evaluate on the validation split carved from train")
     p.add_argument("--models", type=_csv(str), default=["pop", "itemknn", "ease"],
@@ -267,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=_csv(int), default=[10, 20], help="cut-offs, comma-separated (default 10,20)")
     p.add_argument("--seed", type=int, default=0, help="seed for generated splits and stochastic models")
     p.add_argument("--json", type=Path, default=None, help="write the results JSON here")
-    p.add_argument("--data-dir", type=Path, default=Path("data"),
-                   help="app data dir; zeroshot reads/writes cached features under DATA_DIR/features")
+    add_catalog_arguments(p, only=("data_dir",),
+                          helps={"data_dir": "app data dir; zeroshot reads/writes cached features under DATA_DIR/features"})
     p.add_argument("--mmr", type=_csv(float), default=[],
                    help="MMR diversity weights to try on the best model, e.g. 0.0,0.5,0.8")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

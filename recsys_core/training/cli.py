@@ -9,6 +9,7 @@ from typing import Sequence
 
 import torch
 
+from recsys_core.cli_args import add_catalog_arguments
 from recsys_core.model.checkpoint import fingerprint, save_checkpoint
 from recsys_core.model.fusion import FusionConfig
 from recsys_core.training import loop
@@ -22,27 +23,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m recsys_core.train", description=loop.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="movielens-100k", choices=["movielens-100k"])
-    parser.add_argument("--data-root", type=Path, required=True,
-                        help="the dataset folder: interactions (splits/*.csv or ratings.csv) and, for MovieLens, "
-                             "items.csv + posters")
-    parser.add_argument("--catalog", type=Path, default=None,
-                        help="a catalog folder in the generic format (items.csv + images) instead of the MovieLens "
-                             "items under --data-root; interactions still come from --data-root")
+    add_catalog_arguments(parser, required=("data_root",), defaults={"catalog": None}, helps={
+        "data_root": "the dataset folder: interactions (splits/*.csv or ratings.csv) and, for MovieLens, "
+                     "items.csv + posters",
+        "catalog": "a catalog folder in the generic format (items.csv + images) instead of the MovieLens "
+                   "items under --data-root; interactions still come from --data-root",
+        "device": "auto = CUDA when available (bf16 autocast there)"})
     parser.add_argument("--protocol", default="warm", choices=["warm", "cold-item"])
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
     parser.add_argument("--out", type=Path, required=True, help="checkpoint folder")
-    parser.add_argument("--text-encoder", default="minilm",
-                        help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local folder or a hub id")
-    parser.add_argument("--image-encoder", default="efficientnet-lite0",
-                        help="'efficientnet-lite0' (packaged), 'tiny-random' (tests) or a timm model name")
     parser.add_argument("--strategy", default="frozen", choices=list(STRATEGIES),
                         help="frozen: encoders frozen (fast on CPU); top-layers: also train the top --text-layers "
                              "text blocks and the CNN head; lora: LoRA adapters (peft) on the top --text-layers text blocks")
     parser.add_argument("--text-layers", type=int, default=None,
                         help="top text blocks that train (top-layers default 1, lora default 2)")
     parser.add_argument("--lora-rank", type=int, default=TrainConfig.lora_rank)
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                        help="auto = CUDA when available (bf16 autocast there)")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="auto = bf16 autocast on CUDA, fp32 on the CPU")
     parser.add_argument("--epochs", type=int, default=TrainConfig.epochs)
