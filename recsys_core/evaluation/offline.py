@@ -38,12 +38,12 @@ from recsys_core.evaluation.baselines import (
     RandomScorer,
     Recommender,
     TfidfProfile,
-    ZeroShotScorer,
     genre_matrix,
     item_genres,
     item_texts,
 )
 from recsys_core.evaluation.metrics import evaluate_scores
+from recsys_core.evaluation.zeroshot_scorer import ZeroShotScorer
 from recsys_core.data.splits import PROTOCOLS, Split, load_split
 
 log = logging.getLogger(__name__)

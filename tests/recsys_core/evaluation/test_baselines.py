@@ -16,8 +16,8 @@ from recsys_core.evaluation.baselines import (
     Popularity,
     RandomScorer,
     TfidfProfile,
-    ZeroShotScorer,
 )
+from recsys_core.evaluation.zeroshot_scorer import ZeroShotScorer
 
 USERS = ("u1", "u2", "u3", "u4")
 ITEMS = ("a", "b", "c", "d", "e")
