@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
+from recsys_core.cli_args import CatalogArgs, add_catalog_arguments
 from recsys_core.config import (
-    DEVICES, INDEX_KINDS, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig,
+    INDEX_KINDS, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig,
 )
 from studio.backup import BackupConfig
 from studio.finetune_job import JobOptions
@@ -67,31 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         "pretrained text + image encoders, rate them; every rating is stored as a training label.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--catalog", default=env("CATALOG", "demo"),
-                   help="'demo' (bundled Debian games), 'movielens-100k' (needs --data-root), or a folder with "
-                        "items.csv/items.jsonl in the generic format (see README)")
-    p.add_argument("--data-root", type=Path, default=env("DATA_ROOT"),
-                   help="where a named dataset lives, e.g. ../shared/data/movielens-100k")
-    p.add_argument("--data-dir", type=Path, default=Path(env("DATA_DIR", "data")),
-                   help="writable folder for the database, feature cache and uploads (env DATA_DIR)")
+    add_catalog_arguments(p, defaults={"catalog": env("CATALOG", "demo"), "data_root": env("DATA_ROOT"),
+                                       "data_dir": Path(env("DATA_DIR", "data")), "device": env("DEVICE", "auto")},
+                          helps={"data_dir": "writable folder for the database, feature cache and uploads (env DATA_DIR)"})
     p.add_argument("--database-url", default=env("DATABASE_URL"),
                    help="any SQLAlchemy URL (env DATABASE_URL); default: SQLite file in --data-dir")
     p.add_argument("--host", default=env("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="interface to listen on; 0.0.0.0 to serve your network")
     # A string default goes through type=int too, so a bad env value is a usage error, not a traceback.
     p.add_argument("--port", type=int, default=env("GRADIO_SERVER_PORT", env("PORT", "7860")), help="port")
-    p.add_argument("--device", choices=DEVICES, default=env("DEVICE", "auto"),
-                   help="where encoders run: auto = CUDA if available, else CPU")
     p.add_argument("--model", default=env("MODEL_DIR"),
                    help="serve a fine-tuned checkpoint folder (written by python -m recsys_core.train --out DIR; "
                         "env MODEL_DIR); default: the zero-shot model")
     p.add_argument("--index", choices=INDEX_KINDS, default=env("INDEX_KIND", "auto"),
                    help="top-K retrieval: auto = exact below 100,000 items, a cached FAISS IVF index above "
                         "(env INDEX_KIND)")
-    p.add_argument("--text-encoder", default="minilm",
-                   help="'minilm' (packaged all-MiniLM-L6-v2), 'tiny-random' (tests), a local model folder or a hub id")
-    p.add_argument("--image-encoder", default="efficientnet-lite0",
-                   help="'efficientnet-lite0' (packaged), 'tiny-random' (tests), or a timm model name")
     p.add_argument("--text-weight", type=float, default=ZeroShotConfig.text_weight,
                    help="weight of text similarity in the zero-shot score")
     p.add_argument("--image-weight", type=float, default=ZeroShotConfig.image_weight,
@@ -183,9 +174,11 @@ def _checked_auth_file(path: Path | None) -> Path | None:
 def _checked_model_dir(folder: str | None) -> Path | None:
     if not folder:  # unset or empty: the zero-shot model
         return None
+    from recsys_core.model.checkpoint import REQUIRED, is_checkpoint
+
     folder = Path(folder).expanduser()
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise ValueError(f"--model {folder}: not a checkpoint folder (needs config.json and model.safetensors, "
+    if not is_checkpoint(folder):
+        raise ValueError(f"--model {folder}: not a checkpoint folder (needs {' and '.join(REQUIRED)}, "
                          "as written by python -m recsys_core.train --out DIR)")
     return folder
 
@@ -196,7 +189,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     # Uploads land in the data directory, not a system temp folder (Spaces mounts DATA_DIR on a bucket).
     os.environ.setdefault("GRADIO_TEMP_DIR", str((config.data_dir / "uploads").resolve()))
 
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
     from storage import Repository, default_database_url
     from studio.jobs import FinetuneJobs
@@ -234,11 +227,8 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
 
 def _job_catalog_args(config: AppConfig) -> list[str]:
     """What the fine-tune subprocess needs to rebuild the same catalog, encoders and features."""
-    args = ["--catalog", config.catalog, "--text-encoder", config.service.text.model,
-            "--image-encoder", config.service.image.model, "--device", config.service.device]
-    if config.data_root is not None:
-        args += ["--data-root", str(config.data_root)]
-    return args
+    return CatalogArgs(catalog=config.catalog, data_root=config.data_root, text_encoder=config.service.text.model,
+                       image_encoder=config.service.image.model, device=config.service.device).to_argv()
 
 
 def launch_kwargs(config: AppConfig, service: "RecommenderService", access=None) -> dict:

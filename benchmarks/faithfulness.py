@@ -85,9 +85,9 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(args.threads)
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
-    from recsys_core.explain import explain_image, explain_text, heatmap_cells, mask_regions, pad_tokens, text_forward, \
+    from recsys_core.serving.explain import explain_image, explain_text, heatmap_cells, mask_regions, pad_tokens, text_forward, \
         text_inputs
     from recsys_core.service import RecommenderService
 

@@ -61,12 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     import torchvision  # noqa: F401
     import transformers  # noqa: F401
 
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.config import ImageEncoderConfig, LimitsConfig, TextEncoderConfig
     from recsys_core.device import resolve_device
-    from recsys_core.encoders import build_image_encoder, build_text_encoder
-    from recsys_core.features import FeatureCache, extract_image_features, extract_text_features
-    from recsys_core.images import load_image
+    from recsys_core.encoders.build import build_image_encoder, build_text_encoder
+    from recsys_core.encoders.features import FeatureCache, extract_image_features, extract_text_features
+    from recsys_core.data.images import load_image
 
     import_s = time.perf_counter() - t0
 

@@ -24,14 +24,14 @@ The fusion model (``<work-dir>/base``, the base checkpoint the app served):
   on the dislikes, with an L2 pull toward the served query. The best of ``--foldin-l2`` is reported,
   chosen on these same users. This is the most that any per-profile change of the query can do,
   and a fine-tuned user tower can do no more than change the query.
-- ``finetune_pool``: **oracle**. The app's fine-tune (``recsys_core.finetune.finetune``, default
+- ``finetune_pool``: **oracle**. The app's fine-tune (``recsys_core.training.finetune.finetune``, default
   ``FinetuneConfig``, the job's 80/20 context split) trained on the whole label pool as likes plus
   the stored dislikes. This measures the fine-tune's reach with perfect and plentiful labels.
 - ``checkpoints``: the models given with ``--checkpoint NAME=DIR``. By default this is the newest
   ``<work-dir>/models/candidate-*``, the job's own candidate (its ``ndcg_after``, less the pool).
 
 Classic collaborative filtering on the base model's training interactions
-(``recsys_core.baselines``; EASE lambda 300, ItemKNN with every neighbour), scored from the
+(``recsys_core.evaluation.baselines``; EASE lambda 300, ItemKNN with every neighbour), scored from the
 profile:
 
 - ``profile``, ``history_likes`` and ``history_pool`` as above.
@@ -161,7 +161,7 @@ def foldin_scores(serving, catalog, profile: Sequence[str], positives: Sequence[
 def oracle_examples(users: Sequence[HeldOutUser]):
     """Label rows as the job reads them: the whole pool as likes plus the stored dislikes, per profile.
 
-    The context is the sorted profile, as :func:`recsys_core.labels.aggregate` stores it.
+    The context is the sorted profile, as :func:`recsys_core.labels.aggregation.aggregate` stores it.
     """
     import pandas as pd
 
@@ -178,8 +178,8 @@ def oracle_examples(users: Sequence[HeldOutUser]):
 
 def finetune_oracle(service, catalog, users: Sequence[HeldOutUser], work_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Run the app's fine-tune on the oracle labels with the job's defaults and split; returns its facts."""
-    from recsys_core.finetune import FinetuneConfig, finetune
-    from recsys_core.labels import LabelSet, split_heldout
+    from recsys_core.training.finetune import FinetuneConfig, finetune
+    from recsys_core.labels.aggregation import LabelSet, split_heldout
 
     config = FinetuneConfig()
     examples = oracle_examples(users)
@@ -194,8 +194,9 @@ def finetune_oracle(service, catalog, users: Sequence[HeldOutUser], work_dir: Pa
 
 
 def default_checkpoints(work_dir: Path) -> list[str]:
-    candidates = sorted((work_dir / "models").glob("candidate-*"))
-    candidates = [c for c in candidates if (c / "model.safetensors").is_file()]
+    from recsys_core.model.checkpoint import is_checkpoint
+
+    candidates = [c for c in sorted((work_dir / "models").glob("candidate-*")) if is_checkpoint(c)]
     return [f"job_candidate={candidates[-1]}"] if candidates else []
 
 
@@ -254,7 +255,7 @@ def with_pseudo_users(frame, users: Sequence[HeldOutUser]):
 def cf_figures(frame, item_ids: Sequence[str], users: Sequence[HeldOutUser]) -> dict[str, dict[str, float]]:
     import numpy as np
 
-    from recsys_core.baselines import EASE, InteractionData, ItemKNN
+    from recsys_core.evaluation.baselines import EASE, InteractionData, ItemKNN
 
     index = {item: i for i, item in enumerate(item_ids)}
 
@@ -299,14 +300,16 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir = args.work_dir.expanduser().resolve()
     args.data_root = args.data_root.expanduser().resolve()
     users_file = args.work_dir / "heldout_users.json"
-    for needed in (users_file, args.work_dir / "base" / "model.safetensors", args.work_dir / "features"):
+    from recsys_core.model.checkpoint import WEIGHTS
+
+    for needed in (users_file, args.work_dir / "base" / WEIGHTS, args.work_dir / "features"):
         if not needed.exists():
             raise SystemExit(f"{needed} is missing: --work-dir must be a finished feedback_loop.py --data-dir folder")
     if args.foldin_steps < 1 or not args.foldin_l2:
         raise SystemExit("--foldin-steps must be >= 1 and --foldin-l2 needs at least one value")
     setup(args)
     t0 = time.perf_counter()
-    from recsys_core.adapters import load_movielens_100k
+    from recsys_core.data.adapters import load_movielens_100k
 
     catalog = load_movielens_100k(args.data_root)
     item_ids = list(catalog.ids)

@@ -13,7 +13,7 @@ Protocol
    are drawn (seeded) among users with >= 40 ratings; each one's ratings are shuffled (seeded) into
    a *profile* (the first ``--profile-size`` items: what they "liked" in the app), a *label pool*
    (half of the rest) and an *eval set* (the other half).
-2. Base model: the fusion model trained in this process (``recsys_core.train.fit``, frozen encoders,
+2. Base model: the fusion model trained in this process (``recsys_core.training.loop.fit``, frozen encoders,
    ``--base-epochs``) on every rating of the other users plus only the profile items of the
    held-out users, saved with ``save_checkpoint`` to ``<data-dir>/base``.
 3. ``python app.py --catalog movielens-100k --model <data-dir>/base --auth-file users.csv`` runs as a
@@ -21,7 +21,7 @@ Protocol
    through ``gradio_client`` with a login.
 4. Before: ``/recommend(profile, k=20 + labelled budget)`` per held-out user; the items that user
    labels in step 5 are removed from the list and from the eval set, the list is cut at 20 and
-   NDCG@20 against the eval set is computed with ``recsys_core.metrics.evaluate_scores``.
+   NDCG@20 against the eval set is computed with ``recsys_core.evaluation.metrics.evaluate_scores``.
 5. Labelling: the annotators take the held-out users round-robin; per user
    ``/recommend(profile, k=--k-label)`` and ``/feedback(profile, item, like|dislike, request_id)`` per
    result: "like" when the item is in the user's label pool, else "dislike"; items of the user's eval
@@ -73,7 +73,7 @@ log = logging.getLogger("benchmarks.feedback_loop")
 
 MIN_RATINGS = 40  # held-out users need enough ratings for a profile, a label pool and an eval set
 EVAL_K = 20
-DEFAULT_FINETUNE_EPOCHS = 15  # recsys_core.finetune.FinetuneConfig.epochs (not imported: --help stays cheap)
+DEFAULT_FINETUNE_EPOCHS = 15  # recsys_core.training.finetune.FinetuneConfig.epochs (not imported: --help stays cheap)
 ANNOTATORS = ("ann1", "ann2", "ann3")
 ADMIN = "admin"
 MAX_ROUNDS = 10
@@ -129,7 +129,7 @@ def load_ratings(data_root: Path, item_ids: Sequence[str] | None = None):
     ratings of those items (the catalog's)."""
     import pandas as pd
 
-    from recsys_core.splits import load_split
+    from recsys_core.data.splits import load_split
 
     split = load_split(data_root, "warm")
     ratings = pd.concat([split.train, split.test], ignore_index=True)
@@ -189,7 +189,9 @@ def prepare_features(args: argparse.Namespace, data_dir: Path) -> None:
 def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, float, dict]:
     from types import SimpleNamespace
 
-    from recsys_core.train import TrainConfig, fingerprint, fit_for_split, save_checkpoint
+    from recsys_core.model.checkpoint import fingerprint, save_checkpoint
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.loop import fit_for_split
 
     out = data_dir / "base"
     log.info("training the base model: %d interactions, %d users, %d epochs", len(frame), frame.user_id.nunique(),
@@ -237,7 +239,7 @@ def ndcg_at_20(lists: dict[str, list[str]], users: list[HeldOutUser], item_ids: 
     profile and the labelled (and skipped) items are excluded from both the list and the eval set."""
     import numpy as np
 
-    from recsys_core.metrics import evaluate_scores
+    from recsys_core.evaluation.metrics import evaluate_scores
 
     index = {item: i for i, item in enumerate(item_ids)}
     scores = np.full((len(users), len(item_ids)), -np.inf)
@@ -325,9 +327,11 @@ def run_finetune(admin, timeout_s: float) -> dict[str, Any]:
 
 def candidate_metrics(data_dir: Path, job_id: str) -> dict[str, Any]:
     """Held-out label metrics and history the job wrote next to the candidate (for the report)."""
-    metrics_path = data_dir / "models" / f"candidate-{job_id}" / "metrics.json"
+    from recsys_core.model.checkpoint import read_metrics
+
+    candidate = data_dir / "models" / f"candidate-{job_id}"
     try:
-        metrics = json.loads(metrics_path.read_text())
+        metrics = read_metrics(candidate)
     except (OSError, ValueError):
         return {}
     out = {k: metrics.get(k) for k in ("heldout_base", "heldout_candidate", "n_train_labels", "n_heldout_labels",
@@ -335,7 +339,7 @@ def candidate_metrics(data_dir: Path, job_id: str) -> dict[str, Any]:
     out["epochs_run"] = len(metrics.get("history", []))
     out["history"] = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.items()}
                       for h in metrics.get("history", [])]
-    out["path"] = str(metrics_path.parent)
+    out["path"] = str(candidate)
     return out
 
 
@@ -381,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
-    from recsys_core.adapters import load_movielens_100k
+    from recsys_core.data.adapters import load_movielens_100k
 
     catalog = load_movielens_100k(args.data_root)
     item_ids = list(catalog.ids)

@@ -39,11 +39,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.config import ServiceConfig, ZeroShotConfig
-    from recsys_core.index import ExactIndex
+    from recsys_core.serving.index import ExactIndex
     from recsys_core.service import RecommenderService
-    from recsys_core.zeroshot import ZeroShotModel
+    from recsys_core.serving.zeroshot import ZeroShotModel
 
     catalog = resolve_catalog(args.catalog, data_root=args.data_root)
     service = RecommenderService(catalog, ServiceConfig(cache_dir=args.data_dir / "features"))

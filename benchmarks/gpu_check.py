@@ -12,7 +12,7 @@ first ``--items`` items of the catalog (default: the bundled demo, all of it), e
 4. ``explain`` with the fast method: the first call (Captum set-up included) and ``--repeats`` more
    recommended items (each a cache miss);
 5. ``recommend_for_upload`` of a catalog image plus a title, ``--repeats`` timed calls after one warm-up;
-6. one fine-tuning epoch (``--epochs``) of the fusion model with ``recsys_core.train.fit`` on seeded
+6. one fine-tuning epoch (``--epochs``) of the fusion model with ``recsys_core.training.loop.fit`` on seeded
    synthetic interactions (``--users`` users, each drawing items mostly from one genre: the timing does not
    depend on what the interactions mean), after its inputs are built (``build_content``, timed apart).
 
@@ -118,7 +118,7 @@ class Stages:
 
 
 def subset(catalog, n: int):
-    from recsys_core.catalog import Catalog
+    from recsys_core.data.catalog import Catalog
 
     if n <= 0 or n >= len(catalog):
         return catalog
@@ -179,12 +179,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
-    from recsys_core.content import build_content
-    from recsys_core.model import FusionConfig
+    from recsys_core.model.content import build_content
+    from recsys_core.model.fusion import FusionConfig
     from recsys_core.service import RecommenderService
-    from recsys_core.train import TrainConfig, fit
+    from recsys_core.training.config import TrainConfig
+    from recsys_core.training.loop import fit
 
     torch.manual_seed(args.seed)
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())

@@ -503,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, config: LoadConfig, data_dir: Path | None) -> dict[str, Any]:
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from storage import default_database_url, redact_url
 
     item_ids = list(resolve_catalog(args.catalog, data_root=args.data_root).ids)

@@ -109,7 +109,7 @@ def api_benchmark(args: argparse.Namespace, url: str) -> dict[str, Any]:
 
 def inprocess_benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
     import app as app_module
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
 
     argv = ["--data-dir", str(data_dir), "--catalog", args.catalog, "--text-encoder", args.text_encoder,

@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/recommend_scale.py --sizes 10000,100000,1000000 --json scale.json
     .venv/bin/python benchmarks/recommend_scale.py --sizes 20000 --queries 50        # quick check
 
-Vectors: rows as the fine-tuned fusion model serves them (recsys_core/serving.py), ``[s * unit(item),
-bias]`` with width ``--dim`` 129 = FusionConfig.width (128; recsys_core.train and finetune keep that
+Vectors: rows as the fine-tuned fusion model serves them (recsys_core/serving/finetuned.py), ``[s * unit(item),
+bias]`` with width ``--dim`` 129 = FusionConfig.width (128; recsys_core.training keeps that
 default) + 1 bias column, and ``s`` = 7.37, the learned score scale of our MovieLens checkpoint. Queries are
 ``[unit(user), 1]``. Directions are a mixture of ``--clusters`` Gaussian clusters of uneven sizes
 (log-normal weights, like genres) with about cos 0.7 between an item and its cluster centre; the bias
@@ -13,7 +13,7 @@ so they have no neighbourhood structure for an approximate index to exploit (or 
 and speed measured on them say nothing about real embeddings, which are strongly clustered.
 
 For each size, in a fresh process (so ``rss_mb``, the process's peak resident memory, belongs to that
-size alone): the index ``recsys_core.index.build_index`` chooses with the default ``IndexConfig`` (or
+size alone): the index ``recsys_core.serving.index.build_index`` chooses with the default ``IndexConfig`` (or
 ``--kind``), built with a temporary on-disk cache (``build_s``, including hashing and writing the
 cache) and read back from it (``cached_load_s``); then ``--queries`` single queries, one at a time
 as the app serves them, after ``--warmup`` untimed ones, the three contenders taking turns per
@@ -192,7 +192,7 @@ def run_size(n: int, cfg: ScaleConfig) -> dict[str, Any]:
     from threadpoolctl import threadpool_limits
 
     from recsys_core.config import IndexConfig
-    from recsys_core.index import ExactIndex, build_index
+    from recsys_core.serving.index import ExactIndex, build_index
 
     torch.set_num_threads(cfg.threads)
     # Its "could not load AVX2 module" INFO lines are noise: the wheel dispatches AVX2/AVX-512 itself.

@@ -33,7 +33,7 @@ from _common import (  # noqa: E402
 
 log = logging.getLogger("benchmarks.startup")
 
-# recsys_core.features logs one line per prepare: what was computed (not cached) and how long it took.
+# recsys_core.encoders.features logs one line per prepare: what was computed (not cached) and how long it took.
 FEATURES_LINE = re.compile(
     r"features: text (?P<text_computed>\d+) computed / (?P<text_cached>\d+) cached in (?P<text_s>[0-9.]+)s; "
     r"images (?P<image_computed>\d+) computed / (?P<image_cached>\d+) cached / (?P<image_failed>\d+) unreadable "

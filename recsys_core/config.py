@@ -124,7 +124,7 @@ INDEX_KINDS: tuple[str, ...] = ("auto", "exact", "faiss")
 
 @dataclass(frozen=True)
 class IndexConfig(_Config):
-    """How top-K retrieval over the item vectors is done (recsys_core.index.build_index).
+    """How top-K retrieval over the item vectors is done (recsys_core.serving.index.build_index).
 
     ``auto`` serves catalogs below ``faiss_threshold`` items with an exact matrix product and larger
     ones with a FAISS IVF index (inner-product metric, exact scores inside the probed lists).

@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 
-from recsys_core.catalog import Catalog, Item
+from recsys_core.data.catalog import Catalog, Item
 from recsys_core.config import ServiceConfig
 from recsys_core.device import resolve_device
-from recsys_core.encoders import ImageEncoder, TextEncoder, build_image_encoder, build_text_encoder
+from recsys_core.encoders.build import build_image_encoder, build_text_encoder
+from recsys_core.encoders.image import ImageEncoder
+from recsys_core.encoders.text import TextEncoder
 from recsys_core.errors import EmptyProfileError, InvalidInputError
-from recsys_core.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
-from recsys_core.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
-from recsys_core.images import load_image
-from recsys_core.index import SearchResult, VectorIndex, build_index
-from recsys_core.serving import FusionServing, load_serving
-from recsys_core.zeroshot import ZeroShotModel
+from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
+from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
+from recsys_core.data.images import load_image
+from recsys_core.serving.index import VectorIndex, build_index
+from recsys_core.serving.finetuned import load_serving
+from recsys_core.serving.protocol import ServingModel
+from recsys_core.serving.rerank import mmr_search
+from recsys_core.serving.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +80,7 @@ class _Upload:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    model: "ZeroShotModel | FusionServing"  # the active model: what requests are served from
+    model: ServingModel  # the active model: what requests are served from
     index: VectorIndex  # exact for small catalogs, FAISS IVF above IndexConfig.faiss_threshold
     features: CatalogFeatures
     zeroshot: ZeroShotModel  # always built: the baseline, and the fallback when no checkpoint is set
@@ -165,7 +168,7 @@ class RecommenderService:
         return self._state().zeroshot
 
     @property
-    def active_model(self) -> "ZeroShotModel | FusionServing":
+    def active_model(self) -> ServingModel:
         """The model requests are served from now (read-only use)."""
         return self._state().model
 
@@ -189,7 +192,7 @@ class RecommenderService:
 
     def _snapshot_for(self, folder: Path | None, features: CatalogFeatures, zeroshot: ZeroShotModel) -> _Snapshot:
         """Model + index for the checkpoint in ``folder`` (None = the zero-shot model)."""
-        model: ZeroShotModel | FusionServing = zeroshot
+        model: ServingModel = zeroshot
         if folder is not None:
             model = load_serving(Path(folder), self.catalog, features, self.text_encoder, self.image_encoder,
                                  self.config.cache_dir, self.config.limits.max_image_pixels)
@@ -282,20 +285,11 @@ class RecommenderService:
 
     def _upload_query(self, state: "_Snapshot", upload: "_Upload") -> torch.Tensor:
         """The query for an uploaded item (either modality may be absent)."""
-        model = state.model
         item = Item(item_id="upload", title=upload.title, description=upload.description)
         has_text = bool(upload.title or upload.description)
         text_vec = self.text_encoder.encode([item.text])[0] if has_text else None
-        if isinstance(model, ZeroShotModel):
-            image_vec = None
-            if upload.image is not None:
-                image_vec = self.image_encoder.encode([upload.image], keep_regions=False).pooled[0]
-            return model.embed_new(text_vec, image_vec)
-        from recsys_core.content import token_text
-
-        parts = model.upload_parts(self.text_encoder, self.image_encoder, token_text(item) if has_text else None,
-                                   text_vec, upload.image)
-        return model.embed_upload(parts)
+        return state.model.upload_query(item, text_vec, upload.image, text_encoder=self.text_encoder,
+                                        image_encoder=self.image_encoder)
 
     # -- explanations -----------------------------------------------------------------------------
     @property
@@ -319,7 +313,7 @@ class RecommenderService:
             return None  # served without an image, so explained without one
 
     def explain(self, liked_ids: Sequence[str], item_id: str, method: str = "fast") -> Explanation:
-        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.explain)."""
+        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.serving.explain)."""
         method = self._check_method(method)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
@@ -390,12 +384,11 @@ class RecommenderService:
             image_score_fn=inputs.image_score_fn, method=method,  # type: ignore[arg-type]
         )
         query_heatmap = None
-        if upload_image is not None and bool(state.features.has_image[target]) and isinstance(model, ZeroShotModel):
-            # Similarity is symmetric: fix the catalog item and attribute over the upload's pixels.
-            item_vector = model.item_vectors[target]
+        upload_score_fn = model.upload_image_score_fn(target, inputs.text_part) if upload_image is not None else None
+        if upload_score_fn is not None and bool(state.features.has_image[target]):
+            # Attribute over the upload's pixels (only where the score is symmetric in the two items).
             _, query_heatmap, _, more = self.explainer.explain_parts(
-                text=None, image=upload_image, text_score_fn=inputs.text_score_fn,
-                image_score_fn=lambda pooled: model.image_score(item_vector, pooled) + inputs.text_part,
+                text=None, image=upload_image, text_score_fn=inputs.text_score_fn, image_score_fn=upload_score_fn,
                 method=method,  # type: ignore[arg-type]
             )
             seconds += more
@@ -418,13 +411,7 @@ class RecommenderService:
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],
                  diversity: float = 0.0) -> list[Recommendation]:
         if diversity > 0.0:
-            from recsys_core.metrics import mmr_rerank
-
-            scores = (state.index.vectors @ query.float()).numpy()
-            scores[exclude] = -np.inf
-            k = min(k, len(scores) - len(set(exclude)))
-            chosen = mmr_rerank(scores, state.model.diversity_vectors.numpy(), k, diversity, pool=max(100, 5 * k))
-            found = SearchResult(torch.as_tensor(chosen, dtype=torch.long), torch.as_tensor(scores[chosen]))
+            found = mmr_search(state.index, state.model.diversity_vectors, query, k, exclude, diversity)
         else:
             found = state.index.search(query, k, exclude=exclude)
         parts = state.model.modality_scores(query, found.indices)

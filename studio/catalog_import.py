@@ -22,7 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from recsys_core.catalog import load_catalog_folder
+from recsys_core.data.catalog import load_catalog_folder
 from recsys_core.config import LimitsConfig
 from recsys_core.errors import CatalogError, InvalidInputError
 

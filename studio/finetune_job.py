@@ -180,7 +180,8 @@ def read_judgements(database_url: str, campaign: str | None = None) -> "pd.DataF
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recsys_core.finetune import FinetuneConfig
+    from recsys_core.cli_args import add_catalog_arguments
+    from recsys_core.training.finetune import FinetuneConfig
 
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,11 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", type=Path, default=None,
                         help="checkpoint folder to start from; default: a new fusion model (the app's zero-shot model is the gate's baseline)")
     parser.add_argument("--out", type=Path, required=True, help="candidate checkpoint folder to write")
-    parser.add_argument("--catalog", default="demo", help="as for app.py: demo, movielens-100k or a folder")
-    parser.add_argument("--data-root", type=Path, default=None)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
-    parser.add_argument("--text-encoder", default="minilm", help="as for app.py (must match the app's)")
-    parser.add_argument("--image-encoder", default="efficientnet-lite0", help="as for app.py (must match the app's)")
+    add_catalog_arguments(parser, helps={"catalog": "as for app.py: demo, movielens-100k or a folder",
+                                         "data_root": None, "text_encoder": "as for app.py (must match the app's)",
+                                         "image_encoder": "as for app.py (must match the app's)", "device": None})
     parser.add_argument("--campaign", default=None, help="only judgements from this labelling campaign")
     parser.add_argument("--method", default="majority", choices=["majority", "soft"], help="label aggregation")
     parser.add_argument("--min-control-accuracy", type=float, default=0.7)
@@ -218,7 +217,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "annotators with no overlapping judgements are kept")
     parser.add_argument("--no-offline-gate", action="store_true",
                         help="MovieLens: do not add the offline protocol (warm validation split NDCG@20) to the gate")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the result (gate, snapshot, timings) here")
     parser.add_argument("--progress-file", type=Path, default=None, help="append JSON progress lines here (the app reads them)")
@@ -277,11 +275,15 @@ def _write_json(path: Path | None, text: str) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> JobResult:
-    from recsys_core.adapters import resolve_catalog
-    from recsys_core.config import ServiceConfig
-    from recsys_core.finetune import FinetuneConfig, FinetuneError, finetune, movielens_offline_split
-    from recsys_core.labels import AggregationConfig, aggregate, split_heldout
-    from recsys_core.service import RecommenderService
+    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
+    from recsys_core.data.adapters import resolve_catalog
+    from recsys_core.encoders.features import encode_catalog
+    from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
+    from recsys_core.model.checkpoint import checkpoint_version
+    from recsys_core.serving.finetuned import load_serving
+    from recsys_core.serving.protocol import ServingModel
+    from recsys_core.serving.zeroshot import ZeroShotModel
+    from recsys_core.training.finetune import FinetuneConfig, FinetuneError, finetune, movielens_offline_split
 
     def progress(fraction: float, message: str) -> None:
         log.info("%3.0f%% %s", 100 * fraction, message)
@@ -301,19 +303,20 @@ def run_cli(args: argparse.Namespace) -> JobResult:
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
     catalog = resolve_catalog(args.catalog, data_root=args.data_root)
-    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
-
-    service = RecommenderService(catalog, ServiceConfig(
-        text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
-        cache_dir=Path(args.data_dir) / "features", device=args.device, model_dir=args.base))
-    service.prepare()
-    state_model = service.active_model  # what the app serves from this base: the gate's baseline
+    cache_dir = Path(args.data_dir) / "features"
+    encoded = encode_catalog(catalog, TextEncoderConfig(model=args.text_encoder),
+                             ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device)
+    # What the app serves from this base (the zero-shot model without one): the gate's baseline.
+    state_model: ServingModel = ZeroShotModel(encoded.features, ZeroShotConfig())
+    if args.base is not None:
+        state_model = load_serving(args.base, catalog, encoded.features, encoded.text_encoder,
+                                   encoded.image_encoder, cache_dir)
     offline = None
     if args.catalog == "movielens-100k" and args.data_root is not None and not args.no_offline_gate:
         offline = movielens_offline_split(args.data_root, catalog)
-    result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=service.features,
-                      text_encoder=service.text_encoder, image_encoder=service.image_encoder, base_model=state_model,
-                      base_dir=args.base, out_dir=args.out, cache_dir=Path(args.data_dir) / "features",
+    result = finetune(examples=train_part, heldout=heldout_part, catalog=catalog, features=encoded.features,
+                      text_encoder=encoded.text_encoder, image_encoder=encoded.image_encoder, base_model=state_model,
+                      base_dir=args.base, out_dir=args.out, cache_dir=cache_dir,
                       config=FinetuneConfig(epochs=args.epochs,
                                             lr=FinetuneConfig.lr if args.lr is None else args.lr,
                                             new_model_lr=FinetuneConfig.new_model_lr if args.lr is None else args.lr,
@@ -322,13 +325,11 @@ def run_cli(args: argparse.Namespace) -> JobResult:
                                             likes_as_interactions=not args.no_likes_as_interactions,
                                             gate_confidence=args.gate_confidence),
                       extra_metrics={"label_snapshot": labels.snapshot_id}, progress=progress, offline=offline)
-    from recsys_core.serving import checkpoint_version
-
     gate = result.gate
     return JobResult(
         out_dir=str(result.out_dir),
         version=checkpoint_version(result.out_dir),
-        parent=getattr(state_model, "version", None),
+        parent=state_model.version,
         gate=GateDecision(base=dict(gate.base), candidate=dict(gate.candidate), passed=bool(gate.passed),
                           reason=gate.reason),
         n_train=result.n_train,

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from recsys_core.errors import RecsysError
+from recsys_core.model.checkpoint import unfinished
 from storage.db import with_default_driver
 from studio.finetune_job import JobFailure, JobOptions, JobResult, read_outcome
 
@@ -76,7 +77,7 @@ class FinetuneJobs:
 
         Only folders untouched for an hour: another app replica on the same data folder may be writing one now.
         """
-        for leftover in (self.data_dir / "models").glob("*.tmp"):
+        for leftover in unfinished(self.data_dir / "models"):
             if time.time() - leftover.stat().st_mtime < 3600:
                 continue
             log.warning("removing %s: an unfinished candidate from a fine-tune that did not complete", leftover)

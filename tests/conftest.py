@@ -25,7 +25,7 @@ from PIL import Image
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
-from recsys_core.catalog import load_catalog_folder
+from recsys_core.data.catalog import load_catalog_folder
 from recsys_core.config import IndexConfig, ServiceConfig, TextEncoderConfig
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
@@ -123,7 +123,7 @@ def real_data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def real_service(real_data_dir: Path) -> RecommenderService:
-    from recsys_core.adapters import resolve_catalog
+    from recsys_core.data.adapters import resolve_catalog
 
     service = RecommenderService(resolve_catalog("demo"), ServiceConfig(device="cpu", cache_dir=real_data_dir / "features"))
     service.prepare()

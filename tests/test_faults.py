@@ -19,12 +19,12 @@ import torch
 from gradio_client import Client
 from sqlalchemy import event
 
-from recsys_core import content
+from recsys_core.model import content
 from storage import FeedbackIn, Repository, make_engine
 from storage.db import init_db
 from tests.app_process import start_app, stop_app
 from tests.conftest import write_tiny_catalog
-from tests.test_finetune import ARCADE, _examples
+from tests.recsys_core.training.test_finetune import ARCADE, _examples
 from ui.handlers import Handlers
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="SIGKILL and /proc are POSIX")
@@ -213,17 +213,18 @@ def test_a_corrupt_content_cache_file_is_recomputed(tmp_path: Path) -> None:
 
 
 def test_a_checkpoint_interrupted_while_writing_never_appears(tiny_service, tmp_path: Path, monkeypatch) -> None:
-    from recsys_core import train
+    from recsys_core.model import checkpoint
     from recsys_core.errors import RecsysError
-    from recsys_core.train import TrainConfig, save_checkpoint
-    from tests.test_serving import _train
+    from recsys_core.model.checkpoint import save_checkpoint
+    from recsys_core.training.config import TrainConfig
+    from tests.recsys_core.serving.test_finetuned import _train
 
     _, trained = _train(tiny_service, tmp_path, TrainConfig(epochs=1, batch_users=8))
 
     def crash(*a, **k):  # the last file written before the rename
         raise OSError("No space left on device")
 
-    monkeypatch.setattr(train, "plot_history", crash)
+    monkeypatch.setattr(checkpoint, "plot_history", crash)
     out = tmp_path / "models" / "candidate"
     with pytest.raises(OSError, match="No space left"):
         save_checkpoint(trained, out, metrics={}, fingerprint_info={}, encoders={})

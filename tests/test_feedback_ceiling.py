@@ -75,7 +75,7 @@ def test_top_ids_leaves_out_the_profile(ceiling) -> None:
 
 def test_oracle_labels_are_the_pool_as_likes_plus_the_stored_dislikes(ceiling) -> None:
     frame = ceiling.oracle_examples([_user(ceiling)])
-    assert set(frame["context_ids"]) == {("m1", "m3")}  # sorted, as recsys_core.labels stores contexts
+    assert set(frame["context_ids"]) == {("m1", "m3")}  # sorted, as recsys_core.labels.aggregation stores contexts
     assert dict(zip(frame["item_id"], frame["label"])) == {"m10": 1.0, "m11": 1.0, "m12": 1.0, "m30": 0.0}
     assert not set(frame["item_id"]) & {"m20", "m21"}  # the eval set never becomes a label
     user = _user(ceiling)

@@ -11,7 +11,7 @@ import gradio as gr
 import pytest
 from PIL import Image
 
-from recsys_core.catalog import Item, load_catalog_folder
+from recsys_core.data.catalog import Item, load_catalog_folder
 from recsys_core.errors import CatalogError, InvalidInputError
 from storage import Repository
 from tests.imaging import encoded, header_only_png

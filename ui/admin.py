@@ -142,7 +142,7 @@ class AdminHandlers:
     @user_errors
     @admin_only
     def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
-        from recsys_core.labels import agreement
+        from recsys_core.labels.aggregation import agreement
 
         counts = self.repository.label_counts()
         frame = self.repository.judgements_frame(campaign or None)

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import gradio as gr
 
 from recsys_core.errors import InvalidInputError, UnknownItemError
-from recsys_core.explain import Explanation
+from recsys_core.serving.explain import Explanation
 from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render

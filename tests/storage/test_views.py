@@ -104,7 +104,7 @@ def test_agreement_training_labels_and_exports_name_the_same_annotators(repo: Re
     """The Admin agreement table, the training labels and the exports read the same rows through
     judgements_frame, so they name the same people, anonymous ones included (two anonymous browser
     sessions stay two raters; a judgement with no session is ``anonymous``)."""
-    from recsys_core.labels import aggregate, agreement
+    from recsys_core.labels.aggregation import aggregate, agreement
     from storage.export import export_labels, read_labels
 
     judgements = [  # (annotator, session, item, label): everyone judges the same two pairs

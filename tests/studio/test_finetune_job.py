@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from recsys_core.errors import InvalidInputError
-from recsys_core.labels import aggregate
+from recsys_core.labels.aggregation import aggregate
 from storage import FeedbackIn
 from studio.finetune_job import (
     GateDecision, JobFailure, JobOptions, JobResult, SnapshotInfo, build_parser, read_judgements, read_outcome,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from recsys_core.finetune import FinetuneConfig, finetune
-from recsys_core.serving import checkpoint_version
+from recsys_core.model.checkpoint import checkpoint_version
+from recsys_core.training.finetune import FinetuneConfig, finetune
 from storage import Repository
 from studio.finetune_job import GateDecision, JobResult, SnapshotInfo
 from studio.registry import ModelActionError, ModelManager
-from tests.test_finetune import _examples
+from tests.recsys_core.training.test_finetune import _examples
 
 
 @pytest.fixture

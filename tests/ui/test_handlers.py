@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from recsys_core.catalog import Item
+from recsys_core.data.catalog import Item
 from storage import Repository
 from ui import render
 from ui.handlers import CATALOG_PAGE, Handlers, _file_path

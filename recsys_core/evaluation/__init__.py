@@ -1,0 +1,1 @@
+"""Offline protocols, metrics and baselines (the small ``fit``/``score`` contract)."""

@@ -1,0 +1,1 @@
+"""Label aggregation and annotator agreement (pandas, numpy, krippendorff; no torch)."""

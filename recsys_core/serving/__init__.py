@@ -1,0 +1,1 @@
+"""What answers a request: the zero-shot and fine-tuned models, the index, re-ranking, explanations (numbers only)."""
