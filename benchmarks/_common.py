@@ -57,11 +57,20 @@ def doc_parser(prog: str, doc: str | None, epilog_from: str) -> argparse.Argumen
 
 
 def add_app_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--catalog", default="demo", help="passed to app.py --catalog")
-    p.add_argument("--data-root", default=None, help="passed to app.py --data-root (e.g. for movielens-100k)")
-    p.add_argument("--text-encoder", default="minilm", help="passed to app.py --text-encoder (tiny-random for a smoke test)")
-    p.add_argument("--image-encoder", default="efficientnet-lite0",
-                   help="passed to app.py --image-encoder (tiny-random for a smoke test)")
+    """The app's catalog and encoder flags (declared once, in recsys_core.cli_args), passed on to app.py."""
+    from recsys_core.cli_args import add_catalog_arguments
+
+    add_catalog_arguments(p, only=("catalog", "data_root", "text_encoder", "image_encoder"), helps={
+        "catalog": "passed to app.py --catalog", "data_root": "passed to app.py --data-root (e.g. for movielens-100k)",
+        "text_encoder": "passed to app.py --text-encoder (tiny-random for a smoke test)",
+        "image_encoder": "passed to app.py --image-encoder (tiny-random for a smoke test)"})
+
+
+def app_argv(args: argparse.Namespace, data_dir: Path) -> list[str]:
+    """The catalog/encoder/device flags of ``args`` and ``--data-dir`` as app.py's argv."""
+    from recsys_core.cli_args import CatalogArgs
+
+    return CatalogArgs.from_namespace(argparse.Namespace(**{**vars(args), "data_dir": data_dir})).to_argv()
 
 
 def setup(args: argparse.Namespace) -> None:
@@ -178,12 +187,8 @@ def app_env(threads: int) -> dict[str, str]:
 
 
 def app_command(args: argparse.Namespace, data_dir: Path, port: int) -> list[str]:
-    cmd = [sys.executable, str(REPO_ROOT / "app.py"), "--data-dir", str(data_dir), "--port", str(port),
-           "--host", "127.0.0.1", "--catalog", args.catalog, "--text-encoder", args.text_encoder,
-           "--image-encoder", args.image_encoder, "--device", args.device]
-    if args.data_root:
-        cmd += ["--data-root", str(args.data_root)]
-    return cmd
+    return [sys.executable, str(REPO_ROOT / "app.py"), "--port", str(port), "--host", "127.0.0.1",
+            *app_argv(args, data_dir)]
 
 
 class AppProcess:

@@ -34,6 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
+from recsys_core.cli_args import add_catalog_arguments  # noqa: E402
 
 log = logging.getLogger("benchmarks.faithfulness")
 
@@ -69,11 +70,7 @@ def main() -> None:
     parser.add_argument("--n-sanity", type=int, default=20, help="pairs for the model-randomisation check")
     parser.add_argument("--fraction", type=float, default=0.2, help="share of tokens / regions deleted")
     parser.add_argument("--random-draws", type=int, default=5, help="random deletions averaged per pair")
-    parser.add_argument("--catalog", default="demo")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="feature cache in <data-dir>/features")
-    parser.add_argument("--text-encoder", default="minilm")
-    parser.add_argument("--image-encoder", default="efficientnet-lite0")
+    add_catalog_arguments(parser, only=("catalog", "data_root", "data_dir", "text_encoder", "image_encoder"))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)

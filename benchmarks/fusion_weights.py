@@ -22,13 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import emit  # noqa: E402
+from recsys_core.cli_args import add_catalog_arguments  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--catalog", default="demo")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--data-dir", type=Path, default=Path("data"), help="uses <data-dir>/features as cache")
+    add_catalog_arguments(parser, only=("catalog", "data_root", "data_dir"))
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--weights", default="1.0,0.9,0.8,0.7,0.6,0.5,0.4,0.3,0.0", help="text weights to try")
     parser.add_argument("--threads", type=int, default=2)

@@ -29,7 +29,7 @@ from typing import Any, Callable  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (  # noqa: E402
-    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_command, app_env, emit, free_port,
+    READY_TIMEOUT_S, AppProcess, add_app_args, add_common_args, app_argv, app_command, app_env, emit, free_port,
     machine_facts, setup, summary_ms,
 )
 
@@ -112,11 +112,7 @@ def inprocess_benchmark(args: argparse.Namespace, data_dir: Path) -> dict[str, A
     from recsys_core.data.adapters import resolve_catalog
     from recsys_core.service import RecommenderService
 
-    argv = ["--data-dir", str(data_dir), "--catalog", args.catalog, "--text-encoder", args.text_encoder,
-            "--image-encoder", args.image_encoder, "--device", args.device]
-    if args.data_root:
-        argv += ["--data-root", str(args.data_root)]
-    config = app_module.parse_config(argv)  # the app's own config: same cache dir, same encoders
+    config = app_module.parse_config(app_argv(args, data_dir))  # the app's own config: same cache dir, same encoders
     catalog = resolve_catalog(config.catalog, data_root=config.data_root,
                               max_image_pixels=config.service.limits.max_image_pixels)
     service = RecommenderService(catalog, config.service)
