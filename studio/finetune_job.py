@@ -1,15 +1,4 @@
-"""Fine-tune a model on the labels people gave, and gate the candidate (``python -m studio.finetune_job --help``).
-
-The loop: judgements (like/dislike or graded 0-3, from the app's database) are aggregated into
-labels (:mod:`recsys_core.labels`), split by context into train and held-out parts, and the base
-model (a fine-tuned checkpoint, or none = a new fusion model) is trained further: the base model's
-own training interactions are replayed, and each training context's likes join them as a pseudo-user
-(the context's items, then the liked items) in the same softmax; binary cross-entropy on likes and
-dislikes is available (``--label-weight``) but off by default. The candidate and the base are then
-scored on the held-out labels with the same code; the candidate passes the gate when it is not worse
-(AUC, pairwise accuracy and the held-out likes' NDCG@20 over the whole catalog; on MovieLens also the
-offline NDCG@20). Registering and promoting is the app's job (``studio.jobs``): this process never
-touches the registry.
+"""The fine-tune job: read the labels people gave, fine-tune and gate a candidate (``python -m studio.finetune_job --help``).
 
 This is the process where storage and training meet: the judgements are read through
 ``storage.Repository.judgements_frame`` (the one reader of judgements, so the Admin statistics, the
@@ -183,7 +172,10 @@ def build_parser() -> argparse.ArgumentParser:
     from recsys_core.cli_args import add_catalog_arguments
     from recsys_core.training.finetune import FinetuneConfig
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__,
+    from recsys_core.training import finetune as training
+
+    # The training module documents the loop; this module adds where the labels come from.
+    parser = argparse.ArgumentParser(prog=PROG, description=f"{training.__doc__}\n{__doc__}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default=os.environ.get("DATABASE_URL"),
                         help="database URL of the app (e.g. sqlite:///data/recsys.sqlite3); default: env DATABASE_URL, "
