@@ -215,6 +215,10 @@ class RecommenderService:
     def search(self, query: str = "", genre: str | None = None, limit: int | None = None) -> list[Item]:
         if len(query) > self.config.limits.max_text_chars:
             raise InvalidInputError(f"search text is {len(query):,} characters; the limit is {self.config.limits.max_text_chars:,}")
+        if genre and genre not in self.catalog.genres():
+            raise InvalidInputError(f"unknown genre {genre!r}; the catalog's genres are: {', '.join(self.catalog.genres())}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise InvalidInputError(f"limit is {limit!r}; give a whole number of 1 or more")
         return self.catalog.search(query, genre, limit)
 
     def genres(self) -> list[str]:
@@ -253,6 +257,10 @@ class RecommenderService:
         state = self._state()
         query = state.model.profile(indices)
         return self._results(state, query, k, exclude=indices, diversity=diversity)
+
+    def similar(self, item_id: str, k: int = 10) -> list[Recommendation]:
+        """Top-``k`` items like ``item_id`` (itself excluded): the recommendations for a one-item profile."""
+        return self.recommend([item_id], k)
 
     @staticmethod
     def _check_diversity(diversity: float) -> float:

@@ -99,3 +99,20 @@ def test_explain_endpoint(running_app) -> None:
     top = max(result["tokens"], key=lambda t: t[1])[0].lower()
     assert top in recs[0]["title"].lower() or top in {"mahjongg", "mahjong", "tiles", "tile", "board", "solitaire"}
     assert "not allowed" in _error_of(client, BOARD_PROFILE, recs[0]["item_id"], "slow", api_name="/explain")
+
+
+def test_script_endpoints_search_item_similar_explain_upload(running_app) -> None:
+    url, client = running_app
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    public = {"/recommend", "/recommend_upload", "/feedback", "/explain", "/search", "/item", "/similar",
+              "/explain_upload"}
+    assert public <= set(api)
+    found = client.predict("chess", "", 5, api_name="/search")
+    assert "pychess" in {r["item_id"] for r in found}
+    item = client.predict("pychess", api_name="/item")
+    assert item["item_id"] == "pychess" and item["has_image"] is True and item["license"]
+    similar = client.predict("pychess", 5, api_name="/similar")
+    assert len(similar) == 5 and "pychess" not in {r["item_id"] for r in similar}
+    explained = client.predict(None, "Chess", "Play chess against the computer.", similar[0]["item_id"], "fast",
+                               api_name="/explain_upload")
+    assert explained["item_id"] == similar[0]["item_id"] and explained["tokens"]

@@ -188,6 +188,35 @@ class Handlers:
         return gpu_explain(self._gpu_key, _as_id_list(liked_ids, "liked_ids"), str(item_id),
                            method=str(method)).to_api()
 
+    @user_errors
+    def api_search(self, query: str = "", genre: str = "", limit: int = 20) -> list[dict]:
+        """Catalog items whose title, genres, tags or description contain every word of ``query`` ("" = all),
+        title matches first; ``genre`` (one of the genre ids /item returns, "" = any) narrows them; at most
+        ``limit`` (1 or more). Each: {"item_id", "title", "genres"}."""
+        items = self.service.search(str(query or ""), str(genre) if genre else None, int(limit))
+        return [{"item_id": i.item_id, "title": i.title, "genres": list(i.genres)} for i in items]
+
+    @user_errors
+    def api_item(self, item_id: str) -> dict:
+        """One item's metadata: {"item_id", "title", "description", "genres", "tags", "has_image",
+        "screenshots" (how many), "license", "attribution", "url"}."""
+        return self.service.item(str(item_id)).to_api()
+
+    @user_errors
+    def api_similar(self, item_id: str, k: int = 10, request: gr.Request = None) -> list[dict]:
+        """Top-k items like ``item_id`` (no profile needed; the item itself is never returned), as /recommend."""
+        recs = self.service.similar(str(item_id), int(k))
+        self._record_impressions(recs, [str(item_id)], _session_key(request), "api")
+        return [r.to_api() for r in recs]
+
+    @user_errors
+    def api_explain_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
+                           item_id: str = "", method: str = "fast") -> dict:
+        """Why catalog item ``item_id`` matched an upload (image and/or title/description, as for
+        /recommend_upload): the same fields as /explain, plus "query_heatmap" (the upload's matching regions)."""
+        return gpu_explain_upload(self._gpu_key, image=_file_path(image), title=title or "",
+                                  description=description or "", item_id=str(item_id), method=str(method)).to_api()
+
     # -- UI events ---------------------------------------------------------------------------------
     @user_errors
     def search(self, query: str, genre: str | None) -> tuple[Any, list[str], str]:

@@ -118,7 +118,11 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,
                concurrency_id="upload")
         gr.api(handlers.api_feedback, api_name="feedback", concurrency_limit=16, concurrency_id="feedback")
+        gr.api(handlers.api_search, api_name="search")
+        gr.api(handlers.api_item, api_name="item")
+        gr.api(handlers.api_similar, api_name="similar", concurrency_limit=8, concurrency_id="recommend")
         gr.api(handlers.api_explain, api_name="explain", concurrency_limit=1, concurrency_id="explain")
+        gr.api(handlers.api_explain_upload, api_name="explain_upload", concurrency_limit=1, concurrency_id="explain")
         if labelling is not None:
             from ui.labelling import register_labelling_api
 

@@ -67,6 +67,13 @@ class Item:
             parts.append("Keywords: " + ", ".join(self.tags) + ".")
         return "\n".join(parts)
 
+    def to_api(self) -> dict[str, object]:
+        """The item's metadata for API clients; says whether it has images, never where they are on the server."""
+        return {"item_id": self.item_id, "title": self.title, "description": self.description,
+                "genres": list(self.genres), "tags": list(self.tags), "has_image": self.image is not None,
+                "screenshots": len(self.extra_images), "license": self.license, "attribution": self.attribution,
+                "url": self.url}
+
 
 @dataclass(frozen=True)
 class RowProblem:

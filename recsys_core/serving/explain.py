@@ -115,6 +115,7 @@ class Explanation:
             "tokens": [[w.word, round(w.score, 6)] for w in self.text.words] if self.text else [],
             "image_heatmap": np.round(heat, 4).tolist() if heat is not None else [],
             "image_method": self.image_method,
+            "query_heatmap": np.round(self.query_heatmap, 4).tolist() if self.query_heatmap is not None else [],
             "modality_share": {k: round(v, 6) for k, v in self.modality_share.items()},
             "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6)},
             "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6)}
