@@ -117,6 +117,20 @@ def test_with_accounts_each_persons_recommend_and_label_judgements_share_a_name_
     assert sorted(Counter(_export_users(app, _req("boss"))).values()) == [2, 2]
 
 
+def test_a_finetune_with_too_few_labels_is_refused_on_the_button_and_the_api_without_a_job(app) -> None:
+    from tests.studio.test_jobs import needed_labels
+
+    app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann1"))
+    for start in (lambda: app.admin.start_finetune("", _req("boss")), lambda: app.admin.api_finetune("", _req("boss"))):
+        with pytest.raises(gr.Error) as info:
+            start()
+        assert info.value.message.startswith(
+            f"not enough labels to fine-tune: 1 usable label(s) (from 1 judgement(s)); at least {needed_labels()} "
+            "are needed")
+    assert app.admin.jobs.status().state == "idle"
+    assert "No fine-tune has run" in app.admin.job_status(_req("boss"))
+
+
 # Every @admin_only handler of ui.admin.AdminHandlers with placeholder arguments (the role is checked before
 # any argument is read). job_status is the one that answers a non-admin quietly (see its own test).
 ADMIN_CALLS = {
