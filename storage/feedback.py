@@ -1,8 +1,9 @@
 """Judgements (like/dislike/graded feedback, task answers included) and impressions: validation and writes.
 
-Idempotent on ``request_id``: a resend is answered with ``stored=False`` and the
-original id; the insert race is decided by the UNIQUE constraint inside a
-SAVEPOINT (:func:`storage._common.insert_or_fetch`), not by a lock in Python.
+Idempotent on ``request_id``: a resend of the same judgement is answered with
+``stored=False`` and the original id (the same id with another label is refused);
+the insert race is decided by the UNIQUE constraint inside a SAVEPOINT
+(:func:`storage._common.insert_or_fetch`), not by a lock in Python.
 A task answer is a judgement, so it is stored here; the task side (is it
 assigned, mark it answered) comes from :mod:`storage.tasks`. Reading judgements
 back is :mod:`storage.views`' job.
@@ -84,7 +85,7 @@ class InvalidFeedbackError(ValueError):
 
 
 class RequestIdConflictError(InvalidFeedbackError):
-    """A ``request_id`` that is already stored for another annotator (or another task).
+    """A ``request_id`` that is already stored for another annotator, another task or another judgement.
 
     Raised instead of answering ``stored=False`` because that answer would tell
     the second annotator "your label is saved" when it is not, and would hand
@@ -195,11 +196,14 @@ def add_impressions(
 def _resend_result(session: Session, existing: Feedback, feedback: FeedbackIn) -> FeedbackResult:
     """Answer a request_id that is already stored.
 
-    A resend by the same annotator (or an anonymous resend, as before graded
-    labels existed) gets ``stored=False`` and the original id. A resend that
-    names a different annotator, or a different task, is refused: it is not a
-    resend but a reused key, and answering it would misreport the label as
-    saved and expose another annotator's row id.
+    A resend of the same judgement by the same annotator (or an anonymous
+    resend, as before graded labels existed) gets ``stored=False`` and the
+    original id. A resend that names a different annotator, or a different
+    task, is refused: it is not a resend but a reused key, and answering it
+    would misreport the label as saved and expose another annotator's row id.
+    So is a resend with a different label, grade, item or context: answering
+    ``stored=False`` would let the client believe its new label was kept while
+    the first one stands.
     """
     if feedback.annotator is not None and username_of(session, existing.annotator_id) != feedback.annotator:
         logger.warning(
@@ -214,6 +218,13 @@ def _resend_result(session: Session, existing: Feedback, feedback: FeedbackIn) -
         raise RequestIdConflictError(
             f"request_id is already used for a judgement that is not an answer to task {feedback.task_id}; "
             "generate a fresh request_id for every new label"
+        )
+    if (existing.label, existing.grade, existing.item_id, list(existing.context_ids)) != (
+        feedback.label, feedback.grade, feedback.item_id, list(feedback.context_ids)
+    ):
+        raise RequestIdConflictError(
+            f"request_id {feedback.request_id!r} is already stored with a different judgement; the first label "
+            "stands. Send a new request_id for a new label"
         )
     return FeedbackResult(stored=False, feedback_id=row_id(existing))
 
@@ -299,7 +310,8 @@ def add_feedback(*, session: Session, feedback: FeedbackIn) -> FeedbackResult:
     Clients resend on timeouts, so a known ``request_id`` is answered with
     ``stored=False`` and the original row id rather than an error; the same
     holds when two copies race and the UNIQUE constraint rejects the second.
-    A "resend" that names a different annotator than the stored row raises
+    A "resend" that names a different annotator than the stored row, or a
+    different label, grade, item or context, raises
     :class:`RequestIdConflictError` instead (see :func:`_resend_result`).
     Feedback with a ``task_id`` is a task answer and follows the assignment
     rules of :meth:`Repository.answer_task`.

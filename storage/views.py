@@ -5,8 +5,10 @@ The admin statistics, the agreement table, the exports and (through
 all read judgements here, so they see the same rows and the same annotators.
 Nothing else in the project reads judgements by its own query.
 
-Anonymous judgements (no annotator: open mode, or an API call without a login) are
-named by the rule in :func:`anonymous_name`, never None.
+Anonymous judgements (no annotator: rows an older app stored for open-mode 👍/👎, or a
+script writing through storage without one) are named by the rule in
+:func:`anonymous_name`, never None. The app itself names every judgement's annotator
+(``ui.access``: the logged-in person, ``local`` in open mode).
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ def anonymous_name(session_id: Optional[int]) -> str:
     """The annotator name of a judgement without an annotator: ``anonymous-<session id>``, else ``anonymous``.
 
     One pseudonym per labelling session rather than one ``anonymous`` for everybody:
-    in open mode every visitor is anonymous, and lumping them together would make
+    without an annotator the session is all that tells writers apart, and lumping them together would make
     the aggregation keep only the last of several visitors' judgements of the same
     pair (it de-duplicates per annotator) and make agreement treat strangers as one
     rater. A session is one browser (its Gradio session hash, which is never shown:

@@ -34,6 +34,10 @@ class JobBusyError(RecsysError, RuntimeError):
     """A fine-tune is already running: only one at a time."""
 
 
+class TooFewLabelsError(RecsysError, ValueError):
+    """The stored labels cannot be enough for a fine-tune: refused before any job starts."""
+
+
 @dataclass(frozen=True)
 class JobStatus:
     state: str  # idle | running | succeeded | failed
@@ -91,12 +95,42 @@ class FinetuneJobs:
                 status = replace(status, fraction=progress["fraction"], message=progress["message"])
         return status
 
+    def check_labels(self, campaign: str | None = None) -> int:
+        """The usable labels (or ``campaign``'s); raises :class:`TooFewLabelsError` when they cannot be enough.
+
+        Counted the way the job counts them: the judgements from the one reader (``judgements_frame``),
+        aggregated into one label per (profile, item). Nobody is left out here, and items the catalog lost
+        are not checked, so this is an upper bound of what the job will train on: a job refused here would
+        certainly have failed, and one started may still stop with the job's own, more exact, message.
+        """
+        # Lazily: the training package imports torch, which the app's first page needs no earlier than this.
+        from recsys_core.labels.aggregation import AggregationConfig, aggregate
+        from recsys_core.training.finetune import FinetuneConfig
+
+        judgements = self.manager.repository.judgements_frame(campaign)
+        everyone = AggregationConfig(min_control_accuracy=0.0, min_majority_agreement=0.0)
+        examples = aggregate(judgements, everyone).examples
+        # A label without a profile (a 👍 on an upload's results) trains nothing: the job skips it.
+        usable = sum(1 for context in examples["context_ids"] if len(context))
+        # The job needs min_labels to train on after min_heldout labels are held out for its gate.
+        needed = FinetuneConfig.min_labels + FinetuneConfig.min_heldout
+        if usable < needed:
+            where = f" in campaign {campaign!r}" if campaign else ""
+            raise TooFewLabelsError(
+                f"not enough labels to fine-tune{where}: {usable} usable label(s) (from {len(judgements)} "
+                f"judgement(s)); at least {needed} are needed ({FinetuneConfig.min_labels} to train on, "
+                f"{FinetuneConfig.min_heldout} held out to gate the candidate). Collect more judgements, then "
+                "start again")
+        return usable
+
     def start(self, by: str, *, campaign: str | None = None) -> JobStatus:
-        """Start a fine-tune from the active model; raises :class:`JobBusyError` while one runs."""
+        """Start a fine-tune from the active model; raises :class:`JobBusyError` while one runs and
+        :class:`TooFewLabelsError` (no job started) when the labels cannot be enough."""
         with self._lock:
             if self._status.running:
                 raise JobBusyError(f"a fine-tune is already running (started by {self._status.started_by}, "
                                    f"{self.status().message or 'starting'}); wait for it to finish")
+            self.check_labels(campaign)
             job_id = time.strftime("%Y%m%d-%H%M%S")
             active = self.manager.repository.active_model()
             base = active.path if active is not None and active.path != "zero-shot" else None

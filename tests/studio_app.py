@@ -22,10 +22,11 @@ def req(username: str | None) -> SimpleNamespace:
     return SimpleNamespace(username=username, session_hash=f"s-{username}")
 
 
-def studio_app(service, tmp_path: Path, *, rate_limit: int = 0) -> SimpleNamespace:
+def studio_app(service, tmp_path: Path, *, rate_limit: int = 0, accounts: bool = True) -> SimpleNamespace:
+    """``accounts=False``: open mode (no --auth-file), where everyone is the local admin."""
     users = tmp_path / "users.csv"
     users.write_text(USERS)
-    access = Access.from_options(users, None)
+    access = Access.from_options(users if accounts else None, None)
     repository = Repository.from_url(f"sqlite:///{tmp_path / 'db.sqlite3'}")
     manager = ModelManager(service, repository)
     manager.sync_at_startup()

@@ -155,7 +155,10 @@ def test_the_finetune_job_gets_the_database_url_from_the_environment_not_its_com
         def wait(self) -> int:
             return 1
 
+    from tests.studio.test_jobs import add_labels, needed_labels
+
     monkeypatch.setattr("studio.jobs.subprocess.Popen", FakePopen)
+    add_labels(app.repository, needed_labels())  # enough for the job to start
     jobs = app.admin.jobs
     jobs.database_url = "postgresql+psycopg://labeller:s3cr3t-pw@db.internal/studio"
     jobs.start("boss")

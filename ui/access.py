@@ -9,6 +9,9 @@ Three modes:
   everyone else who signed in is an annotator.
 - neither: a local single-user tool. Everyone is the admin ``local``; say so in the UI, and never
   expose such an app to a network.
+
+:meth:`Access.caller` is the one identity rule: every judgement (a 👍/👎 on Recommend, a Label-tab
+answer, the API) is stored under the caller's username, ``local`` in open mode.
 """
 
 from __future__ import annotations

@@ -126,11 +126,11 @@ class Handlers:
             log.exception("could not record %d impressions; the recommendations were still served", len(recs))
         return request_id
 
-    def _annotator(self, request: gr.Request | None) -> str | None:
-        """Who the label belongs to: the logged-in person (None in open mode). Checked before anything the
-        caller sent is read; with accounts nobody else may resend that label's id."""
-        username = self.access.caller(request).username
-        return username if self.access.mode != "open" else None
+    def _annotator(self, request: gr.Request | None) -> str:
+        """Who the label belongs to: the caller as ``Access.caller`` names them, as the Label tab does (in open
+        mode the one local user, ``local``). Checked before anything the caller sent is read; with accounts
+        nobody else may resend that label's id."""
+        return self.access.caller(request).username
 
     def _store_feedback(self, *, annotator: str | None, liked: list[str], item_id: str, label: str, request_id: str,
                         session_key: str | None, client: str) -> dict[str, Any]:

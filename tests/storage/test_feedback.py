@@ -84,7 +84,7 @@ def test_add_feedback_is_idempotent(engine: Engine) -> None:
         first = add_feedback(session=s, feedback=fb)
         s.commit()
     with Session(engine) as s:
-        second = add_feedback(session=s, feedback=_fb("req-1", label="dislike"))
+        second = add_feedback(session=s, feedback=_fb("req-1"))  # an anonymous resend of the same label
         s.commit()
     assert first == FeedbackResult(stored=True, feedback_id=1)
     assert second == FeedbackResult(stored=False, feedback_id=1)
@@ -285,6 +285,28 @@ def test_resend_from_other_annotator_is_refused_and_changes_nothing(repo: Reposi
         assert s.exec(select(Feedback)).one().annotator_id == 1
     # The owner's own resend is still an idempotent success.
     assert repo.add_feedback(_fb("shared", label="like", annotator="alice")) == FeedbackResult(False, 1)
+
+
+@pytest.mark.parametrize(
+    ("annotator", "resent"),
+    [("alice", {"label": "dislike"}), (None, {"label": "dislike"}), ("alice", {"label": "graded", "grade": 2}),
+     ("alice", {"item_id": "item-7"}), ("alice", {"context_ids": ("item-9",)})],
+)
+def test_resend_with_a_different_judgement_is_refused_and_the_first_label_stands(
+    repo: Repository, annotator: str | None, resent: dict[str, Any]
+) -> None:
+    first = repo.add_feedback(_fb("r-1", label="like", annotator=annotator))
+    with pytest.raises(RequestIdConflictError) as info:
+        repo.add_feedback(_fb("r-1", annotator=annotator, **resent))
+    assert str(info.value) == (
+        "request_id 'r-1' is already stored with a different judgement; the first label stands. "
+        "Send a new request_id for a new label"
+    )
+    [row] = repo.list_feedback()
+    assert (row.id, row.label, row.grade, row.item_id, row.context_ids) == (
+        first.feedback_id, "like", None, "item-42", ["item-1", "item-2"])
+    # The same judgement again is still an idempotent resend.
+    assert repo.add_feedback(_fb("r-1", label="like", annotator=annotator)) == FeedbackResult(False, first.feedback_id)
 
 
 def test_resend_of_anonymous_feedback_by_named_annotator_is_refused(repo: Repository) -> None:

@@ -8,13 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from storage import FeedbackIn, Repository
+from storage import FeedbackIn, Repository, TaskIn
 from studio.finetune_job import JobOptions, build_parser
-from studio.jobs import FinetuneJobs, JobBusyError
+from studio.jobs import FinetuneJobs, JobBusyError, TooFewLabelsError
 from studio.registry import ModelManager
 
 BOARD = ["chess", "checkers", "puzzle", "noimage"]
 ARCADE = ["space", "racer", "cards"]
+ITEMS = BOARD + ARCADE
+
+
+def add_labels(repository: Repository, n: int, *, annotator: str = "a0", start: int = 0,
+               campaign: str | None = None) -> None:
+    """``n`` judgements of ``n`` distinct (profile, item) pairs: ``n`` labels (a pair judged twice is one label);
+    with ``campaign``, as answers to that campaign's tasks."""
+    pairs = [((c,), i) for c in ITEMS for i in ITEMS if i != c][start:start + n]
+    assert len(pairs) == n
+    if campaign is not None:
+        repository.add_tasks(campaign, [TaskIn(item, context, "v0") for context, item in pairs])
+        while (task := repository.next_task(campaign, annotator)) is not None:
+            repository.answer_task(annotator, task.task_id, "like", None, f"{annotator}-{task.task_id}")
+        return
+    for context, item in pairs:
+        repository.add_feedback(FeedbackIn(request_id=f"{annotator}-{context[0]}-{item}", item_id=item, label="like",
+                                           context_ids=context, model_version="v0", annotator=annotator))
+
+
+def needed_labels() -> int:
+    from recsys_core.training.finetune import FinetuneConfig
+
+    return FinetuneConfig.min_labels + FinetuneConfig.min_heldout
 
 
 @pytest.fixture
@@ -73,9 +96,34 @@ sys.exit(2)
     return script
 
 
+def test_too_few_labels_are_refused_with_both_numbers_before_any_job_starts(tiny_service, repository,
+                                                                              tmp_path) -> None:
+    manager = ModelManager(tiny_service, repository)
+    manager.sync_at_startup()
+    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path / "data",
+                        catalog_args=["--catalog", "demo"], python=str(_fake_python(tmp_path)))
+    needed = needed_labels()
+    add_labels(repository, needed - 1)
+    add_labels(repository, 3, annotator="a1")  # three pairs judged a second time: judgements, not new labels
+    with pytest.raises(TooFewLabelsError) as info:
+        jobs.start("admin")
+    assert str(info.value) == (
+        f"not enough labels to fine-tune: {needed - 1} usable label(s) (from {needed + 2} judgement(s)); at least "
+        f"{needed} are needed (20 to train on, 5 held out to gate the candidate). Collect more judgements, then "
+        "start again")
+    with pytest.raises(TooFewLabelsError, match="in campaign 'c1': 0 usable label"):
+        jobs.start("admin", campaign="c1")
+    assert jobs.status().state == "idle"  # no job: nothing ran, nothing was written
+    assert not (tmp_path / "argv.json").exists() and not (tmp_path / "data" / "jobs").exists()
+    add_labels(repository, 1, start=needed - 1)
+    assert jobs.start("admin").running  # enough now: the job starts
+    jobs.wait(timeout=60)
+
+
 def test_the_job_options_reach_the_job_command_line(tiny_service, repository, tmp_path) -> None:
     manager = ModelManager(tiny_service, repository)
     manager.sync_at_startup()
+    add_labels(repository, needed_labels(), campaign="c1")  # the job is started for campaign c1
     options = JobOptions(epochs=3, lr=0.001, method="soft", threads=1, likes_as_interactions=False,
                          offline_gate=False)
     jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path / "data",

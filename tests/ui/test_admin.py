@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
 import gradio as gr
 import pandas as pd
 import pytest
 
+from storage import FeedbackIn
 from tests.studio_app import req as _req
 from tests.studio_app import studio_app
 
@@ -60,6 +65,70 @@ def test_a_labelling_session_with_three_annotators(app) -> None:
     csv = pd.read_csv(next(f for f in files if f.endswith(".csv")))
     assert len(csv) == 16 and not csv["annotator"].isin(["ann1", "ann2", "ann3"]).any()  # pseudonymised
     assert len(pd.read_parquet(next(f for f in files if f.endswith(".parquet")))) == 16
+
+
+def _like_a_recommendation(app, request) -> None:
+    """A 👍 on the Recommend tab: recommend for a profile, select the first result, press Like."""
+    state = next(x for x in app.main.recommend(["noimage", "chess"], 3, request) if isinstance(x, dict))
+    state, _ = app.main.select_result(state, SimpleNamespace(index=0))
+    assert app.main.like(state, request).startswith("Saved:")
+
+
+def _answer_a_task(app, campaign: str, request) -> None:
+    """An answer on the Label tab: get a task of ``campaign``, answer like."""
+    state = app.label.next_task(campaign, request)[4]
+    assert app.label.answer(state, "like", request)[-1] == "Saved."
+
+
+def _export_users(app, request) -> list[str]:
+    """The user column of a pseudonymised Cornac export (one line per judgement)."""
+    [path] = app.admin.export(["cornac"], True, "", request)
+    return [line.split(" ")[0] for line in Path(path).read_text(encoding="utf-8").splitlines()]
+
+
+def test_open_mode_stores_recommend_and_label_judgements_under_the_one_local_user(tiny_service, tmp_path) -> None:
+    """Open mode is the single local user: a 👍 and a Label answer are both ``local``, counted together."""
+    app = studio_app(tiny_service, tmp_path, accounts=False)
+    visitor = SimpleNamespace(username=None, session_hash="browser-1")  # what Gradio hands over without a login
+    app.admin.create_campaign("c", 1, 1, 0, 0, 1, "binary", visitor)
+    _like_a_recommendation(app, visitor)
+    _answer_a_task(app, "c", visitor)
+    frame = app.repository.judgements_frame()
+    assert list(frame["annotator"]) == ["local", "local"]
+    text, _, per_annotator, _, _ = app.admin.statistics("", visitor)
+    assert "**2 judgement(s)**" in text and "1 annotator(s)" in text
+    assert [row[:2] for row in per_annotator] == [["local", 2]]  # the statistics count them together
+    users = _export_users(app, visitor)
+    assert len(users) == 2 and len(set(users)) == 1
+    # Rows without an annotator (written before this rule, or by a script) keep one name per session.
+    for n, session_key in enumerate(("script-a", "script-b")):
+        app.repository.add_feedback(FeedbackIn(f"old-{n}", "racer", "like", ("chess",), "v0", session_key=session_key))
+    assert len(set(_export_users(app, visitor))) == 3
+
+
+def test_with_accounts_each_persons_recommend_and_label_judgements_share_a_name_and_stay_apart(app) -> None:
+    app.admin.create_campaign("c", 1, 2, 0, 0, 2, "binary", _req("boss"))
+    for name in ("ann1", "ann2"):  # two people, two browser sessions
+        _like_a_recommendation(app, _req(name))
+        _answer_a_task(app, "c", _req(name))
+    assert sorted(app.repository.judgements_frame()["annotator"]) == ["ann1", "ann1", "ann2", "ann2"]
+    _, _, per_annotator, _, _ = app.admin.statistics("", _req("boss"))
+    assert [row[:2] for row in per_annotator] == [["ann1", 2], ["ann2", 2]]
+    assert sorted(Counter(_export_users(app, _req("boss"))).values()) == [2, 2]
+
+
+def test_a_finetune_with_too_few_labels_is_refused_on_the_button_and_the_api_without_a_job(app) -> None:
+    from tests.studio.test_jobs import needed_labels
+
+    app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann1"))
+    for start in (lambda: app.admin.start_finetune("", _req("boss")), lambda: app.admin.api_finetune("", _req("boss"))):
+        with pytest.raises(gr.Error) as info:
+            start()
+        assert info.value.message.startswith(
+            f"not enough labels to fine-tune: 1 usable label(s) (from 1 judgement(s)); at least {needed_labels()} "
+            "are needed")
+    assert app.admin.jobs.status().state == "idle"
+    assert "No fine-tune has run" in app.admin.job_status(_req("boss"))
 
 
 # Every @admin_only handler of ui.admin.AdminHandlers with placeholder arguments (the role is checked before

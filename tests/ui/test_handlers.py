@@ -89,6 +89,17 @@ def test_api_feedback_idempotent_per_request_id(handlers, repo) -> None:
     assert all(f.context_ids == ["chess"] for f in rows)
 
 
+def test_api_feedback_refuses_a_resent_request_id_with_another_label(handlers, repo) -> None:
+    first = handlers.api_feedback(["chess"], "checkers", "like", "req-1", req())
+    with pytest.raises(gr.Error) as info:
+        handlers.api_feedback(["chess"], "checkers", "dislike", "req-1", req())
+    assert info.value.message == ("request_id 'req-1' is already stored with a different judgement; the first "
+                                  "label stands. Send a new request_id for a new label")
+    assert [(f.id, f.label) for f in repo.list_feedback()] == [(first["feedback_id"], "like")]
+    assert handlers.api_feedback(["chess"], "checkers", "like", "req-1", req()) == {
+        "stored": False, "feedback_id": first["feedback_id"]}
+
+
 @pytest.mark.parametrize(
     ("liked", "item_id", "label", "request_id", "message"),
     [
