@@ -29,7 +29,7 @@ LOGGED_IN = {"ui_like", "ui_dislike", "feedback", "ui_label_next", "ui_label_ans
 # Read-only, no personal data; with --auth-file Gradio's login still gates every route (tests/test_e2e_labelling.py).
 EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "ui_explain", "ui_explain_method",
             "ui_upload", "ui_upload_select", "ui_upload_explain", "ui_upload_explain_method", "recommend",
-            "recommend_upload", "explain", "ui_label_campaigns",
+            "recommend_upload", "explain", "ui_label_campaigns", "search", "item", "similar", "explain_upload",
             # These two only answer what the caller may see (the Admin tab's visibility, the job line).
             "ui_admin_visible", "ui_admin_job"}
 
