@@ -105,7 +105,8 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]
         with gr.Row():
             share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
                                color="part", color_map=PART_COLORS)
-            history = gr.BarPlot(x="liked item", y="contribution", title="Contribution of each liked item",
-                                 height=220, visible=not upload, x_label_angle=-20)
+            history = gr.BarPlot(x="liked item", y="contribution", color="effect", title="Contribution of each liked item",
+                                 color_map=render.EFFECT_COLORS, sort=None, height=220, visible=not upload,
+                                 x_label_angle=-20)
     outputs = [tokens, heat, share, history, summary] + ([query_heat] if upload else [])
     return method, outputs

@@ -157,12 +157,44 @@ def modality_frame(explanation):
     )
 
 
-def history_frame(explanation, catalog: Catalog):
+RAISED, LOWERED = "raised the score", "lowered the score"
+#: Red raises, blue lowers: the same code as the word highlights.
+EFFECT_COLORS = {RAISED: "#dc2626", LOWERED: "#2563eb"}
+
+
+def signed_bars(labels: Sequence[str], values: Sequence[float], x: str, y: str):
+    """Long frame for a stacked ``gr.BarPlot(x=x, y=y, color="effect")``: per label a "raised" row (the
+    value if positive, else 0) and a "lowered" row (the value if negative, else 0).
+
+    Why two rows and not ``y_lim``: Gradio's NativePlot rebuilds its Vega spec when ``y_lim`` changes,
+    and it rebuilds it from the *previous* value's rows (new axis, old bars). Stacked bars always
+    have 0 in their domain, so the bars start at 0 without ``y_lim`` and a new value alone redraws
+    them; both effects in every frame keep the colour scale the same from one value to the next.
+    """
     import pandas as pd
 
-    rows = [{"liked item": catalog.get(h.item_id).title, "contribution": round(h.contribution, 4)}
-            for h in explanation.history]
-    return pd.DataFrame(rows, columns=["liked item", "contribution"])
+    rows = []
+    for label, value in zip(labels, values):
+        value = round(float(value), 4)
+        rows.append({x: label, "effect": RAISED, y: max(value, 0.0)})
+        rows.append({x: label, "effect": LOWERED, y: min(value, 0.0)})
+    return pd.DataFrame(rows, columns=[x, "effect", y])
+
+
+def _unique_titles(titles: Sequence[str]) -> list[str]:
+    """Bars are grouped by label: two liked items with one title get numbered apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for title in titles:
+        seen[title] = seen.get(title, 0) + 1
+        out.append(title if seen[title] == 1 else f"{title} ({seen[title]})")
+    return out
+
+
+def history_frame(explanation, catalog: Catalog):
+    """Each liked item's contribution (``/explain``'s ``history``), for the "liked item" chart."""
+    titles = _unique_titles([catalog.get(h.item_id).title for h in explanation.history])
+    return signed_bars(titles, [h.contribution for h in explanation.history], "liked item", "contribution")
 
 
 def explanation_summary(explanation, catalog: Catalog) -> str:
