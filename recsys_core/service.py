@@ -379,9 +379,11 @@ class RecommenderService:
                       history: tuple[HistoryShare, ...], upload_image=None) -> Explanation:
         model = state.model
         inputs = self._inputs(state, query, target)
+        # The heatmaps show the regions that moved the score the way the image part did.
+        sign = -1.0 if inputs.image_part < 0 else 1.0
         text, heatmap, image_method, seconds = self.explainer.explain_parts(
             text=inputs.text, image=inputs.image, text_score_fn=inputs.text_score_fn,
-            image_score_fn=inputs.image_score_fn, method=method,  # type: ignore[arg-type]
+            image_score_fn=inputs.image_score_fn, method=method, image_sign=sign,  # type: ignore[arg-type]
         )
         query_heatmap = None
         upload_score_fn = model.upload_image_score_fn(target, inputs.text_part) if upload_image is not None else None
@@ -389,7 +391,7 @@ class RecommenderService:
             # Attribute over the upload's pixels (only where the score is symmetric in the two items).
             _, query_heatmap, _, more = self.explainer.explain_parts(
                 text=None, image=upload_image, text_score_fn=inputs.text_score_fn, image_score_fn=upload_score_fn,
-                method=method,  # type: ignore[arg-type]
+                method=method, image_sign=sign,  # type: ignore[arg-type]
             )
             seconds += more
         return Explanation(
@@ -406,6 +408,7 @@ class RecommenderService:
             modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part}),
             history=history,
             seconds=seconds,
+            image_direction="lowered" if sign < 0 else "raised",
         )
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],

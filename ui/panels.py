@@ -103,8 +103,8 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]
             heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
             query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=upload)
         with gr.Row():
-            share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
-                               color="part", color_map=PART_COLORS)
+            share = gr.BarPlot(x="part", y="score part", color="effect", title="Parts of the score", height=220,
+                               color_map=render.EFFECT_COLORS, sort=None)
             history = gr.BarPlot(x="liked item", y="contribution", color="effect", title="Contribution of each liked item",
                                  color_map=render.EFFECT_COLORS, sort=None, height=220, visible=not upload,
                                  x_label_angle=-20)

@@ -132,7 +132,12 @@ def highlighted_text(explanation) -> list[tuple[str, float | None]]:
     return out
 
 
-def heatmap_on_image(image_path, heatmap):
+def num(value: float, spec: str = ".3f") -> str:
+    """A number as printed in the panel, with a true minus sign (a hyphen reads as a dash)."""
+    return format(value, spec).replace("-", "\u2212")
+
+
+def heatmap_on_image(image_path, heatmap, label: str = "evidence"):
     """``(image, [(mask, label)])`` for ``gr.AnnotatedImage``; the heatmap covers the CNN's centre crop."""
     if heatmap is None or image_path is None:
         return None
@@ -146,15 +151,18 @@ def heatmap_on_image(image_path, heatmap):
     heat = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype("uint8")).resize((side, side), Image.BILINEAR)
     mask = np.zeros((height, width), dtype=np.float32)
     mask[top : top + side, left : left + side] = np.asarray(heat, dtype=np.float32) / 255.0
-    return (str(image_path), [(mask, "evidence")])
+    return (str(image_path), [(mask, label)])
+
+
+def heatmap_caption(explanation, upload: bool = False) -> str:
+    """The heatmap's title: which way its regions moved the score (the image part's direction)."""
+    direction = f"{explanation.image_direction} the score"
+    return f"Regions of your upload that {direction}" if upload else f"Image regions that {direction}"
 
 
 def modality_frame(explanation):
-    import pandas as pd
-
-    return pd.DataFrame(
-        [{"part": k, "share": round(v, 4)} for k, v in explanation.modality_share.items()], columns=["part", "share"]
-    )
+    """The signed text and image parts of the score (score units), for a sign-coloured bar chart."""
+    return signed_bars(["text", "image"], [explanation.text_score, explanation.image_score], "part", "score part")
 
 
 RAISED, LOWERED = "raised the score", "lowered the score"
@@ -199,9 +207,10 @@ def history_frame(explanation, catalog: Catalog):
 
 def explanation_summary(explanation, catalog: Catalog) -> str:
     e = explanation
-    share = ", ".join(f"{k} {v:.0%}" for k, v in e.modality_share.items())
+    share = ", ".join(f"{k} {num(v, '.0%')}" for k, v in e.modality_share.items())
     lines = [
-        f"**Score {e.score:.3f}** = text {e.text_score:.3f} + image {e.image_score:.3f} ({share}).",
+        f"**Score {num(e.score)}** = text {num(e.text_score)} + image {num(e.image_score)} "
+        f"(signed shares of |text| + |image|: {share}).",
         f"Tokens: Integrated Gradients on the word embeddings (convergence delta {e.delta:.2g}); "
         f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
     ]
@@ -214,8 +223,12 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
         if top:
             lines.append("Words that raised the score most (all their occurrences): "
                          + ", ".join(f"**{esc(word)}**" for word in top) + ".")
-    if e.image_heatmap is not None and float(e.image_heatmap.max()) == 0.0:
-        lines.append("No image region raised the score: the image part works against this item.")
+    if e.image_heatmap is not None:
+        if e.image_direction == "lowered":
+            lines.append(f"The image lowers the score ({num(e.image_score)}): the heatmap shows the regions "
+                         "that lowered it.")
+        if float(e.image_heatmap.max()) == 0.0:
+            lines.append(f"No image region on its own {e.image_direction} the score.")
     if e.history:
         best = max(e.history, key=lambda h: h.contribution)
         title = catalog.get(best.item_id).title
