@@ -381,9 +381,11 @@ class RecommenderService:
         inputs = self._inputs(state, query, target)
         # The heatmaps show the regions that moved the score the way the image part did.
         sign = -1.0 if inputs.image_part < 0 else 1.0
+        item_split, upload_split = model.region_split_fns(query, target)
         text, heatmap, image_method, seconds = self.explainer.explain_parts(
             text=inputs.text, image=inputs.image, text_score_fn=inputs.text_score_fn,
             image_score_fn=inputs.image_score_fn, method=method, image_sign=sign,  # type: ignore[arg-type]
+            region_fn=item_split,
         )
         query_heatmap = None
         upload_score_fn = model.upload_image_score_fn(target, inputs.text_part) if upload_image is not None else None
@@ -391,7 +393,7 @@ class RecommenderService:
             # Attribute over the upload's pixels (only where the score is symmetric in the two items).
             _, query_heatmap, _, more = self.explainer.explain_parts(
                 text=None, image=upload_image, text_score_fn=inputs.text_score_fn, image_score_fn=upload_score_fn,
-                method=method, image_sign=sign,  # type: ignore[arg-type]
+                method=method, image_sign=sign, region_fn=upload_split,  # type: ignore[arg-type]
             )
             seconds += more
         return Explanation(

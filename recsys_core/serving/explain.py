@@ -6,8 +6,10 @@ Numbers only; drawing happens in the UI. Every attribution targets the recommend
 - text: LayerIntegratedGradients on the text encoder's token-embedding layer, baseline
   ``[CLS] [PAD] ... [SEP]`` (special tokens kept, every other token replaced by PAD), sub-word
   scores summed into words, special tokens hidden, convergence delta kept;
-- image regions: LayerGradCam on the CNN's final feature map (fast) or Occlusion of square patches
-  (thorough), upsampled to the centre crop the CNN sees;
+- image regions (fast): the model's exact split of the image part over the CNN's final 7x7 regions
+  where it has one (zero-shot: see :meth:`recsys_core.serving.zeroshot.ZeroShotModel.region_split`),
+  else signed LayerGradCam on that map; (thorough) Occlusion of square patches; upsampled to the
+  centre crop the CNN sees;
 - modality share and history: exact decompositions of the zero-shot score (see
   :meth:`recsys_core.serving.zeroshot.ZeroShotModel.history_contributions`).
 
@@ -35,6 +37,7 @@ from recsys_core.encoders.text import TextEncoder
 Method = Literal["fast", "thorough"]
 METHODS: tuple[str, ...] = ("fast", "thorough")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+RegionFn = Callable[[torch.Tensor], torch.Tensor]  # final feature map [C, h, w] -> image part per region [h, w]
 
 
 @dataclass(frozen=True)
@@ -274,11 +277,21 @@ def occlusion_map(encoder: ImageEncoder, pixels: torch.Tensor, score_fn: ScoreFn
 
 
 def explain_image(encoder: ImageEncoder, image: Image.Image, score_fn: ScoreFn, *, method: Method,
-                  config: ExplainConfig, sign: float = 1.0) -> tuple[np.ndarray, str]:
-    """Heatmap in [0, 1] of the regions that moved the score in ``sign``'s direction (+1 raised, -1 lowered)."""
+                  config: ExplainConfig, sign: float = 1.0, region_fn: RegionFn | None = None) -> tuple[np.ndarray, str]:
+    """Heatmap in [0, 1] of the regions that moved the score in ``sign``'s direction (+1 raised, -1 lowered).
+
+    ``region_fn`` (fast only): the model's exact split of the image part over the final map's regions,
+    used instead of Grad-CAM (for a linear part it *is* Grad-CAM against the part's own baseline).
+    """
     pixels = encoder.preprocess([image])
     if method == "fast":
-        return _normalise_heatmap(gradcam_map(encoder, pixels, score_fn), config.heatmap_size, sign), "gradcam"
+        if region_fn is not None:
+            with torch.no_grad():
+                regions, _ = encoder(pixels)
+            grid = region_fn(regions[0])
+        else:
+            grid = gradcam_map(encoder, pixels, score_fn)
+        return _normalise_heatmap(grid, config.heatmap_size, sign), "gradcam"
     grid = occlusion_map(encoder, pixels, score_fn, config.occlusion_window)
     return _normalise_heatmap(grid, config.heatmap_size, sign), "occlusion"
 
@@ -336,6 +349,7 @@ class Explainer:
         image_score_fn: ScoreFn,
         method: Method,
         image_sign: float = 1.0,
+        region_fn: RegionFn | None = None,
     ) -> tuple[TextAttribution | None, np.ndarray | None, str | None, float]:
         """Token attributions and a region heatmap for one item; returns (text, heatmap, image method, seconds).
 
@@ -350,5 +364,5 @@ class Explainer:
             heatmap, image_method = None, None
             if image is not None:
                 heatmap, image_method = explain_image(self.image_encoder, image, image_score_fn, method=method,
-                                                      config=self.config, sign=image_sign)
+                                                      config=self.config, sign=image_sign, region_fn=region_fn)
         return text_attr, heatmap, image_method, time.perf_counter() - start

@@ -224,3 +224,34 @@ def test_handlers_render_the_explanation_panel(tiny_service) -> None:
     assert "Score" in summary
     with pytest.raises(gr.Error, match="select a recommendation"):
         handlers.explain({}, "fast", progress=lambda *a, **k: None)
+
+
+@pytest.mark.parametrize(("uploaded", "item"), [("checkers", "checkers"), ("checkers", "chess"), ("puzzle", "space")])
+def test_fast_upload_heatmaps_agree_with_the_image_part(tiny_service, tiny_catalog, uploaded, item) -> None:
+    """Defect 3: "image +0.015" then "No image region raised the score" with both heatmaps empty.
+
+    For the zero-shot model the fast map is the exact split of the image part over the 7x7 regions,
+    so a positive part always has regions that raised it, on the catalog image and on the upload.
+    """
+    from recsys_core.serving.explain import explain_image
+
+    image = tiny_catalog.get(uploaded).image.read_bytes()
+    explanation = tiny_service.explain_upload(image=image, item_id=item, method="fast")
+    assert explanation.image_score > 0 and explanation.image_direction == "raised"
+    assert explanation.image_heatmap.max() == pytest.approx(1.0)
+    assert explanation.query_heatmap.max() == pytest.approx(1.0)
+    from ui.render import explanation_summary
+
+    assert "No image region" not in explanation_summary(explanation, tiny_catalog)
+    # The split is exact: the regions' signed contributions add up to the image part.
+    state = tiny_service._state()
+    query = tiny_service._upload_query(state, tiny_service._check_upload(image, "", ""))
+    split, _ = state.model.region_split_fns(query, tiny_catalog.index_of(item))
+    encoder = tiny_service.explainer.image_encoder
+    pil = tiny_service._item_image(tiny_catalog.get(item))
+    with torch.no_grad():
+        regions, _ = encoder(encoder.preprocess([pil]))
+    assert float(split(regions[0]).sum()) == pytest.approx(explanation.image_score, abs=1e-5)
+    heat, name = explain_image(encoder, pil, lambda pooled: pooled.sum(-1), method="fast",
+                               config=tiny_service.explain_config, region_fn=split)
+    assert name == "gradcam" and heat.max() == pytest.approx(1.0)
