@@ -46,6 +46,11 @@ class Recommendation:
     image: Path | None
     genres: tuple[str, ...]
 
+    @property
+    def other_score(self) -> float:
+        """What text and image do not explain: the item's ID and bias part (fine-tuned), ~0 for zero-shot."""
+        return self.score - self.text_score - self.image_score
+
     def to_api(self) -> dict[str, object]:
         return {"item_id": self.item_id, "title": self.title, "score": round(self.score, 6), "rank": self.rank}
 
@@ -411,6 +416,7 @@ class RecommenderService:
             history=history,
             seconds=seconds,
             image_direction="lowered" if sign < 0 else "raised",
+            model_kind=model.kind,
         )
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],

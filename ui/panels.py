@@ -20,7 +20,7 @@ from ui import render
 if TYPE_CHECKING:
     from recsys_core.service import Recommendation
 
-PART_COLORS = {"text": "#2563eb", "image": "#f97316"}
+PART_COLORS = {"text": "#2563eb", "image": "#f97316", render.OTHER_PART: "#6b7280"}
 
 
 @dataclass
@@ -83,7 +83,7 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
         feedback_note = gr.Markdown()
     method, explanation = _explanation(upload)
     with gr.Accordion("Where each score comes from", open=False):
-        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text part + image part",
+        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text + image (+ item ID & bias)",
                            color_map=PART_COLORS, x_label_angle=-30, height=300, sort=None, label="Score parts")
         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
     state = gr.State({})

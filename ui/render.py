@@ -30,9 +30,13 @@ def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, st
     ]
 
 
+OTHER_PART = "item ID & bias"  # what a fine-tuned score has besides text and image
+
+
 def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
     return [
-        [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4), ", ".join(r.genres), r.item_id]
+        [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4),
+         round(r.other_score, 4) + 0.0, ", ".join(r.genres), r.item_id]  # + 0.0: no "-0.0"
         for r in recs
     ]
 
@@ -46,18 +50,35 @@ def score_parts_frame(recs: Sequence[Recommendation]):
         label = f"{r.rank:02d}. {r.title}"  # zero-padded: the chart sorts labels as text
         rows.append({"item": label, "part": "text", "score": round(r.text_score, 4)})
         rows.append({"item": label, "part": "image", "score": round(r.image_score, 4)})
+        rows.append({"item": label, "part": OTHER_PART, "score": round(r.other_score, 4)})
     return pd.DataFrame(rows, columns=["item", "part", "score"])
 
 
-RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", "genres", "item id"]
+RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", f"{OTHER_PART} part", "genres", "item id"]
+
+
+def score_equation(score: float, text: float, image: float) -> str:
+    """"score = text t + image i [+ item ID & bias b]": the terms add up to the score as printed (the
+    ID/bias term is shown whenever it is not 0 at this precision, i.e. for fine-tuned models)."""
+    other = score - text - image
+    line = f"**{num(score)}** = text {num(text)} + image {num(image)}"
+    if round(other, 3) != 0:
+        line += f" + {OTHER_PART} {num(other)}"
+    return line
+
+
+def scale_note(model_kind: str) -> str:
+    """One line on what a score means, since the two kinds of model score on different scales."""
+    if model_kind == "multimodal":
+        return ("Scale: fine-tuned scores are logits (scaled cosine + item bias, unbounded), not the zero-shot "
+                "0-1 weighted cosines; compare them only within one model.")
+    return "Scale: zero-shot scores are weighted cosines (at most 1; higher = more alike)."
 
 
 def item_details(item: Item, rec: Recommendation | None = None) -> str:
     lines = [f"### {esc(item.title)}"]
     if rec is not None:
-        lines.append(
-            f"**Rank {rec.rank}** · score **{rec.score:.3f}** = text {rec.text_score:.3f} + image {rec.image_score:.3f}"
-        )
+        lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score))
     if item.genres:
         lines.append("**Genres:** " + esc(", ".join(item.genres)))
     if item.tags:
@@ -161,8 +182,14 @@ def heatmap_caption(explanation, upload: bool = False) -> str:
 
 
 def modality_frame(explanation):
-    """The signed text and image parts of the score (score units), for a sign-coloured bar chart."""
-    return signed_bars(["text", "image"], [explanation.text_score, explanation.image_score], "part", "score part")
+    """The signed parts of the score (score units, adding up to it), for a sign-coloured bar chart; the
+    ID & bias part gets its bar when it is not 0 (fine-tuned models)."""
+    e = explanation
+    labels, values = ["text", "image"], [e.text_score, e.image_score]
+    if round(e.other_score, 3) != 0:
+        labels.append(OTHER_PART)
+        values.append(e.other_score)
+    return signed_bars(labels, values, "part", "score part")
 
 
 RAISED, LOWERED = "raised the score", "lowered the score"
@@ -209,8 +236,9 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
     e = explanation
     share = ", ".join(f"{k} {num(v, '.0%')}" for k, v in e.modality_share.items())
     lines = [
-        f"**Score {num(e.score)}** = text {num(e.text_score)} + image {num(e.image_score)} "
-        f"(signed shares of |text| + |image|: {share}).",
+        "Score " + score_equation(e.score, e.text_score, e.image_score)
+        + f" (signed shares of |text| + |image|: {share}).",
+        scale_note(e.model_kind),
         f"Tokens: Integrated Gradients on the word embeddings (convergence delta {e.delta:.2g}); "
         f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
     ]
@@ -232,7 +260,12 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
     if e.history:
         best = max(e.history, key=lambda h: h.contribution)
         title = catalog.get(best.item_id).title
-        lines.append(f"Above all because you liked **{esc(title)}** ({best.share:.0%} of the score).")
+        if e.model_kind == "multimodal":  # leave-one-out drops: they rank, they do not add up to the score
+            lines.append(f"Above all because you liked **{esc(title)}**: without it the score would be "
+                         f"{num(best.contribution)} lower.")
+        else:
+            lines.append(f"Above all because you liked **{esc(title)}**: {num(best.contribution)} of the "
+                         f"{num(e.score)} score.")
     return "\n\n".join(lines)
 
 

@@ -109,6 +109,14 @@ class Explanation:
     # Which way the heatmaps' regions moved the score: the image part's own direction ("raised" for a
     # positive or zero image part, "lowered" for a negative one).
     image_direction: str = "raised"
+    model_kind: str = "zeroshot"  # the serving model's kind: "zeroshot" (weighted cosines) or "multimodal" (logits)
+
+    @property
+    def other_score(self) -> float:
+        """The part of the score that is neither text nor image: the fine-tuned model's item ID and bias
+        part (the score of the item with no content); ~0 for the zero-shot model, whose score is
+        exactly text + image."""
+        return self.score - self.text_score - self.image_score
 
     @property
     def delta(self) -> float:
@@ -124,6 +132,10 @@ class Explanation:
             "image_heatmap_direction": self.image_direction,
             "modality_share": {k: round(v, 6) for k, v in self.modality_share.items()},
             "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6)},
+            # Adds up to "score": "item" is the ID and bias part (0 for the zero-shot model).
+            "score_parts": {"text": round(self.text_score, 6), "image": round(self.image_score, 6),
+                            "item": round(self.other_score, 6)},
+            "model_kind": self.model_kind,
             "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6)}
                         for h in self.history],
             "score": round(self.score, 6),
