@@ -46,6 +46,11 @@ class Recommendation:
     image: Path | None
     genres: tuple[str, ...]
 
+    @property
+    def other_score(self) -> float:
+        """What text and image do not explain: the item's ID and bias part (fine-tuned), ~0 for zero-shot."""
+        return self.score - self.text_score - self.image_score
+
     def to_api(self) -> dict[str, object]:
         return {"item_id": self.item_id, "title": self.title, "score": round(self.score, 6), "rank": self.rank}
 
@@ -387,9 +392,13 @@ class RecommenderService:
                       history: tuple[HistoryShare, ...], upload_image=None) -> Explanation:
         model = state.model
         inputs = self._inputs(state, query, target)
+        # The heatmaps show the regions that moved the score the way the image part did.
+        sign = -1.0 if inputs.image_part < 0 else 1.0
+        item_split, upload_split = model.region_split_fns(query, target)
         text, heatmap, image_method, seconds = self.explainer.explain_parts(
             text=inputs.text, image=inputs.image, text_score_fn=inputs.text_score_fn,
-            image_score_fn=inputs.image_score_fn, method=method,  # type: ignore[arg-type]
+            image_score_fn=inputs.image_score_fn, method=method, image_sign=sign,  # type: ignore[arg-type]
+            region_fn=item_split,
         )
         query_heatmap = None
         upload_score_fn = model.upload_image_score_fn(target, inputs.text_part) if upload_image is not None else None
@@ -397,7 +406,7 @@ class RecommenderService:
             # Attribute over the upload's pixels (only where the score is symmetric in the two items).
             _, query_heatmap, _, more = self.explainer.explain_parts(
                 text=None, image=upload_image, text_score_fn=inputs.text_score_fn, image_score_fn=upload_score_fn,
-                method=method,  # type: ignore[arg-type]
+                method=method, image_sign=sign, region_fn=upload_split,  # type: ignore[arg-type]
             )
             seconds += more
         return Explanation(
@@ -414,6 +423,8 @@ class RecommenderService:
             modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part}),
             history=history,
             seconds=seconds,
+            image_direction="lowered" if sign < 0 else "raised",
+            model_kind=model.kind,
         )
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],

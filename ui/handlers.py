@@ -298,18 +298,21 @@ class Handlers:
         progress(0.95, desc="Drawing")
         catalog = self.service.catalog
         item = catalog.get(item_id)
-        history = render.history_frame(explanation, catalog)
-        contributions = list(history["contribution"]) or [0.0]
+        caption = render.heatmap_caption(explanation)
         outputs = (
             render.highlighted_text(explanation),
-            render.heatmap_on_image(item.image, explanation.image_heatmap),
-            # Bars start at 0 so their lengths compare honestly (Vega would zoom to the data).
-            gr.BarPlot(value=render.modality_frame(explanation), y_lim=[0, 1]),
-            gr.BarPlot(value=history, y_lim=[min(0.0, min(contributions)), max(0.0, max(contributions)) * 1.05 or 1.0]),
+            gr.AnnotatedImage(value=render.heatmap_on_image(item.image, explanation.image_heatmap, caption.lower()),
+                              label=caption),
+            # Values alone: a changed y_lim with them would redraw the previous item's bars (render.signed_bars).
+            render.modality_frame(explanation),
+            render.history_frame(explanation, catalog),
             render.explanation_summary(explanation, catalog),
         )
         if "upload" in state:
-            outputs += (render.heatmap_on_image(state["upload"].get("image"), explanation.query_heatmap),)
+            caption = render.heatmap_caption(explanation, upload=True)
+            outputs += (gr.AnnotatedImage(value=render.heatmap_on_image(state["upload"].get("image"),
+                                                                        explanation.query_heatmap, caption.lower()),
+                                          label=caption),)
         return outputs
 
     def like(self, state: dict | None, request: gr.Request) -> str:

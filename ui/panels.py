@@ -20,7 +20,7 @@ from ui import render
 if TYPE_CHECKING:
     from recsys_core.service import Recommendation
 
-PART_COLORS = {"text": "#2563eb", "image": "#f97316"}
+PART_COLORS = {"text": "#2563eb", "image": "#f97316", render.OTHER_PART: "#6b7280"}
 
 
 @dataclass
@@ -83,7 +83,7 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
         feedback_note = gr.Markdown()
     method, explanation = _explanation(upload)
     with gr.Accordion("Where each score comes from", open=False):
-        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text part + image part",
+        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text + image (+ item ID & bias)",
                            color_map=PART_COLORS, x_label_angle=-30, height=300, sort=None, label="Score parts")
         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
     state = gr.State({})
@@ -103,9 +103,10 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]
             heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
             query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=upload)
         with gr.Row():
-            share = gr.BarPlot(x="part", y="share", title="Modality share of the score", height=220,
-                               color="part", color_map=PART_COLORS)
-            history = gr.BarPlot(x="liked item", y="contribution", title="Contribution of each liked item",
-                                 height=220, visible=not upload, x_label_angle=-20)
+            share = gr.BarPlot(x="part", y="score part", color="effect", title="Parts of the score", height=220,
+                               color_map=render.EFFECT_COLORS, sort=None)
+            history = gr.BarPlot(x="liked item", y="contribution", color="effect", title="Contribution of each liked item",
+                                 color_map=render.EFFECT_COLORS, sort=None, height=220, visible=not upload,
+                                 x_label_angle=-20)
     outputs = [tokens, heat, share, history, summary] + ([query_heat] if upload else [])
     return method, outputs

@@ -30,9 +30,13 @@ def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, st
     ]
 
 
+OTHER_PART = "item ID & bias"  # what a fine-tuned score has besides text and image
+
+
 def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
     return [
-        [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4), ", ".join(r.genres), r.item_id]
+        [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4),
+         round(r.other_score, 4) + 0.0, ", ".join(r.genres), r.item_id]  # + 0.0: no "-0.0"
         for r in recs
     ]
 
@@ -46,18 +50,35 @@ def score_parts_frame(recs: Sequence[Recommendation]):
         label = f"{r.rank:02d}. {r.title}"  # zero-padded: the chart sorts labels as text
         rows.append({"item": label, "part": "text", "score": round(r.text_score, 4)})
         rows.append({"item": label, "part": "image", "score": round(r.image_score, 4)})
+        rows.append({"item": label, "part": OTHER_PART, "score": round(r.other_score, 4)})
     return pd.DataFrame(rows, columns=["item", "part", "score"])
 
 
-RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", "genres", "item id"]
+RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", f"{OTHER_PART} part", "genres", "item id"]
+
+
+def score_equation(score: float, text: float, image: float) -> str:
+    """"score = text t + image i [+ item ID & bias b]": the terms add up to the score as printed (the
+    ID/bias term is shown whenever it is not 0 at this precision, i.e. for fine-tuned models)."""
+    other = score - text - image
+    line = f"**{num(score)}** = text {num(text)} + image {num(image)}"
+    if round(other, 3) != 0:
+        line += f" + {OTHER_PART} {num(other)}"
+    return line
+
+
+def scale_note(model_kind: str) -> str:
+    """One line on what a score means, since the two kinds of model score on different scales."""
+    if model_kind == "multimodal":
+        return ("Scale: fine-tuned scores are logits (scaled cosine + item bias, unbounded), not the zero-shot "
+                "0-1 weighted cosines; compare them only within one model.")
+    return "Scale: zero-shot scores are weighted cosines (at most 1; higher = more alike)."
 
 
 def item_details(item: Item, rec: Recommendation | None = None) -> str:
     lines = [f"### {esc(item.title)}"]
     if rec is not None:
-        lines.append(
-            f"**Rank {rec.rank}** · score **{rec.score:.3f}** = text {rec.text_score:.3f} + image {rec.image_score:.3f}"
-        )
+        lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score))
     if item.genres:
         lines.append("**Genres:** " + esc(", ".join(item.genres)))
     if item.tags:
@@ -132,7 +153,12 @@ def highlighted_text(explanation) -> list[tuple[str, float | None]]:
     return out
 
 
-def heatmap_on_image(image_path, heatmap):
+def num(value: float, spec: str = ".3f") -> str:
+    """A number as printed in the panel, with a true minus sign (a hyphen reads as a dash)."""
+    return format(value, spec).replace("-", "\u2212")
+
+
+def heatmap_on_image(image_path, heatmap, label: str = "evidence"):
     """``(image, [(mask, label)])`` for ``gr.AnnotatedImage``; the heatmap covers the CNN's centre crop."""
     if heatmap is None or image_path is None:
         return None
@@ -146,30 +172,73 @@ def heatmap_on_image(image_path, heatmap):
     heat = Image.fromarray((np.clip(heatmap, 0, 1) * 255).astype("uint8")).resize((side, side), Image.BILINEAR)
     mask = np.zeros((height, width), dtype=np.float32)
     mask[top : top + side, left : left + side] = np.asarray(heat, dtype=np.float32) / 255.0
-    return (str(image_path), [(mask, "evidence")])
+    return (str(image_path), [(mask, label)])
+
+
+def heatmap_caption(explanation, upload: bool = False) -> str:
+    """The heatmap's title: which way its regions moved the score (the image part's direction)."""
+    direction = f"{explanation.image_direction} the score"
+    return f"Regions of your upload that {direction}" if upload else f"Image regions that {direction}"
 
 
 def modality_frame(explanation):
+    """The signed parts of the score (score units, adding up to it), for a sign-coloured bar chart; the
+    ID & bias part gets its bar when it is not 0 (fine-tuned models)."""
+    e = explanation
+    labels, values = ["text", "image"], [e.text_score, e.image_score]
+    if round(e.other_score, 3) != 0:
+        labels.append(OTHER_PART)
+        values.append(e.other_score)
+    return signed_bars(labels, values, "part", "score part")
+
+
+RAISED, LOWERED = "raised the score", "lowered the score"
+#: Red raises, blue lowers: the same code as the word highlights.
+EFFECT_COLORS = {RAISED: "#dc2626", LOWERED: "#2563eb"}
+
+
+def signed_bars(labels: Sequence[str], values: Sequence[float], x: str, y: str):
+    """Long frame for a stacked ``gr.BarPlot(x=x, y=y, color="effect")``: per label a "raised" row (the
+    value if positive, else 0) and a "lowered" row (the value if negative, else 0).
+
+    Why two rows and not ``y_lim``: Gradio's NativePlot rebuilds its Vega spec when ``y_lim`` changes,
+    and it rebuilds it from the *previous* value's rows (new axis, old bars). Stacked bars always
+    have 0 in their domain, so the bars start at 0 without ``y_lim`` and a new value alone redraws
+    them; both effects in every frame keep the colour scale the same from one value to the next.
+    """
     import pandas as pd
 
-    return pd.DataFrame(
-        [{"part": k, "share": round(v, 4)} for k, v in explanation.modality_share.items()], columns=["part", "share"]
-    )
+    rows = []
+    for label, value in zip(labels, values):
+        value = round(float(value), 4)
+        rows.append({x: label, "effect": RAISED, y: max(value, 0.0)})
+        rows.append({x: label, "effect": LOWERED, y: min(value, 0.0)})
+    return pd.DataFrame(rows, columns=[x, "effect", y])
+
+
+def _unique_titles(titles: Sequence[str]) -> list[str]:
+    """Bars are grouped by label: two liked items with one title get numbered apart."""
+    seen: dict[str, int] = {}
+    out = []
+    for title in titles:
+        seen[title] = seen.get(title, 0) + 1
+        out.append(title if seen[title] == 1 else f"{title} ({seen[title]})")
+    return out
 
 
 def history_frame(explanation, catalog: Catalog):
-    import pandas as pd
-
-    rows = [{"liked item": catalog.get(h.item_id).title, "contribution": round(h.contribution, 4)}
-            for h in explanation.history]
-    return pd.DataFrame(rows, columns=["liked item", "contribution"])
+    """Each liked item's contribution (``/explain``'s ``history``), for the "liked item" chart."""
+    titles = _unique_titles([catalog.get(h.item_id).title for h in explanation.history])
+    return signed_bars(titles, [h.contribution for h in explanation.history], "liked item", "contribution")
 
 
 def explanation_summary(explanation, catalog: Catalog) -> str:
     e = explanation
-    share = ", ".join(f"{k} {v:.0%}" for k, v in e.modality_share.items())
+    share = ", ".join(f"{k} {num(v, '.0%')}" for k, v in e.modality_share.items())
     lines = [
-        f"**Score {e.score:.3f}** = text {e.text_score:.3f} + image {e.image_score:.3f} ({share}).",
+        "Score " + score_equation(e.score, e.text_score, e.image_score)
+        + f" (signed shares of |text| + |image|: {share}).",
+        scale_note(e.model_kind),
         f"Tokens: Integrated Gradients on the word embeddings (convergence delta {e.delta:.2g}); "
         f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
     ]
@@ -182,12 +251,21 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
         if top:
             lines.append("Words that raised the score most (all their occurrences): "
                          + ", ".join(f"**{esc(word)}**" for word in top) + ".")
-    if e.image_heatmap is not None and float(e.image_heatmap.max()) == 0.0:
-        lines.append("No image region raised the score: the image part works against this item.")
+    if e.image_heatmap is not None:
+        if e.image_direction == "lowered":
+            lines.append(f"The image lowers the score ({num(e.image_score)}): the heatmap shows the regions "
+                         "that lowered it.")
+        if float(e.image_heatmap.max()) == 0.0:
+            lines.append(f"No image region on its own {e.image_direction} the score.")
     if e.history:
         best = max(e.history, key=lambda h: h.contribution)
         title = catalog.get(best.item_id).title
-        lines.append(f"Above all because you liked **{esc(title)}** ({best.share:.0%} of the score).")
+        if e.model_kind == "multimodal":  # leave-one-out drops: they rank, they do not add up to the score
+            lines.append(f"Above all because you liked **{esc(title)}**: without it the score would be "
+                         f"{num(best.contribution)} lower.")
+        else:
+            lines.append(f"Above all because you liked **{esc(title)}**: {num(best.contribution)} of the "
+                         f"{num(e.score)} score.")
     return "\n\n".join(lines)
 
 

@@ -6,8 +6,10 @@ Numbers only; drawing happens in the UI. Every attribution targets the recommend
 - text: LayerIntegratedGradients on the text encoder's token-embedding layer, baseline
   ``[CLS] [PAD] ... [SEP]`` (special tokens kept, every other token replaced by PAD), sub-word
   scores summed into words, special tokens hidden, convergence delta kept;
-- image regions: LayerGradCam on the CNN's final feature map (fast) or Occlusion of square patches
-  (thorough), upsampled to the centre crop the CNN sees;
+- image regions (fast): the model's exact split of the image part over the CNN's final 7x7 regions
+  where it has one (zero-shot: see :meth:`recsys_core.serving.zeroshot.ZeroShotModel.region_split`),
+  else signed LayerGradCam on that map; (thorough) Occlusion of square patches; upsampled to the
+  centre crop the CNN sees;
 - modality share and history: exact decompositions of the zero-shot score (see
   :meth:`recsys_core.serving.zeroshot.ZeroShotModel.history_contributions`).
 
@@ -35,6 +37,7 @@ from recsys_core.encoders.text import TextEncoder
 Method = Literal["fast", "thorough"]
 METHODS: tuple[str, ...] = ("fast", "thorough")
 ScoreFn = Callable[[torch.Tensor], torch.Tensor]
+RegionFn = Callable[[torch.Tensor], torch.Tensor]  # final feature map [C, h, w] -> image part per region [h, w]
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,21 @@ class Explanation:
     image_heatmap: np.ndarray | None  # [H, W] in [0, 1] over the CNN's centre crop
     image_method: str | None
     query_heatmap: np.ndarray | None  # uploads: which regions of the uploaded image matched
-    modality_share: dict[str, float]
+    modality_share: dict[str, float]  # signed, see modality_share()
     history: tuple[HistoryShare, ...]
     seconds: float
     extra: dict[str, float] = field(default_factory=dict)
+    # Which way the heatmaps' regions moved the score: the image part's own direction ("raised" for a
+    # positive or zero image part, "lowered" for a negative one).
+    image_direction: str = "raised"
+    model_kind: str = "zeroshot"  # the serving model's kind: "zeroshot" (weighted cosines) or "multimodal" (logits)
+
+    @property
+    def other_score(self) -> float:
+        """The part of the score that is neither text nor image: the fine-tuned model's item ID and bias
+        part (the score of the item with no content); ~0 for the zero-shot model, whose score is
+        exactly text + image."""
+        return self.score - self.text_score - self.image_score
 
     @property
     def delta(self) -> float:
@@ -116,8 +130,13 @@ class Explanation:
             "image_heatmap": np.round(heat, 4).tolist() if heat is not None else [],
             "image_method": self.image_method,
             "query_heatmap": np.round(self.query_heatmap, 4).tolist() if self.query_heatmap is not None else [],
+            "image_heatmap_direction": self.image_direction,
             "modality_share": {k: round(v, 6) for k, v in self.modality_share.items()},
             "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6)},
+            # Adds up to "score": "item" is the ID and bias part (0 for the zero-shot model).
+            "score_parts": {"text": round(self.text_score, 6), "image": round(self.image_score, 6),
+                            "item": round(self.other_score, 6)},
+            "model_kind": self.model_kind,
             "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6)}
                         for h in self.history],
             "score": round(self.score, 6),
@@ -129,11 +148,18 @@ class Explanation:
 
 
 def modality_share(parts: dict[str, float]) -> dict[str, float]:
-    """Shares of |contribution| (they sum to 1; an all-zero score splits evenly)."""
+    """Signed shares: ``part / sum(|parts|)``.
+
+    Each share has its part's sign and the shares' absolute values sum to 1, so with parts of one
+    sign they are the usual shares summing to 1. With mixed signs a negative share is the fraction
+    of the total movement that pushed the score *down*: text 0.230 and image -0.029 give text 0.89
+    and image -0.11 (the shares then sum to 0.78, not 1). Dividing by ``sum(|parts|)`` rather than by
+    the score keeps every share within [-1, 1] when the parts nearly cancel. All parts zero: even split.
+    """
     total = sum(abs(v) for v in parts.values())
     if total == 0:
         return {k: 1.0 / len(parts) for k in parts}
-    return {k: abs(v) / total for k, v in parts.items()}
+    return {k: v / total for k, v in parts.items()}
 
 
 # -- text ------------------------------------------------------------------------------------------
@@ -227,16 +253,19 @@ def image_forward(encoder: ImageEncoder, score_fn: ScoreFn) -> Callable[[torch.T
     return forward
 
 
-def _normalise_heatmap(heat: torch.Tensor, size: int) -> np.ndarray:
-    """[h, w] positive evidence -> [size, size] in [0, 1] (bilinear; all-zero stays zero)."""
-    heat = heat.detach().float().clamp(min=0)
+def _normalise_heatmap(heat: torch.Tensor, size: int, sign: float = 1.0) -> np.ndarray:
+    """[h, w] signed evidence -> [size, size] in [0, 1] (bilinear; all-zero stays zero).
+
+    ``sign`` +1 keeps the regions that raised the score, -1 the regions that lowered it.
+    """
+    heat = (heat.detach().float() * sign).clamp(min=0)
     up = F.interpolate(heat[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
     peak = float(up.max())
     return (up / peak).cpu().numpy() if peak > 0 else up.cpu().numpy()
 
 
 def gradcam_map(encoder: ImageEncoder, pixels: torch.Tensor, score_fn: ScoreFn) -> torch.Tensor:
-    """Grad-CAM on the final feature map: ReLU(sum_c mean-grad_c * A_c), [h, w] (7x7 at 224 px).
+    """Grad-CAM on the final feature map, signed: sum_c mean-grad_c * A_c, [h, w] (7x7 at 224 px).
 
     With mean pooling after that map the score is linear in the regions' mean, so this is the
     first-order contribution of each region to the score.
@@ -244,7 +273,8 @@ def gradcam_map(encoder: ImageEncoder, pixels: torch.Tensor, score_fn: ScoreFn) 
     from captum.attr import LayerGradCam
 
     cam = LayerGradCam(image_forward(encoder, score_fn), encoder.cam_layer())
-    return cam.attribute(pixels, relu_attributions=True)[0, 0]
+    # No ReLU: a region that lowers the score must stay negative (the caller picks the direction).
+    return cam.attribute(pixels, relu_attributions=False)[0, 0]
 
 
 def occlusion_map(encoder: ImageEncoder, pixels: torch.Tensor, score_fn: ScoreFn, window: int) -> torch.Tensor:
@@ -260,12 +290,23 @@ def occlusion_map(encoder: ImageEncoder, pixels: torch.Tensor, score_fn: ScoreFn
 
 
 def explain_image(encoder: ImageEncoder, image: Image.Image, score_fn: ScoreFn, *, method: Method,
-                  config: ExplainConfig) -> tuple[np.ndarray, str]:
+                  config: ExplainConfig, sign: float = 1.0, region_fn: RegionFn | None = None) -> tuple[np.ndarray, str]:
+    """Heatmap in [0, 1] of the regions that moved the score in ``sign``'s direction (+1 raised, -1 lowered).
+
+    ``region_fn`` (fast only): the model's exact split of the image part over the final map's regions,
+    used instead of Grad-CAM (for a linear part it *is* Grad-CAM against the part's own baseline).
+    """
     pixels = encoder.preprocess([image])
     if method == "fast":
-        return _normalise_heatmap(gradcam_map(encoder, pixels, score_fn), config.heatmap_size), "gradcam"
+        if region_fn is not None:
+            with torch.no_grad():
+                regions, _ = encoder(pixels)
+            grid = region_fn(regions[0])
+        else:
+            grid = gradcam_map(encoder, pixels, score_fn)
+        return _normalise_heatmap(grid, config.heatmap_size, sign), "gradcam"
     grid = occlusion_map(encoder, pixels, score_fn, config.occlusion_window)
-    return _normalise_heatmap(grid, config.heatmap_size), "occlusion"
+    return _normalise_heatmap(grid, config.heatmap_size, sign), "occlusion"
 
 
 def mask_regions(pixels: torch.Tensor, cells: list[int], grid: int) -> torch.Tensor:
@@ -320,8 +361,13 @@ class Explainer:
         text_score_fn: ScoreFn,
         image_score_fn: ScoreFn,
         method: Method,
+        image_sign: float = 1.0,
+        region_fn: RegionFn | None = None,
     ) -> tuple[TextAttribution | None, np.ndarray | None, str | None, float]:
-        """Token attributions and a region heatmap for one item; returns (text, heatmap, image method, seconds)."""
+        """Token attributions and a region heatmap for one item; returns (text, heatmap, image method, seconds).
+
+        ``image_sign``: the heatmap shows the regions that raised (+1) or lowered (-1) the score.
+        """
         start = time.perf_counter()
         with self.lock:
             text_attr = None
@@ -331,5 +377,5 @@ class Explainer:
             heatmap, image_method = None, None
             if image is not None:
                 heatmap, image_method = explain_image(self.image_encoder, image, image_score_fn, method=method,
-                                                      config=self.config)
+                                                      config=self.config, sign=image_sign, region_fn=region_fn)
         return text_attr, heatmap, image_method, time.perf_counter() - start

@@ -192,6 +192,10 @@ class FusionServing:
         """None: the two towers differ, so the score is not symmetric in the catalog item and the upload."""
         return None
 
+    def region_split_fns(self, query: torch.Tensor, target: int) -> tuple[None, None]:
+        """None: the item tower is not linear in the regions; the explainer falls back to Grad-CAM."""
+        return None, None
+
     @torch.no_grad()
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
         """Leave-one-out: how much the item's score drops when each liked item is left out.

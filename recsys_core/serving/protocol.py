@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from recsys_core.encoders.text import TextEncoder
 
 ScoreFn = Callable[..., torch.Tensor]  # pooled vectors [B, D] -> full score of one item [B]
+RegionFn = Callable[[torch.Tensor], torch.Tensor]  # final feature map [C, h, w] -> image part per region [h, w]
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,11 @@ class ServingModel(Protocol):
     def upload_image_score_fn(self, target: int, text_part: float) -> ScoreFn | None:
         """Item ``target``'s score as a function of an upload's pooled image vector, to map which regions of
         the upload matched; None when the score is not symmetric in the two items."""
+        ...
+
+    def region_split_fns(self, query: torch.Tensor, target: int) -> tuple[RegionFn | None, RegionFn | None]:
+        """Exact splits of the image part over the regions of item ``target``'s image and of an upload's
+        image (for the upload heatmap); None where the model has none (the explainer then uses Grad-CAM)."""
         ...
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:

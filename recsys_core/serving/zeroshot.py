@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from recsys_core.config import ZeroShotConfig
 from recsys_core.encoders.features import CatalogFeatures
-from recsys_core.serving.protocol import ModalityScores, ScoreFn
+from recsys_core.serving.protocol import ModalityScores, RegionFn, ScoreFn
 
 
 class ZeroShotModel:
@@ -102,6 +102,36 @@ class ZeroShotModel:
         """Similarity is symmetric: fix the catalog item and score the upload's pooled image vector."""
         item_vector = self.item_vectors[target]
         return lambda pooled: self.image_score(item_vector, pooled) + text_part
+
+    def region_split(self, direction: torch.Tensor) -> RegionFn:
+        """The image part ``image_score(direction, mean of the regions)`` split exactly over the regions.
+
+        The image part is ``sqrt(w_i) * d . (p - mu) / |p - mu|`` with ``p`` the mean of the final
+        map's regions ``A_r``. It only depends on the direction of ``p - mu``, so its gradient is
+        orthogonal to ``p - mu`` and gradient maps (Grad-CAM) add up to ``g . mu``, not to the part:
+        their sign is unrelated to it, and after a ReLU they were often empty for a positive part.
+        Holding the normaliser ``|p - mu|`` at its value makes the part linear in the regions, and
+        region ``r`` gets ``sqrt(w_i) * d . (A_r - mu) / (R |p - mu|)``: its features compared with the
+        catalog's average image, along the other side's image direction. These add up to the part.
+        ``direction``: the other side's fused vector (the query for the item's image, the catalog
+        item's vector for an upload's image).
+        """
+        d = direction[self.text_dim :]
+
+        def split(regions: torch.Tensor) -> torch.Tensor:
+            centred = regions.float() - self.image_mean.to(regions.device)[:, None, None]
+            count = centred.shape[1] * centred.shape[2]
+            norm = centred.mean(dim=(1, 2)).norm()
+            if norm == 0:  # the average image itself: its image part is 0
+                return torch.zeros(centred.shape[1:])
+            return self._wi * torch.einsum("chw,c->hw", centred, d.to(centred)) / (count * norm)
+
+        return split
+
+    def region_split_fns(self, query: torch.Tensor, target: int) -> tuple[RegionFn, RegionFn]:
+        """Exact region splits of item ``target``'s image part: over its own image, and (similarity is
+        symmetric) over an upload's image when ``query`` is that upload's vector."""
+        return self.region_split(query), self.region_split(self.item_vectors[target])
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
         """Exact split of ``score(profile(liked), item)`` over the liked items; sums to the score.

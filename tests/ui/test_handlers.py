@@ -345,3 +345,37 @@ def test_results_table_and_gallery(tiny_service) -> None:
     assert table[0][2] == round(recs[0].score, 4)
     gallery = render.results_gallery(recs)
     assert gallery[0] == (str(recs[0].image), f"#1 {recs[0].title} · {recs[0].score:.3f}")
+
+
+# -- explanation panel -------------------------------------------------------------------------------
+
+
+def _explain(handlers, state: dict) -> tuple:
+    return handlers.explain(state, "fast", progress=lambda *a, **k: None)
+
+
+def _bars(frame, x: str, y: str) -> dict[str, float]:
+    """What a stacked, sign-coloured bar chart draws: the sum of ``y`` per ``x`` label."""
+    return {label: round(float(v), 4) for label, v in frame.groupby(x, sort=False)[y].sum().items()}
+
+
+def test_history_chart_shows_each_selections_own_contributions(handlers, tiny_service) -> None:
+    """Defect 1: select #1, then #3, then #2; each chart is that item's own ``/explain`` history.
+
+    The chart's update must be its value alone: returning a new ``y_lim`` with the value made Gradio's
+    NativePlot rebuild the Vega spec from the previous rows (new axis, old bars).
+    """
+    import pandas as pd
+
+    state = _recommend(handlers, k=3)
+    seen = []
+    for index in (0, 2, 1):
+        state, _ = handlers.select_result(state, sel(index))
+        history = _explain(handlers, state)[3]
+        assert isinstance(history, pd.DataFrame), "a value-only update (no y_lim or other chart props)"
+        expected = tiny_service.explain(state["liked"], state["selected"], "fast").history
+        titles = [tiny_service.item(h.item_id).title for h in expected]
+        assert _bars(history, "liked item", "contribution") == {
+            t: round(h.contribution, 4) for t, h in zip(titles, expected)}
+        seen.append(tuple(_bars(history, "liked item", "contribution").values()))
+    assert len(set(seen)) == 3  # three items, three different charts

@@ -95,9 +95,44 @@ def test_a_scorer_that_sees_one_quadrant_puts_the_heat_there(method: str) -> Non
     assert cells.argmax() in {0, 1, 2, 7, 8, 9, 14, 15, 16}
 
 
-def test_modality_share_sums_to_one() -> None:
-    assert sum(modality_share({"text": 0.3, "image": -0.1}).values()) == pytest.approx(1.0)
+def test_modality_share_keeps_the_sign_of_each_part() -> None:
+    """Defect 2: "0.202 = text 0.230 + image -0.029" was shown as "text 89%, image 11%"."""
+    share = modality_share({"text": 0.230, "image": -0.029})
+    assert share["text"] == pytest.approx(0.230 / 0.259) and share["image"] == pytest.approx(-0.029 / 0.259)
+    assert sum(abs(v) for v in share.values()) == pytest.approx(1.0)
+    assert modality_share({"text": 0.3, "image": 0.1}) == pytest.approx({"text": 0.75, "image": 0.25})
     assert modality_share({"text": 0.0, "image": 0.0}) == {"text": 0.5, "image": 0.5}
+
+
+def test_a_part_that_lowers_the_score_is_drawn_and_told_as_lowering_it(tiny_service) -> None:
+    """Defect 2: a negative image part is a bar below zero in the "lowered" colour, a negative share in
+    the summary and the API, and a heatmap of the regions that lowered the score, captioned so."""
+    import gradio as gr
+
+    from storage import Repository
+    from ui.handlers import Handlers
+
+    explanation = tiny_service.explain(["checkers"], "cards", "fast")
+    assert explanation.text_score > 0 > explanation.image_score  # 0.028 = text 0.041 + image -0.013
+    assert explanation.modality_share["image"] < 0 < explanation.modality_share["text"]
+    api = explanation.to_api()
+    assert api["modality_share"]["image"] < 0 and api["image_heatmap_direction"] == "lowered"
+    assert explanation.image_heatmap.max() == pytest.approx(1.0)  # the regions that lowered it
+
+    handlers = Handlers(tiny_service, Repository.from_url("sqlite://"))
+    _, heat, parts, _, summary = handlers.explain({"liked": ["checkers"], "selected": "cards"}, "fast",
+                                                  progress=lambda *a, **k: None)
+    frame = parts if not isinstance(parts, gr.BarPlot) else parts.constructor_args["value"]
+    image_rows = frame[frame["part"] == "image"].set_index("effect")
+    value_column = [c for c in frame.columns if c not in ("part", "effect")][0]
+    assert image_rows.loc["lowered the score", value_column] < 0 == image_rows.loc["raised the score", value_column]
+    assert isinstance(heat, gr.AnnotatedImage) and "lowered" in heat.label
+    _, masks = heat.constructor_args["value"]
+    assert all("lowered" in label for _, label in masks)
+    image_share = explanation.modality_share["image"]
+    assert f"image {image_share:.0%}".replace("-", "−") in summary
+    assert f"image {explanation.image_score:.3f}".replace("-", "−") in summary
+    assert "raised the score" not in summary.split("Words")[0]
 
 
 def test_service_explanation_matches_the_served_score(tiny_service) -> None:
@@ -106,7 +141,7 @@ def test_service_explanation_matches_the_served_score(tiny_service) -> None:
     explanation = tiny_service.explain(liked, rec.item_id, "fast")
     assert explanation.score == pytest.approx(rec.score, abs=1e-5)
     assert explanation.text.score == pytest.approx(rec.score, abs=1e-4)  # recomputed with gradients
-    assert sum(explanation.modality_share.values()) == pytest.approx(1.0)
+    assert sum(abs(v) for v in explanation.modality_share.values()) == pytest.approx(1.0)
     assert [h.item_id for h in explanation.history] == liked
     assert sum(h.contribution for h in explanation.history) == pytest.approx(rec.score, abs=1e-5)
     assert explanation.image_heatmap is not None and explanation.image_method == "gradcam"
@@ -125,7 +160,8 @@ def test_service_explanation_matches_the_served_score(tiny_service) -> None:
 def test_item_without_image_is_explained_by_text_only(tiny_service) -> None:
     explanation = tiny_service.explain(["chess"], "noimage", "fast")
     assert explanation.image_heatmap is None and explanation.image_score == 0.0
-    assert explanation.modality_share == {"text": 1.0, "image": 0.0}
+    # Signed: the whole movement is the text's, in the text part's direction.
+    assert explanation.modality_share == {"text": 1.0 if explanation.text_score > 0 else -1.0, "image": 0.0}
     assert explanation.to_api()["image_heatmap"] == []
 
 
@@ -179,11 +215,43 @@ def test_handlers_render_the_explanation_panel(tiny_service) -> None:
     tokens, heat, share, history, summary = handlers.explain(state, "fast", progress=lambda *a, **k: None)
     assert "".join(seg for seg, _ in tokens).startswith("Checkers")
     assert all(score is None or -1.0 <= score <= 1.0 for _, score in tokens)
-    image_path, masks = heat
+    image_path, masks = heat.constructor_args["value"]
     assert image_path.endswith("checkers.png") and masks[0][0].shape == (64, 64)
-    share_frame, history_frame = share.constructor_args["value"], history.constructor_args["value"]
-    assert list(share_frame["part"]) == ["text", "image"] and share.y_lim == [0, 1]
-    assert list(history_frame["liked item"]) == ["Chess Master"] and history.y_lim[0] <= 0
+    assert heat.label.startswith("Image regions that")
+    assert list(dict.fromkeys(share["part"])) == ["text", "image"]  # a value-only update, see render.signed_bars
+    assert set(history["liked item"]) == {"Chess Master"} and set(history["effect"]) == {"raised the score",
+                                                                                        "lowered the score"}
     assert "Score" in summary
     with pytest.raises(gr.Error, match="select a recommendation"):
         handlers.explain({}, "fast", progress=lambda *a, **k: None)
+
+
+@pytest.mark.parametrize(("uploaded", "item"), [("checkers", "checkers"), ("checkers", "chess"), ("puzzle", "space")])
+def test_fast_upload_heatmaps_agree_with_the_image_part(tiny_service, tiny_catalog, uploaded, item) -> None:
+    """Defect 3: "image +0.015" then "No image region raised the score" with both heatmaps empty.
+
+    For the zero-shot model the fast map is the exact split of the image part over the 7x7 regions,
+    so a positive part always has regions that raised it, on the catalog image and on the upload.
+    """
+    from recsys_core.serving.explain import explain_image
+
+    image = tiny_catalog.get(uploaded).image.read_bytes()
+    explanation = tiny_service.explain_upload(image=image, item_id=item, method="fast")
+    assert explanation.image_score > 0 and explanation.image_direction == "raised"
+    assert explanation.image_heatmap.max() == pytest.approx(1.0)
+    assert explanation.query_heatmap.max() == pytest.approx(1.0)
+    from ui.render import explanation_summary
+
+    assert "No image region" not in explanation_summary(explanation, tiny_catalog)
+    # The split is exact: the regions' signed contributions add up to the image part.
+    state = tiny_service._state()
+    query = tiny_service._upload_query(state, tiny_service._check_upload(image, "", ""))
+    split, _ = state.model.region_split_fns(query, tiny_catalog.index_of(item))
+    encoder = tiny_service.explainer.image_encoder
+    pil = tiny_service._item_image(tiny_catalog.get(item))
+    with torch.no_grad():
+        regions, _ = encoder(encoder.preprocess([pil]))
+    assert float(split(regions[0]).sum()) == pytest.approx(explanation.image_score, abs=1e-5)
+    heat, name = explain_image(encoder, pil, lambda pooled: pooled.sum(-1), method="fast",
+                               config=tiny_service.explain_config, region_fn=split)
+    assert name == "gradcam" and heat.max() == pytest.approx(1.0)

@@ -185,3 +185,42 @@ def test_hot_swap_never_fails_in_flight_requests(tiny_service, checkpoint) -> No
     for t in threads:
         t.join()
     assert errors == []
+
+
+def _printed_terms(line: str) -> tuple[float, list[float]]:
+    """``**Score 6.857** = text 1.964 + image 2.778 + item ID & bias 2.115`` -> (6.857, [1.964, 2.778, 2.115])."""
+    import re
+
+    line = line.replace("\u2212", "-")
+    score = float(re.search(r"[Ss]core \**(-?\d+\.\d+)", line).group(1))
+    rhs = line.split("=", 1)[1].split("(")[0]
+    return score, [float(v) for v in re.findall(r"-?\d+\.\d+", rhs)]
+
+
+def test_finetuned_decompositions_add_up_to_the_printed_score(tiny_service, checkpoint) -> None:
+    """Defect 4: "6.857 = text 1.964 + image 2.778" (4.742): the ID & bias part was not printed, and
+    nothing said that fine-tuned scores are logits rather than 0-1 cosines."""
+    from storage import Repository
+    from ui import render
+    from ui.handlers import Handlers
+
+    out, _ = checkpoint
+    tiny_service.load_model(out)
+    handlers = Handlers(tiny_service, Repository.from_url("sqlite://"))
+    liked = ["chess", "checkers"]
+    recs = tiny_service.recommend(liked, k=4)
+    for rec in recs:
+        score, terms = _printed_terms(render.item_details(tiny_service.item(rec.item_id), rec).split("\n\n")[1])
+        assert score == pytest.approx(sum(terms), abs=2e-3) and len(terms) == 3
+        explanation = tiny_service.explain(liked, rec.item_id, "fast")
+        *_, summary = handlers.explain({"liked": liked, "selected": rec.item_id}, "fast", progress=lambda *a, **k: None)
+        score, terms = _printed_terms(summary.split("\n\n")[0])
+        assert score == pytest.approx(round(explanation.score, 3)) and score == pytest.approx(sum(terms), abs=2e-3)
+        assert "logit" in summary  # the scale change, in one line
+        api = explanation.to_api()
+        assert sum(api["score_parts"].values()) == pytest.approx(api["score"], abs=1e-5)
+    for row in render.results_table(recs):
+        assert row[2] == pytest.approx(row[3] + row[4] + row[5], abs=2e-4)
+    frame = render.score_parts_frame(recs)
+    assert frame.groupby("item", sort=False)["score"].sum().tolist() == pytest.approx(
+        [r.score for r in recs], abs=2e-4)
