@@ -57,7 +57,9 @@ GRADE_MAX: Final[int] = 3
 #: Why a task's item is in the queue: a model recommendation, a random item (a baseline
 #: the model has to beat) or a control with a known answer (to measure annotator quality).
 TASK_KINDS: Final[tuple[str, ...]] = ("recommendation", "random", "control")
-#: An assignment is "assigned" when handed out and "answered" once its feedback is stored.
+#: An assignment is "assigned" when handed out and "answered" once its feedback is stored. A skip is
+#: not a status (the CHECK of existing databases could not be widened in place) but
+#: ``TaskAssignment.skipped_at``; an undo turns "answered" back into "assigned" (see storage.tasks).
 ASSIGNMENT_STATUSES: Final[tuple[str, ...]] = ("assigned", "answered")
 #: Life cycle of a trained model: candidate -> active | rejected; active -> retired.
 MODEL_STATUSES: Final[tuple[str, ...]] = ("candidate", "active", "rejected", "retired")
@@ -203,7 +205,13 @@ class Feedback(SQLModel, table=True):
 
 
 class TaskAssignment(SQLModel, table=True):
-    """A task handed to one annotator; UNIQUE(task_id, annotator_id) so nobody gets a task twice."""
+    """A task handed to one annotator; UNIQUE(task_id, annotator_id) so nobody gets a task twice.
+
+    ``skipped_at`` is set when the annotator gave the task back unanswered: the row stays (so they
+    are not served it again) but no longer holds one of the task's ``overlap`` slots. An answered
+    assignment that the annotator undid is "assigned" again with ``feedback_id`` still naming the
+    answer their next one will supersede.
+    """
 
     __table_args__ = (
         UniqueConstraint("task_id", "annotator_id", name="uq_taskassignment_task_annotator"),
@@ -217,6 +225,8 @@ class TaskAssignment(SQLModel, table=True):
     feedback_id: Optional[int] = Field(default=None, foreign_key="feedback.id", nullable=True)
     assigned_at: datetime = _timestamp_field()
     answered_at: Optional[datetime] = _optional_timestamp_field()
+    # Added with skipping: nullable, so storage.schema.add_missing_columns adds it to existing databases.
+    skipped_at: Optional[datetime] = _optional_timestamp_field()
 
 
 class ModelVersion(SQLModel, table=True):

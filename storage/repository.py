@@ -232,8 +232,28 @@ class Repository:
             model_version=model_version, session_key=session_key, client=client,
         ))
 
+    def skip_task(self, task_id: int, username: str) -> str:
+        """Give ``username``'s open task back unanswered: "skipped", or "kept" when it was a re-opened answer.
+
+        A skipped task is never served to ``username`` again but frees its slot for other
+        annotators; skipping a task re-opened by :meth:`undo_last_answer` keeps the earlier
+        answer. Raises :class:`InvalidTaskError` when the task is not open for them.
+        """
+        check_name(username, "username", InvalidTaskError)
+        return self._run(lambda s: tasks_mod.skip_task(session=s, task_id=int(task_id), username=username))
+
+    def undo_last_answer(self, campaign: str, username: str) -> Optional[TaskOut]:
+        """Re-open ``username``'s latest answer in ``campaign`` and return that task; None when there is none.
+
+        Nothing is deleted: the task is handed back to them first, and their next answer is a new
+        row that supersedes the earlier one (see :mod:`storage.tasks`).
+        """
+        check_name(campaign, "campaign", InvalidTaskError)
+        check_name(username, "username", InvalidTaskError)
+        return self._run(lambda s: tasks_mod.undo_last_answer(session=s, campaign=campaign, username=username))
+
     def annotator_progress(self, campaign: str, username: str) -> dict[str, int]:
-        """``{"answered", "open", "remaining"}`` for one annotator; "remaining" = tasks still available to them.
+        """``{"answered", "open", "skipped", "remaining"}`` for one annotator; "remaining" = tasks still available to them.
 
         Counts only: nothing about other annotators' answers is revealed.
         """
@@ -370,6 +390,11 @@ class Repository:
         """Return the stored value of ``key``, storing ``make_value()`` on first use (race-safe)."""
         check_name(key, "setting key", ValueError)
         return self._run(lambda s: settings.get_or_create_setting(session=s, key=key, make_value=make_value))
+
+    def set_setting(self, key: str, value: str) -> None:
+        """Store ``value`` under ``key``, replacing any earlier value (for values an admin edits)."""
+        check_name(key, "setting key", ValueError)
+        self._run(lambda s: settings.set_setting(session=s, key=key, value=value))
 
     def export_key(self) -> bytes:
         """This database's random pseudonymisation key, created once so pseudonyms stay stable across exports."""

@@ -11,7 +11,7 @@ from sqlmodel import Session
 from storage._common import insert_or_fetch
 from storage.models import Setting
 
-__all__ = ["EXPORT_KEY_SETTING", "get_setting", "get_or_create_setting"]
+__all__ = ["EXPORT_KEY_SETTING", "get_setting", "get_or_create_setting", "set_setting"]
 
 logger = logging.getLogger(__name__)
 
@@ -34,3 +34,11 @@ def get_setting(*, session: Session, key: str) -> Optional[str]:
     """The stored value of ``key``, or None; never creates it."""
     row = session.get(Setting, key)
     return None if row is None else row.value
+
+
+def set_setting(*, session: Session, key: str, value: str) -> None:
+    """Store ``value`` under ``key``, replacing an earlier value (last writer wins)."""
+    row, created = insert_or_fetch(session, Setting(key=key, value=value), lambda: session.get(Setting, key))
+    if not created:
+        row.value = value
+        session.add(row)

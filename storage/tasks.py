@@ -1,10 +1,24 @@
-"""Crowd-labelling campaigns: tasks, handing them out (:func:`next_task`), progress and overview.
+"""Crowd-labelling campaigns: tasks, handing them out (:func:`next_task`), skips, undos, progress and overview.
 
 Storing an *answer* is storing a judgement, so it lives with the judgements in
 :mod:`storage.feedback`, which calls :func:`find_assignment` and :func:`mark_answered` here;
 this module never imports :mod:`storage.feedback` (one direction, no cycle).
 Nothing here returns other annotators' answers, a task's kind or its expected
 answer to an annotator, so controls stay blind.
+
+Skip (:func:`skip_task`): the task is given back unanswered. The assignment row stays, stamped
+``skipped_at``, so the same annotator is never served it again (a small campaign would otherwise
+hand the task they cannot judge straight back), while it stops holding one of the task's
+``overlap`` slots, so another annotator gets it. Skips are counted per annotator
+(:func:`annotator_progress`), which tells an admin whose tasks are hard to judge.
+
+Undo (:func:`undo_last_answer`): nothing is deleted or overwritten. The annotator's latest answer
+in the campaign is re-opened (its assignment is "assigned" again and still names that answer in
+``feedback_id``), the task is handed back to them first, and their next answer is a new
+feedback row that supersedes it: the assignment then names the new row, and the label
+aggregation and agreement keep an annotator's latest judgement of a unit (the highest feedback
+id), while the exports keep both rows as history. Until they answer again the earlier answer
+stands; skipping a re-opened task keeps it.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ from sqlmodel import Session, col, select
 
 from storage._common import aware, check_name, insert_or_fetch, is_int, row_id
 from storage.annotators import find_annotator, get_or_create_annotator
-from storage.models import GRADE_MAX, GRADE_MIN, TASK_KINDS, LabelTask, TaskAssignment, utc_now
+from storage.models import GRADE_MAX, GRADE_MIN, TASK_KINDS, Feedback, LabelTask, TaskAssignment, utc_now
 
 __all__ = [
     "TaskIn",
@@ -31,6 +45,8 @@ __all__ = [
     "find_assignment",
     "mark_answered",
     "next_task",
+    "skip_task",
+    "undo_last_answer",
     "annotator_progress",
     "list_campaigns",
     "campaign_overview",
@@ -59,13 +75,18 @@ class TaskIn:
 
 @dataclass(frozen=True)
 class TaskOut:
-    """What an annotator is shown for a task: deliberately without kind or expected answer."""
+    """What an annotator is shown for a task: deliberately without kind or expected answer.
+
+    ``previous`` is set on a task the annotator re-opened with an undo: their own earlier answer as
+    (label, grade), which their next answer supersedes; never anyone else's.
+    """
 
     task_id: int
     campaign: str
     item_id: str
     context_ids: tuple[str, ...]
     assigned_at: datetime
+    previous: Optional[tuple[str, Optional[int]]] = None
 
 
 class InvalidTaskError(ValueError):
@@ -98,29 +119,40 @@ def _validate_task(index: int, task: TaskIn) -> None:
         )
 
 
-def _task_out(task: LabelTask, assignment: TaskAssignment) -> TaskOut:
+def _task_out(session: Session, task: LabelTask, assignment: TaskAssignment) -> TaskOut:
+    previous = None
+    if assignment.status == "assigned" and assignment.feedback_id is not None:  # re-opened by an undo
+        earlier = session.get(Feedback, assignment.feedback_id)
+        if earlier is not None:
+            previous = (earlier.label, earlier.grade)
     return TaskOut(
         task_id=row_id(task),
         campaign=task.campaign,
         item_id=task.item_id,
         context_ids=tuple(task.context_ids),
         assigned_at=aware(assignment.assigned_at),
+        previous=previous,
     )
 
 
+def _holds_slot():  # type: ignore[no-untyped-def]
+    """An assignment holds one of its task's ``overlap`` slots unless it was skipped."""
+    return col(TaskAssignment.skipped_at).is_(None)
+
+
 def _n_assigned():  # type: ignore[no-untyped-def]
-    """Correlated subquery: how many annotators a task has been handed to."""
+    """Correlated subquery: how many annotators hold a slot of a task (skips give theirs back)."""
     return (
         select(func.count())
         .select_from(TaskAssignment)
-        .where(col(TaskAssignment.task_id) == col(LabelTask.id))
+        .where(col(TaskAssignment.task_id) == col(LabelTask.id), _holds_slot())
         .correlate(LabelTask)
         .scalar_subquery()
     )
 
 
 def _available_tasks_stmt(campaign: str, annotator_id: Optional[int]):  # type: ignore[no-untyped-def]
-    """Tasks of ``campaign`` with a free slot that were never handed to ``annotator_id``.
+    """Tasks of ``campaign`` with a free slot that were never handed to ``annotator_id`` (nor skipped by them).
 
     Ordered by free slots left (fewest first: finish tasks before opening new
     ones, so complete judgements accumulate early), then by id.
@@ -145,13 +177,15 @@ def find_assignment(session: Session, task_id: int, annotator_id: int) -> Option
 def mark_answered(session: Session, assignment_id: int, feedback_id: int) -> bool:
     """Flip an assignment from "assigned" to "answered" by ``feedback_id``; False when it was not open any more.
 
-    A conditional UPDATE (``status='assigned'``), so two concurrent answers from the
+    A conditional UPDATE (``status='assigned'``, not skipped), so two concurrent answers from the
     same annotator cannot both succeed even on PostgreSQL, where writers are not
-    serialised as they are on SQLite.
+    serialised as they are on SQLite, and a skipped task (whose slot another annotator may
+    hold by now) cannot be answered. On a re-opened assignment ``feedback_id`` moves from the
+    superseded answer to the new one.
     """
     flipped = session.execute(
         update(TaskAssignment)
-        .where(col(TaskAssignment.id) == assignment_id, col(TaskAssignment.status) == "assigned")
+        .where(col(TaskAssignment.id) == assignment_id, col(TaskAssignment.status) == "assigned", _holds_slot())
         .values(status="answered", feedback_id=feedback_id, answered_at=utc_now())
         .execution_options(synchronize_session=False)
     )
@@ -195,13 +229,17 @@ def next_task(*, session: Session, campaign: str, username: str, batch: int = 16
         .where(
             col(TaskAssignment.annotator_id) == annotator_id,
             col(TaskAssignment.status) == "assigned",
+            _holds_slot(),
             col(LabelTask.campaign) == campaign,
         )
-        .order_by(col(TaskAssignment.id))
+        # Re-opened answers first. Each undo goes one answer further back, so the one re-opened
+        # last is the one with the lowest feedback id: repeated undos unwind like a stack.
+        .order_by(col(TaskAssignment.feedback_id).is_(None), col(TaskAssignment.feedback_id),
+                  col(TaskAssignment.id))
     ).first()
     if own_open is not None:
         assignment, task = own_open
-        return _task_out(task, assignment)
+        return _task_out(session, task, assignment)
 
     while True:
         candidates = list(session.exec(_available_tasks_stmt(campaign, annotator_id).limit(batch)).all())
@@ -216,7 +254,8 @@ def next_task(*, session: Session, campaign: str, username: str, batch: int = 16
                 select(LabelTask).where(col(LabelTask.id) == task_id).with_for_update(key_share=True)
             ).one()
             taken = session.exec(
-                select(func.count()).select_from(TaskAssignment).where(col(TaskAssignment.task_id) == task_id)
+                select(func.count()).select_from(TaskAssignment)
+                .where(col(TaskAssignment.task_id) == task_id, _holds_slot())
             ).one()
             if int(taken) >= task.overlap:
                 continue
@@ -225,26 +264,95 @@ def next_task(*, session: Session, campaign: str, username: str, batch: int = 16
                 TaskAssignment(task_id=task_id, annotator_id=annotator_id),
                 lambda: find_assignment(session, task_id, annotator_id),
             )
-            if not created and assignment.status != "assigned":
-                continue  # the same annotator took and answered it concurrently; look further
+            if not created and (assignment.status != "assigned" or assignment.skipped_at is not None):
+                continue  # the same annotator took and answered (or skipped) it concurrently; look further
             logger.info("task %d of campaign %r assigned to %r", task_id, campaign, username)
-            return _task_out(task, assignment)
+            return _task_out(session, task, assignment)
+
+
+def _own_assignment(session: Session, task_id: int, username: str) -> Optional[TaskAssignment]:
+    annotator = find_annotator(session, username)
+    return None if annotator is None else find_assignment(session, task_id, row_id(annotator))
+
+
+def skip_task(*, session: Session, task_id: int, username: str) -> str:
+    """See :meth:`storage.repository.Repository.skip_task`: "skipped", or "kept" for a re-opened task."""
+    assignment = _own_assignment(session, task_id, username)
+    if assignment is None or assignment.status != "assigned" or assignment.skipped_at is not None:
+        raise InvalidTaskError(
+            f"task {task_id} is not open for {username!r}; only the task you were given and have not "
+            "answered or skipped can be skipped"
+        )
+    if assignment.feedback_id is not None:
+        # A re-opened answer: skipping means "leave it as it was", so the earlier answer stands again.
+        kept = session.execute(
+            update(TaskAssignment)
+            .where(col(TaskAssignment.id) == assignment.id, col(TaskAssignment.status) == "assigned")
+            .values(status="answered")
+            .execution_options(synchronize_session=False)
+        )
+        if kept.rowcount != 1:
+            raise InvalidTaskError(f"task {task_id} was answered meanwhile; nothing was skipped")
+        logger.info("re-opened task %d kept its earlier answer by %r", task_id, username)
+        return "kept"
+    skipped = session.execute(
+        update(TaskAssignment)
+        .where(col(TaskAssignment.id) == assignment.id, col(TaskAssignment.status) == "assigned", _holds_slot())
+        .values(skipped_at=utc_now())
+        .execution_options(synchronize_session=False)
+    )
+    if skipped.rowcount != 1:
+        raise InvalidTaskError(f"task {task_id} was answered meanwhile; nothing was skipped")
+    logger.info("task %d skipped by %r", task_id, username)
+    return "skipped"
+
+
+def undo_last_answer(*, session: Session, campaign: str, username: str) -> Optional[TaskOut]:
+    """See :meth:`storage.repository.Repository.undo_last_answer`."""
+    annotator = find_annotator(session, username)
+    if annotator is None:
+        return None
+    latest = session.exec(
+        select(TaskAssignment, LabelTask)
+        .join(LabelTask, col(LabelTask.id) == col(TaskAssignment.task_id))
+        .where(
+            col(TaskAssignment.annotator_id) == row_id(annotator),
+            col(TaskAssignment.status) == "answered",
+            col(LabelTask.campaign) == campaign,
+        )
+        .order_by(col(TaskAssignment.feedback_id).desc())  # ids only grow: the highest is the latest answer
+    ).first()
+    if latest is None:
+        return None
+    assignment, task = latest
+    reopened = session.execute(
+        update(TaskAssignment)
+        .where(col(TaskAssignment.id) == assignment.id, col(TaskAssignment.status) == "answered")
+        .values(status="assigned")
+        .execution_options(synchronize_session=False)
+    )
+    if reopened.rowcount == 1:  # else a concurrent undo of the same answer won: hand out what it re-opened
+        logger.info("answer %s to task %d re-opened by %r", assignment.feedback_id, row_id(task), username)
+    session.expire(assignment)
+    return _task_out(session, task, assignment)
 
 
 def annotator_progress(*, session: Session, campaign: str, username: str) -> dict[str, int]:
     """See :meth:`storage.repository.Repository.annotator_progress`."""
     annotator = find_annotator(session, username)
     annotator_id = None if annotator is None else annotator.id
-    counts = {"answered": 0, "open": 0}
+    counts = {"answered": 0, "open": 0, "skipped": 0}
     if annotator_id is not None:
+        skipped = col(TaskAssignment.skipped_at).is_not(None)
         rows = session.exec(
-            select(col(TaskAssignment.status), func.count())
+            select(col(TaskAssignment.status), skipped, func.count())
             .join(LabelTask, col(LabelTask.id) == col(TaskAssignment.task_id))
             .where(col(TaskAssignment.annotator_id) == annotator_id, col(LabelTask.campaign) == campaign)
-            .group_by(col(TaskAssignment.status))
+            .group_by(col(TaskAssignment.status), skipped)
         ).all()
-        by_status = {status: int(n) for status, n in rows}
-        counts = {"answered": by_status.get("answered", 0), "open": by_status.get("assigned", 0)}
+        for status, was_skipped, n in rows:
+            key = "skipped" if was_skipped else "answered" if status == "answered" else "open"
+            counts[key] += int(n)
     available = _available_tasks_stmt(campaign, annotator_id).order_by(None).subquery()
     remaining = int(session.exec(select(func.count()).select_from(available)).one())
     return {**counts, "remaining": remaining}
@@ -270,7 +378,7 @@ def campaign_overview(*, session: Session, campaign: str) -> dict[str, int]:
     rows = session.exec(
         select(col(TaskAssignment.status), func.count())
         .join(LabelTask, col(LabelTask.id) == col(TaskAssignment.task_id))
-        .where(col(LabelTask.campaign) == campaign)
+        .where(col(LabelTask.campaign) == campaign, _holds_slot())  # a skipped task is not open
         .group_by(col(TaskAssignment.status))
     ).all()
     by_status = {status: int(n) for status, n in rows}

@@ -13,6 +13,10 @@ A campaign is a set of tasks. Each profile (a few liked items) yields:
   aggregation drops their labels. Controls never become training examples.
 
 Profiles are drawn from the catalog: a few items that share a genre (or given explicitly).
+
+A campaign's answer scale and its guidelines (Markdown the admin writes, shown on the Label tab)
+are settings keyed by the campaign's name (``campaign-scale:<name>``, ``guidelines:<name>``):
+a campaign has no table of its own, and two small values did not justify one.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from recsys_core.errors import InvalidInputError
 from storage import TaskIn
 
 SCALES = ("graded", "binary")
+#: Guidelines are read on every task, so they are meant to be short; the bound keeps one setting row small.
+MAX_GUIDELINES_CHARS = 20_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class CampaignSpec:
     overlap: int = 3  # distinct annotators per task
     scale: str = "graded"  # graded = 0..3 relevance; binary = like/dislike
     seed: int = 0
+    guidelines: str = ""  # Markdown for annotators; empty keeps an existing campaign's guidelines
 
     def __post_init__(self) -> None:
         if not self.name.strip() or len(self.name) > 100:
@@ -51,6 +58,9 @@ class CampaignSpec:
             raise InvalidInputError(f"scale {self.scale!r}: use graded or binary")
         if self.per_profile + self.random_per_profile + self.controls_per_profile == 0:
             raise InvalidInputError("a campaign needs at least one task per profile")
+        if not isinstance(self.guidelines, str) or len(self.guidelines) > MAX_GUIDELINES_CHARS:
+            raise InvalidInputError(f"guidelines are {len(str(self.guidelines))} characters; "
+                                    f"the limit is {MAX_GUIDELINES_CHARS}")
 
 
 def draw_profiles(catalog, count: int, size: int, seed: int) -> list[tuple[str, ...]]:
@@ -92,15 +102,26 @@ def build_tasks(service, spec: CampaignSpec, profiles: Sequence[Sequence[str]] |
 
 
 def create_campaign(service, repository, spec: CampaignSpec, profiles: Sequence[Sequence[str]] | None = None) -> int:
-    """Build the tasks and store them (and the campaign's answer scale); returns how many tasks were added."""
+    """Build the tasks and store them (and the campaign's answer scale and guidelines); returns how many were added.
+
+    Creating a campaign that exists adds tasks to it; non-empty ``spec.guidelines`` replace its guidelines.
+    """
     tasks = build_tasks(service, spec, profiles)
     stored = repository.get_or_create_setting(f"campaign-scale:{spec.name}", lambda: spec.scale)
     if stored != spec.scale:
         raise InvalidInputError(f"campaign {spec.name!r} already exists with the {stored} scale; "
                                 "use another name or the same scale")
-    return repository.add_tasks(spec.name, tasks)
+    added = repository.add_tasks(spec.name, tasks)
+    if spec.guidelines.strip():
+        repository.set_setting(f"guidelines:{spec.name}", spec.guidelines.strip())
+    return added
 
 
 def campaign_scale(repository, name: str) -> str | None:
     """The answer scale of campaign ``name``; None when no such campaign was created (nothing is written)."""
     return repository.get_setting(f"campaign-scale:{name}")
+
+
+def campaign_guidelines(repository, name: str) -> str:
+    """The admin's guidelines (Markdown) for campaign ``name``; "" when none were written."""
+    return repository.get_setting(f"guidelines:{name}") or ""

@@ -25,11 +25,13 @@ ADMIN_ONLY = {
 }
 # Write labels or read one's own labels: any logged-in person, never an anonymous caller.
 LOGGED_IN = {"ui_like", "ui_dislike", "feedback", "ui_label_next", "ui_label_answer", "ui_label_mine",
-             "label_next", "label_answer"}
+             "label_next", "label_answer", "ui_label_skip", "ui_label_undo", "label_skip", "label_undo"}
 # Read-only, no personal data; with --auth-file Gradio's login still gates every route (tests/test_e2e_labelling.py).
 EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "ui_explain", "ui_explain_method",
             "ui_upload", "ui_upload_select", "ui_upload_explain", "ui_upload_explain_method", "recommend",
             "recommend_upload", "explain", "ui_label_campaigns", "search", "item", "similar", "explain_upload",
+            # A campaign's guidelines; the caller's own progress only when logged in.
+            "ui_label_choose", "ui_label_keys",  # ui_label_keys: browser-side only (the keyboard script)
             # These two only answer what the caller may see (the Admin tab's visibility, the job line).
             "ui_admin_visible", "ui_admin_job"}
 
@@ -49,8 +51,9 @@ def endpoints(app) -> dict:
 def _call(fn, request):
     """Call a handler with placeholder arguments: the access check must come before any use of them."""
     params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("request", "evt")]
-    args = ["x" if p.default is inspect.Parameter.empty else p.default for p in params]
-    return fn(*args, request=request)
+    # By name: a form input may follow ``request`` (Gradio fills inputs around it, e.g. create_campaign's guidelines).
+    kwargs = {p.name: "x" if p.default is inspect.Parameter.empty else p.default for p in params}
+    return fn(**kwargs, request=request)
 
 
 def test_every_endpoint_is_classified(endpoints) -> None:

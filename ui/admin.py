@@ -130,10 +130,12 @@ class AdminHandlers:
     @user_errors
     @admin_only
     def create_campaign(self, name: str, profiles: float, per_profile: float, randoms: float, controls: float,
-                        overlap: float, scale: str, request: gr.Request = None) -> str:
+                        overlap: float, scale: str, request: gr.Request = None, guidelines: str = "") -> str:
+        # guidelines after request: Gradio fills inputs around a gr.Request wherever it is, and callers
+        # of the first seven (tests, scripts) keep working.
         spec = CampaignSpec(name=(name or "").strip(), profiles=int(profiles), per_profile=int(per_profile),
                             random_per_profile=int(randoms), controls_per_profile=int(controls), overlap=int(overlap),
-                            scale=scale)
+                            scale=scale, guidelines=guidelines or "")
         added = create_campaign(self.service, self.repository, spec)
         return (f"Campaign **{render.esc(spec.name)}**: {added} task(s) added, each for {spec.overlap} annotator(s), "
                 f"from model `{render.esc(self.service.model_version)}`.")
@@ -252,11 +254,13 @@ class AdminHandlers:
     @admin_only
     def api_campaign(self, name: str, profiles: int = 10, per_profile: int = 5, random_per_profile: int = 2,
                      controls_per_profile: int = 1, overlap: int = 3, scale: str = "graded",
-                     request: gr.Request = None) -> dict:
-        """Create a labelling campaign from the served model (admin); returns how many tasks were added."""
+                     guidelines: str = "", request: gr.Request = None) -> dict:
+        """Create a labelling campaign from the served model (admin); returns how many tasks were added.
+
+        ``guidelines``: Markdown shown to annotators on the Label tab (empty keeps an existing campaign's)."""
         spec = CampaignSpec(name=str(name).strip(), profiles=int(profiles), per_profile=int(per_profile),
                             random_per_profile=int(random_per_profile), controls_per_profile=int(controls_per_profile),
-                            overlap=int(overlap), scale=str(scale))
+                            overlap=int(overlap), scale=str(scale), guidelines=str(guidelines or ""))
         return {"tasks": create_campaign(self.service, self.repository, spec)}
 
     @user_errors
@@ -318,6 +322,9 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
                     c_random = gr.Number(label="Random items per profile", value=2, precision=0)
                     c_controls = gr.Number(label="Controls per profile", value=1, precision=0)
                     c_overlap = gr.Number(label="Annotators per task (overlap)", value=3, precision=0)
+                c_guidelines = gr.Textbox(label="Guidelines for annotators (Markdown, shown on the Label tab)", lines=4,
+                                          placeholder="e.g. 3 = you would recommend it to this person; 0 = unrelated",
+                                          info="Empty keeps the guidelines an existing campaign has.")
                 c_go = gr.Button("Create campaign")
                 c_note = gr.Markdown()
             with gr.Accordion("Label statistics and agreement", open=False):
@@ -368,8 +375,8 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
     reject.click(handlers.reject, [version], reg_out, api_name="ui_admin_reject", **ui)
     ft_start.click(handlers.start_finetune, [ft_campaign], [job], api_name="ui_admin_finetune", **ui)
     timer.tick(handlers.job_status, None, [job], api_name="ui_admin_job", show_progress="hidden", **ui)
-    c_go.click(handlers.create_campaign, [c_name, c_profiles, c_per, c_random, c_controls, c_overlap, c_scale],
-               [c_note], api_name="ui_admin_campaign", **ui)
+    c_go.click(handlers.create_campaign, [c_name, c_profiles, c_per, c_random, c_controls, c_overlap, c_scale,
+                                          c_guidelines], [c_note], api_name="ui_admin_campaign", **ui)
     s_go.click(handlers.statistics, [s_campaign], [s_summary, s_like, s_per, s_pairs, s_note],
                api_name="ui_admin_stats", **ui)
     e_go.click(handlers.export, [e_formats, e_pseudo, s_campaign], [e_files], api_name="ui_admin_export", **ui)

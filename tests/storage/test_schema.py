@@ -74,6 +74,40 @@ def test_old_database_gets_new_feedback_columns(db_backend: str, db_url: str) ->
         repo.engine.dispose()
 
 
+# Task tables as they were before skipping existed (no taskassignment.skipped_at), with one open assignment.
+OLD_TASK_TABLES = (
+    """CREATE TABLE labeltask (id {pk}, campaign VARCHAR(128) NOT NULL, context_ids JSON NOT NULL,
+        item_id VARCHAR(256) NOT NULL, kind VARCHAR(16) NOT NULL, expected_grade INTEGER,
+        model_version VARCHAR(128) NOT NULL, overlap INTEGER NOT NULL, created_at {ts} NOT NULL,
+        CONSTRAINT ck_labeltask_overlap CHECK (overlap >= 1))""",
+    """CREATE TABLE taskassignment (id {pk}, task_id INTEGER NOT NULL REFERENCES labeltask (id),
+        annotator_id INTEGER NOT NULL REFERENCES annotator (id), status VARCHAR(16) NOT NULL,
+        feedback_id INTEGER REFERENCES feedback (id), assigned_at {ts} NOT NULL, answered_at {ts},
+        CONSTRAINT uq_taskassignment_task_annotator UNIQUE (task_id, annotator_id),
+        CONSTRAINT ck_taskassignment_status CHECK (status IN ('assigned', 'answered')))""",
+    "INSERT INTO annotator (username, role, created_at) VALUES ('ann', 'annotator', '2024-01-01 00:00:00')",
+    """INSERT INTO labeltask (campaign, context_ids, item_id, kind, model_version, overlap, created_at)
+        VALUES ('c1', '["a"]', 'item-1', 'recommendation', 'v0', 1, '2024-01-01 00:00:00')""",
+    """INSERT INTO taskassignment (task_id, annotator_id, status, assigned_at)
+        VALUES (1, 1, 'assigned', '2024-01-01 00:00:00')""",
+)
+
+
+def test_old_task_tables_get_skipped_at_and_an_old_open_task_can_be_skipped(db_backend: str, db_url: str) -> None:
+    """Skips are a new nullable column (the status CHECK of an existing table cannot be widened in place)."""
+    _make_old_db(db_url, db_backend, *(sql.format(**OLD_TYPES[db_backend]) for sql in OLD_TASK_TABLES))
+    repo = Repository.from_url(db_url)
+    try:
+        assert "skipped_at" in {c["name"] for c in inspect(repo.engine).get_columns("taskassignment")}
+        task = repo.next_task("c1", "ann")
+        assert task is not None and task.item_id == "item-1"  # the old open assignment, handed out again
+        assert repo.skip_task(task.task_id, "ann") == "skipped"
+        assert repo.next_task("c1", "ann") is None
+        assert repo.next_task("c1", "bea").task_id == task.task_id  # type: ignore[union-attr]
+    finally:
+        repo.engine.dispose()
+
+
 def test_erased_judgement_ids_are_never_handed_out_again(repo: Repository) -> None:
     """A label snapshot names judgements by id: an erased judgement's id must not come back on a new one."""
     repo.add_feedback(_fb("a-1", annotator="keeper"))

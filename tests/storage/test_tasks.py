@@ -51,7 +51,7 @@ def test_three_annotators_overlap_two(repo: Repository) -> None:
     assert sorted(len(t) for t in answered.values()) == [4, 4, 4]
     assert repo.campaign_overview("c1") == {"tasks": 6, "complete": 6, "answers": 12, "open": 0}
     for name in annotators:
-        assert repo.annotator_progress("c1", name) == {"answered": 4, "open": 0, "remaining": 0}
+        assert repo.annotator_progress("c1", name) == {"answered": 4, "open": 0, "skipped": 0, "remaining": 0}
     with Session(repo.engine) as s:
         pairs = [(a.task_id, a.annotator_id, a.status) for a in s.exec(select(TaskAssignment)).all()]
     assert len(pairs) == 12 and len({(t, a) for t, a, _ in pairs}) == 12
@@ -69,14 +69,16 @@ def test_next_task_prefers_tasks_closest_to_completion_then_lowest_id(repo: Repo
     assert repo.next_task("c1", "b").task_id == 2  # z is full; y (2 slots) before x (3 slots)
     assert repo.next_task("c1", "c").task_id == 2  # y now has one slot left: closest to completion
     assert repo.next_task("c1", "d").task_id == 1
-    assert repo.annotator_progress("c1", "e") == {"answered": 0, "open": 0, "remaining": 1}
+    assert repo.annotator_progress("c1", "e") == {"answered": 0, "open": 0, "skipped": 0, "remaining": 1}
 
 
 def test_task_out_hides_kind_and_expected_answer(repo: Repository) -> None:
     repo.add_tasks("c1", [_task("ctrl", kind="control", expected=3)])
     task = repo.next_task("c1", "a")
     assert task is not None
-    assert set(vars(task)) == {"task_id", "campaign", "item_id", "context_ids", "assigned_at"}
+    # "previous" is only ever the annotator's own earlier answer (set after an undo)
+    assert set(vars(task)) == {"task_id", "campaign", "item_id", "context_ids", "assigned_at", "previous"}
+    assert task.previous is None
 
 
 def test_campaigns_are_separate(repo: Repository) -> None:
@@ -117,7 +119,7 @@ def test_answer_task_is_idempotent_and_refuses_second_answer(repo: Repository) -
     assert (mine.label, mine.task_id, mine.item_id, mine.context_ids, mine.model_version) == (
         "dislike", 1, "one", ("ctx-a", "ctx-b"), "v1",
     )
-    assert repo.annotator_progress("c1", "alice") == {"answered": 1, "open": 0, "remaining": 0}
+    assert repo.annotator_progress("c1", "alice") == {"answered": 1, "open": 0, "skipped": 0, "remaining": 0}
 
 
 def test_answer_task_validates_before_storing(repo: Repository) -> None:
@@ -128,7 +130,7 @@ def test_answer_task_validates_before_storing(repo: Repository) -> None:
     with pytest.raises(InvalidFeedbackError, match="model_version does not match the one task 1 was created for"):
         repo.answer_task("alice", 1, "like", None, "r1", model_version="v9")
     assert repo.count_feedback() == 0
-    assert repo.annotator_progress("c1", "alice") == {"answered": 0, "open": 1, "remaining": 0}
+    assert repo.annotator_progress("c1", "alice") == {"answered": 0, "open": 1, "skipped": 0, "remaining": 0}
 
 
 def test_add_feedback_with_task_id_follows_assignment_rules(repo: Repository) -> None:
@@ -201,3 +203,97 @@ def test_concurrent_annotators_never_exceed_overlap(repo: Repository) -> None:
     assert per_task == {t: overlap for t in range(1, n_tasks + 1)}
     assert all(len(t) == len(set(t)) for t in done.values())
     assert repo.campaign_overview("c1") == {"tasks": 5, "complete": 5, "answers": 10, "open": 0}
+
+
+# ---------------------------------------------------------------------- skip and undo
+
+
+def test_skip_frees_the_slot_for_others_and_is_never_served_to_the_skipper_again(repo: Repository) -> None:
+    repo.add_tasks("c1", [_task("one"), _task("two")])  # overlap 1: a held slot blocks everyone else
+    first = repo.next_task("c1", "alice")
+    assert first is not None and first.item_id == "one"
+    assert repo.next_task("c1", "bob").item_id == "two"  # type: ignore[union-attr]
+    assert repo.skip_task(first.task_id, "alice") == "skipped"
+    assert repo.next_task("c1", "alice") is None  # "two" is bob's, "one" she gave back
+    assert repo.next_task("c1", "carol").task_id == first.task_id  # type: ignore[union-attr]
+    assert repo.annotator_progress("c1", "alice") == {"answered": 0, "open": 0, "skipped": 1, "remaining": 0}
+    assert repo.campaign_overview("c1") == {"tasks": 2, "complete": 0, "answers": 0, "open": 2}
+    assert repo.count_feedback() == 0  # a skip is not a judgement
+
+
+def test_a_skipped_task_cannot_be_answered_or_skipped_again(repo: Repository) -> None:
+    repo.add_tasks("c1", [_task("one")])
+    task = repo.next_task("c1", "alice")
+    assert task is not None
+    repo.skip_task(task.task_id, "alice")
+    with pytest.raises(TaskAlreadyAnsweredError):  # its slot may be someone else's by now
+        repo.answer_task("alice", task.task_id, "like", None, "late")
+    with pytest.raises(InvalidTaskError, match="task 1 is not open for 'alice'"):
+        repo.skip_task(task.task_id, "alice")
+    with pytest.raises(InvalidTaskError, match="task 1 is not open for 'bob'"):
+        repo.skip_task(task.task_id, "bob")  # nobody skips a task they were not given
+    assert repo.count_feedback() == 0
+
+
+def test_undo_reopens_the_latest_answer_and_the_next_answer_supersedes_it(repo: Repository, tmp_path) -> None:
+    from recsys_core.labels.aggregation import agreement, aggregate
+    from storage.export import export_labels, read_labels
+
+    repo.add_tasks("c1", [_task("one"), _task("two")])
+    for grade, request in ((3, "r1"), (2, "r2")):
+        task = repo.next_task("c1", "alice")
+        assert task is not None
+        repo.answer_task("alice", task.task_id, "graded", grade, request)
+    assert repo.undo_last_answer("c1", "bob") is None  # bob has nothing to undo
+
+    reopened = repo.undo_last_answer("c1", "alice")
+    assert reopened is not None and (reopened.item_id, reopened.previous) == ("two", ("graded", 2))
+    assert repo.next_task("c1", "alice") == reopened  # handed back to her first
+    assert repo.annotator_progress("c1", "alice") == {"answered": 1, "open": 1, "skipped": 0, "remaining": 0}
+    assert repo.campaign_overview("c1")["complete"] == 1
+    assert repo.count_feedback() == 2  # nothing deleted
+    assert repo.answer_task("alice", reopened.task_id, "graded", 0, "r3") == FeedbackResult(True, 3)
+    assert repo.campaign_overview("c1") == {"tasks": 2, "complete": 2, "answers": 2, "open": 0}
+    with Session(repo.engine) as s:
+        assignment = s.exec(select(TaskAssignment).where(TaskAssignment.task_id == reopened.task_id)).one()
+    assert (assignment.status, assignment.feedback_id) == ("answered", 3)
+
+    frame = repo.judgements_frame("c1")
+    assert frame["feedback_id"].tolist() == [1, 2, 3]  # the superseded answer is history, not erased
+    labels = aggregate(frame)
+    assert sorted(labels.feedback_ids) == [1, 3]  # ... and no longer counts
+    by_item = dict(zip(labels.examples["item_id"], labels.examples["label"]))
+    assert by_item == {"one": 1.0, "two": 0.0}
+    assert agreement(frame).n_units == 2  # one value per annotator and unit
+    paths = export_labels(frame, tmp_path, ["csv"], pseudonymise=False)
+    exported = read_labels(paths["csv"])
+    assert exported["feedback_id"].tolist() == [1, 2, 3]
+    assert exported.loc[exported["item_id"] == "two", "grade"].tolist() == [2, 0]
+
+
+def test_repeated_undos_unwind_like_a_stack(repo: Repository) -> None:
+    repo.add_tasks("c1", [_task(f"item-{i}") for i in range(3)])
+    for i in range(3):
+        task = repo.next_task("c1", "alice")
+        repo.answer_task("alice", task.task_id, "like", None, f"r{i}")  # type: ignore[union-attr]
+    assert repo.undo_last_answer("c1", "alice").item_id == "item-2"  # type: ignore[union-attr]
+    assert repo.undo_last_answer("c1", "alice").item_id == "item-1"  # type: ignore[union-attr]
+    # The latest undo comes back first; after answering it, the other re-opened one.
+    first = repo.next_task("c1", "alice")
+    assert first is not None and first.item_id == "item-1"
+    repo.answer_task("alice", first.task_id, "dislike", None, "r1-again")
+    assert repo.next_task("c1", "alice").item_id == "item-2"  # type: ignore[union-attr]
+
+
+def test_skipping_a_reopened_task_keeps_the_earlier_answer(repo: Repository) -> None:
+    repo.add_tasks("c1", [_task("one"), _task("two")])
+    task = repo.next_task("c1", "alice")
+    repo.answer_task("alice", task.task_id, "like", None, "r1")  # type: ignore[union-attr]
+    reopened = repo.undo_last_answer("c1", "alice")
+    assert reopened is not None
+    assert repo.skip_task(reopened.task_id, "alice") == "kept"
+    assert repo.annotator_progress("c1", "alice") == {"answered": 1, "open": 0, "skipped": 0, "remaining": 1}
+    assert repo.next_task("c1", "alice").item_id == "two"  # type: ignore[union-attr]
+    with Session(repo.engine) as s:
+        kept = s.exec(select(TaskAssignment).where(TaskAssignment.task_id == reopened.task_id)).one()
+    assert (kept.status, kept.feedback_id, kept.skipped_at) == ("answered", 1, None)
