@@ -35,7 +35,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"browser tests need Chromium and Playwright: {reason}")
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps its own event loop while it is open, and the
+# rest of the suite (apps launched in-process, asyncio code) must not run inside it.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     try:
         from playwright.sync_api import sync_playwright
