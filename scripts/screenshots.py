@@ -1,0 +1,209 @@
+#!/usr/bin/env python3
+"""Take a screenshot of each main screen of the studio for the README (docs/*.png).
+
+Starts ``python app.py`` on the bundled demo catalog with the packaged weights (what a visitor
+sees), in a throwaway data folder, and drives it in headless Chromium as a person would:
+
+* ``recommend.png``          Recommend: a 3D Chess + DreamChess profile, GNOME Chess selected and explained
+* ``explanation-panel.png``  the "Why this recommendation?" panel of that screen alone
+* ``upload.png``             Upload: PyChess's icon with a title, the results and the first one explained
+* ``label.png``              Label: a task of a small campaign created through the admin API
+* ``admin.png``              Admin: the model registry and the fine-tune, campaign and export sections
+
+Needs Chromium (``apt-get install chromium``) and Playwright (requirements-dev.txt). The first run
+extracts the catalog's features (about 25 s on 2 cores); ``--data-dir`` keeps them for the next run.
+
+    python scripts/screenshots.py                 # writes docs/*.png
+    python scripts/screenshots.py --out /tmp/shots --tiny   # quick check on the tiny test catalog
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))  # run as a file: the project's packages (and the tests' helpers) import
+
+from tests.browser import studio_page as ui  # noqa: E402  (after the path above)
+from tests.browser.chromium import find_chromium, launch  # noqa: E402
+
+# Laptop width; tall enough that each screen's main content fits without scrolling.
+VIEWPORT = {"width": 1400, "height": 1100}
+STEP_TIMEOUT_MS = 120_000  # the packaged encoders on 2 CPU cores: an explanation can take several seconds
+
+# What each screen shows, for the demo catalog and for the tiny test catalog (tests/conftest.py).
+SCENES = {
+    "demo": {"profile": ["3D Chess", "DreamChess"], "search": "chess", "explain": "GNOME Chess",
+             "upload": REPO_ROOT / "assets/catalog/images/icons/pychess.png", "upload_title": "Chess",
+             "upload_text": "Play chess against the computer or a friend."},
+    "tiny": {"profile": ["Chess Master", "Checkers"], "search": "", "explain": None,
+             "upload": None, "upload_title": "Space", "upload_text": "arcade space shooter"},
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", type=Path, default=REPO_ROOT / "docs", help="folder for the PNG files")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the app's data folder (features, database); default: a new temporary folder")
+    p.add_argument("--tiny", action="store_true",
+                   help="the tiny test catalog with tiny random encoders (seconds; for checking this script)")
+    p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the app to serve")
+    return p.parse_args(argv)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(args: list[str], log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=REPO_ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"error: the app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "/", timeout=2):
+                return proc, url
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.terminate()
+            raise SystemExit(f"error: the app did not serve within {timeout_s:.0f} s; its log: {log_path}")
+        time.sleep(0.5)
+
+
+def settled(page) -> None:
+    """Let running events finish and the charts draw before a screenshot."""
+    ui.eventually(lambda: page.locator("[data-testid=status-tracker]:not(.hide)").count(), lambda n: n == 0,
+                  what="the page to finish its events", timeout_s=STEP_TIMEOUT_MS / 1000, fail=False)
+    page.wait_for_timeout(800)
+
+
+def pick_by_title(page, search: str, titles: list[str]) -> None:
+    for title in titles:
+        if search:
+            box = page.get_by_label("Search")
+            box.fill(search)
+            box.press("Enter")
+        tile = page.locator("#catalog-gallery button.thumbnail-item").filter(
+            has=page.locator(".caption-label", has_text=title))
+        tile.first.wait_for()
+        before = len(ui.liked_titles(page))
+        tile.first.click()
+        ui.eventually(lambda: len(ui.liked_titles(page)), lambda n: n == before + 1, what=f"{title} liked")
+
+
+def select_result_titled(page, gallery, title: str | None) -> None:
+    items = gallery.locator("button.thumbnail-item")
+    if title:
+        items = items.filter(has=page.locator(".caption-label", has_text=title))
+    items.first.click()
+    settled(page)
+
+
+def recommend_screen(page, scene: dict, out: Path) -> None:
+    pick_by_title(page, scene["search"], scene["profile"])
+    ui.recommend(page)
+    select_result_titled(page, page.locator("#results-gallery"), scene["explain"])
+    page.screenshot(path=str(out / "recommend.png"), full_page=True)
+    ui.why_panel(page).screenshot(path=str(out / "explanation-panel.png"))
+
+
+def upload_screen(page, scene: dict, out: Path, fallback_image: Path) -> None:
+    ui.open_tab(page, "Upload a new item")
+    image = scene["upload"] or fallback_image
+    ui.block_labelled(page, "Image (optional)").locator("input[type=file]").set_input_files(str(image))
+    page.get_by_label("Title").fill(scene["upload_title"])
+    page.get_by_label("Description").fill(scene["upload_text"])
+    page.get_by_role("button", name="Find similar items").click()
+    results = ui.block_labelled(page, "Similar catalog items")
+    ui.eventually(lambda: ui.result_captions(page, results), bool, what="upload results",
+                  timeout_s=STEP_TIMEOUT_MS / 1000)
+    select_result_titled(page, results, None)
+    page.screenshot(path=str(out / "upload.png"), full_page=True)
+
+
+def label_screen(page, url: str, out: Path) -> None:
+    from gradio_client import Client
+
+    # Open mode (no --auth-file): everyone is admin, so the API may create the campaign.
+    Client(url, verbose=False).predict("screenshots", 4, 3, 1, 1, 1, "graded", api_name="/campaign")
+    ui.open_tab(page, "Label")
+    campaign = page.get_by_label("Campaign")
+    campaign.click()
+    page.get_by_role("option", name="screenshots").first.click()
+    page.get_by_role("button", name="Get a task").click()
+    ui.block_labelled(page, "Item to judge").locator("img").first.wait_for()
+    settled(page)
+    page.screenshot(path=str(out / "label.png"), full_page=True)
+
+
+def admin_screen(page, out: Path) -> None:
+    ui.open_tab(page, "Admin")
+    settled(page)
+    page.screenshot(path=str(out / "admin.png"), full_page=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    from playwright.sync_api import sync_playwright
+
+    executable, why = find_chromium()
+    if executable is None:
+        raise SystemExit(f"error: {why}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="screenshots-") as scratch:
+        scratch = Path(scratch)
+        data_dir = args.data_dir or scratch / "data"
+        app_args = ["--data-dir", str(data_dir), "--device", "cpu"]
+        fallback_image = REPO_ROOT / "assets/catalog/images/icons/pychess.png"
+        if args.tiny:
+            from tests.conftest import write_tiny_catalog
+
+            catalog = write_tiny_catalog(scratch / "catalog")
+            app_args += ["--catalog", str(catalog), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random"]
+            fallback_image = catalog / "images" / "space.png"
+        print(f"starting the app (log: {scratch / 'app.log'}) …", file=sys.stderr)
+        proc, url = start_app(app_args, scratch / "app.log", args.timeout)
+        try:
+            with sync_playwright() as playwright:
+                browser = launch(playwright, executable)
+                scene = SCENES["tiny" if args.tiny else "demo"]
+                for name, take in (("recommend", lambda p: recommend_screen(p, scene, args.out)),
+                                   ("upload", lambda p: upload_screen(p, scene, args.out, fallback_image)),
+                                   ("label", lambda p: label_screen(p, url, args.out)),
+                                   ("admin", lambda p: admin_screen(p, args.out))):
+                    page = browser.new_page(viewport=VIEWPORT)  # a page per screen: a clean session each
+                    page.set_default_timeout(STEP_TIMEOUT_MS)
+                    page.goto(url)
+                    page.locator("#catalog-gallery img").first.wait_for()
+                    take(page)
+                    page.close()
+                    print(f"{name}: done", file=sys.stderr)
+                browser.close()
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+    print(f"wrote {', '.join(sorted(p.name for p in args.out.glob('*.png')))} to {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
