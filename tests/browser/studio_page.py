@@ -75,7 +75,9 @@ def wait_for_explanation_of(page, score: float) -> None:
     """Wait until the "why" panel prints this score (rounded as the page rounds it): its explanation arrived."""
     panel = why_panel(page)
     text = f"{score:.3f}"
-    eventually(lambda: panel.inner_text(), lambda shown: text in shown, what=f"an explanation with score {text}")
+    # The page writes minus signs as U+2212.
+    eventually(lambda: panel.inner_text().replace("\u2212", "-"), lambda shown: text in shown,
+               what=f"an explanation with score {text}")
 
 
 def chart_bars(page, title: str) -> list[dict[str, str]]:
@@ -87,8 +89,14 @@ def chart_bars(page, title: str) -> list[dict[str, str]]:
 
 
 def history_values(page) -> dict[str, float]:
-    """Liked item title -> contribution, as the "Contribution of each liked item" chart draws it."""
-    return {bar["liked item"]: number(bar["contribution"]) for bar in chart_bars(page, HISTORY_CHART)}
+    """Liked item title -> contribution, as the "Contribution of each liked item" chart draws it.
+
+    The chart stacks a "raised" and a "lowered" bar per liked item (one of them of height 0), so an
+    item's contribution is the sum of its bars."""
+    values: dict[str, float] = {}
+    for bar in chart_bars(page, HISTORY_CHART):
+        values[bar["liked item"]] = values.get(bar["liked item"], 0.0) + number(bar["contribution"])
+    return values
 
 
 def number(text: str) -> float:

@@ -38,7 +38,6 @@ def test_two_picked_tiles_and_recommend_show_results(page, browser_app) -> None:
     assert "5 recommendations for 2 liked item(s)" in ui.visible_text(page)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason="issue 15 defect 1, fixed on branch i15-explain")
 def test_each_selected_recommendation_shows_its_own_history_chart(page, browser_app) -> None:
     recs = browser_app.client.predict(PROFILE, 10, api_name="/recommend")
     first, last = recs[0]["item_id"], recs[-1]["item_id"]
