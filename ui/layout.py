@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import render
+from ui import render, startup
 from ui.handlers import Handlers
 from ui.panels import results_panel
 
@@ -29,6 +29,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
     # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
     with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
         def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
+            if not service.ready:  # the app launches first and prepares the catalog after (ui/startup.py)
+                return f"# {render.esc(title)}\n" + startup.preparing_note(service)
             return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
 
         header = gr.Markdown(header_text())
@@ -89,7 +91,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
             with gr.Tab("About & credits"):
                 def about_text() -> str:
-                    return f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + render.model_note(service)
+                    model = render.model_note(service) if service.ready else startup.preparing_note(service)
+                    return f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + model
 
                 about = gr.Markdown(about_text())
                 if catalog.problems:
@@ -113,6 +116,10 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
                     concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_panel.wire(handlers, **ui)  # select, explain, explain again
+        # While the catalog is prepared after launch, the header shows how far; the timer stops once ready.
+        startup_timer, startup_tick = startup.poller(service, header_text, about_text)
+        startup_timer.tick(startup_tick, None, [header, about, startup_timer], queue=False, show_progress="hidden",
+                           api_name="ui_startup", **ui)
 
         gr.api(handlers.api_recommend, api_name="recommend", concurrency_limit=8, concurrency_id="recommend")
         gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,
