@@ -30,6 +30,9 @@ LOGGED_IN = {"ui_like", "ui_dislike", "feedback", "ui_label_next", "ui_label_ans
 EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "ui_explain", "ui_explain_method",
             "ui_upload", "ui_upload_select", "ui_upload_explain", "ui_upload_explain_method", "recommend",
             "recommend_upload", "explain", "ui_label_campaigns",
+            # The start-up poller (header text only) and the example upload (fills the inputs, then searches);
+            # the example profiles (ui_example_profile, ui_example_recommend) exist only where they apply, not here.
+            "ui_startup", "ui_example_upload", "ui_example_upload_run",
             # These two only answer what the caller may see (the Admin tab's visibility, the job line).
             "ui_admin_visible", "ui_admin_job"}
 
