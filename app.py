@@ -5,8 +5,11 @@
     python app.py --catalog movielens-100k --data-root ../shared/data/movielens-100k
     python app.py --catalog movielens-100k --data-root ... --model checkpoints/warm   # a fine-tuned model
 
-Parses arguments and environment into an :class:`AppConfig`, builds storage and the recommender
-service, builds the UI and launches it. Importing this module loads nothing heavy.
+Parses arguments and environment into an :class:`AppConfig`, builds storage, the recommender
+service and the UI, launches it, and only then prepares the catalog (encoders, features, index; about
+25 s on a first start, a few seconds with cached features): the page is served at once and shows the
+progress, and requests made meanwhile are told to retry. On a ZeroGPU Space the catalog is prepared
+before launch instead (see :func:`prepare_before_launch`). Importing this module loads nothing heavy.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -30,8 +34,12 @@ if TYPE_CHECKING:
 
     from recsys_core.service import RecommenderService
     from storage import Repository
+    from studio.registry import ModelManager
 
 log = logging.getLogger("app")
+
+#: Logged once the studio serves requests; tests and benchmarks wait for it (the page comes earlier).
+READY_MESSAGE = "studio ready at"
 
 
 @dataclass(frozen=True)
@@ -183,8 +191,48 @@ def _checked_model_dir(folder: str | None) -> Path | None:
     return folder
 
 
+@dataclass
+class Studio:
+    """The built app before (or after) preparation: what :func:`main` launches and prepares."""
+
+    config: AppConfig
+    demo: "gr.Blocks"
+    service: "RecommenderService"
+    repository: "Repository"
+    manager: "ModelManager"
+
+    def prepare(self) -> None:
+        """Features, model and index, then the registry's active model. Requests that need the model are
+        refused with the progress meanwhile (the catalog can be searched); raises RecsysError on failure."""
+        stages: list[str] = []
+
+        def log_stage(_fraction: float, stage: str) -> None:  # one line per stage; tqdm draws the bars
+            if not stages or stages[-1] != stage:
+                stages.append(stage)
+                log.info("preparing the catalog (%d items): %s", len(self.service.catalog), stage)
+
+        with self.service.starting():
+            self.service.prepare(progress=log_stage)
+            self.manager.sync_at_startup(self.config.service.model_dir)
+
+
+def prepare_before_launch() -> bool:
+    """True on a ZeroGPU Space: ``spaces`` moves the models created before ``launch()`` onto the GPU worker
+    (it packs CUDA tensors when launch is called), so encoders loaded after launch would never get there."""
+    from ui.gpu import on_zero_gpu
+
+    return on_zero_gpu()
+
+
 def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "Repository"]:
     """Build storage, service (features extracted or read from cache), registry, jobs and the UI; does not launch."""
+    studio = build_app(config)
+    studio.prepare()
+    return studio.demo, studio.service, studio.repository
+
+
+def build_app(config: AppConfig) -> Studio:
+    """Everything :func:`create_app` builds except the preparation: nothing is encoded yet, so this is quick."""
     config.data_dir.mkdir(parents=True, exist_ok=True)
     # Uploads land in the data directory, not a system temp folder (Spaces mounts DATA_DIR on a bucket).
     os.environ.setdefault("GRADIO_TEMP_DIR", str((config.data_dir / "uploads").resolve()))
@@ -207,11 +255,9 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
     if catalog.problems:
         log.warning("catalog %s: %d row problem(s); see the About tab", catalog.name, len(catalog.problems))
     service = RecommenderService(catalog, config.service)
-    service.prepare()
     database_url = config.database_url or default_database_url(config.data_dir)
     repository = Repository.from_url(database_url)
     manager = ModelManager(service, repository)
-    manager.sync_at_startup(config.service.model_dir)
     jobs = FinetuneJobs(manager=manager, database_url=database_url, data_dir=config.data_dir,
                         catalog_args=_job_catalog_args(config), auto_promote=config.auto_promote,
                         options=config.finetune)
@@ -222,7 +268,7 @@ def create_app(config: AppConfig) -> tuple["gr.Blocks", "RecommenderService", "R
                       labelling=LabellingHandlers(service, repository, access, rate_limit),
                       admin=AdminHandlers(service, repository, access, manager, jobs, config.data_dir / "exports"))
     demo.studio_access = access  # launch() needs it for the login form
-    return demo, service, repository
+    return Studio(config=config, demo=demo, service=service, repository=repository, manager=manager)
 
 
 def _job_catalog_args(config: AppConfig) -> list[str]:
@@ -249,14 +295,19 @@ def launch_kwargs(config: AppConfig, service: "RecommenderService", access=None)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    started = time.monotonic()
     config = parse_config(argv)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from recsys_core.errors import RecsysError
 
+    before_launch = prepare_before_launch()
     try:
-        demo, service, repository = create_app(config)
+        studio = build_app(config)
+        if before_launch:
+            studio.prepare()
     except RecsysError as exc:
         raise SystemExit(f"error: {exc}") from None
+    demo, service, repository = studio.demo, studio.service, studio.repository
     # An explicit max_size: on ZeroGPU Spaces Gradio otherwise caps the waiting queue at 1, and a
     # crowd session would get "Queue is full". 1024 waiting events is far above one per annotator.
     demo.queue(default_concurrency_limit=8, max_size=1024)
@@ -270,12 +321,26 @@ def main(argv: Sequence[str] | None = None) -> None:
 
         backup = LabelBackup(repository, config.backup)
         backup.start()
-        # SIGTERM (how Spaces and docker stop the app) then stops the server like Ctrl+C, so launch()
+        # SIGTERM (how Spaces and docker stop the app) then stops the server like Ctrl+C, so block_thread()
         # returns and the final backup below runs instead of the process dying mid-way.
         signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        demo.launch(css=CSS, **launch_kwargs(config, service, getattr(demo, "studio_access", None)))
-    except KeyboardInterrupt:  # Ctrl+C or SIGTERM before launch() reached its own wait loop (which catches it)
+        demo.launch(css=CSS, prevent_thread_lock=True,
+                    **launch_kwargs(config, service, getattr(demo, "studio_access", None)))
+        if not before_launch:
+            log.info("the page is up at %s and shows the progress; preparing the catalog now", demo.local_url)
+            try:
+                studio.prepare()
+            except RecsysError as exc:  # e.g. unreadable features or a broken checkpoint: stop, as before launch
+                demo.close()
+                raise SystemExit(f"error: {exc}") from None
+            except Exception:
+                demo.close()
+                raise
+        log.info("%s %s: %d items, model %s (%.1f s after start)", READY_MESSAGE, demo.local_url,
+                 len(service.catalog), service.model_version, time.monotonic() - started)
+        demo.block_thread()  # until Ctrl+C or SIGTERM (then it closes the server)
+    except KeyboardInterrupt:  # Ctrl+C or SIGTERM before block_thread() (which catches it), e.g. while preparing
         demo.close()
     finally:
         if backup is not None:

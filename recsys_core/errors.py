@@ -37,3 +37,7 @@ class EmptyProfileError(RecsysError, ValueError):
 
 class CatalogError(RecsysError, ValueError):
     """A catalog folder cannot be served at all (as opposed to single bad rows, which are skipped)."""
+
+
+class NotReadyError(RecsysError):
+    """A request came while the service was still preparing the catalog (start-up): retry in a few seconds."""

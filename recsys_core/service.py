@@ -6,13 +6,14 @@ snapshot (model + index) so a model swap never changes the ground under a runnin
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -22,7 +23,7 @@ from recsys_core.device import resolve_device
 from recsys_core.encoders.build import build_image_encoder, build_text_encoder
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.text import TextEncoder
-from recsys_core.errors import EmptyProfileError, InvalidInputError
+from recsys_core.errors import EmptyProfileError, InvalidInputError, NotReadyError
 from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
 from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.data.images import load_image
@@ -63,6 +64,28 @@ class PrepareReport:
     stats: ExtractionStats
     model_version: str
     device: str
+
+
+@dataclass(frozen=True)
+class PrepareStatus:
+    """Where preparation stands: what the header shows and what a request made too early is told."""
+
+    items: int  # catalog size
+    stage: str = "waiting"  # waiting, loading the encoders, text features, image features, building the index,
+    # finishing start-up (the app's own steps after prepare, e.g. the registry's model), ready, failed
+    fraction: float = 0.0  # of the current stage's work (the items it has to compute, not the cached ones)
+    started_at: float | None = None  # time.monotonic() when prepare began
+    error: str | None = None  # stage "failed": why
+
+    @property
+    def ready(self) -> bool:
+        return self.stage == "ready"
+
+    def describe(self) -> str:
+        """e.g. "image features 45%; 189 items, 12 s so far"."""
+        stage = self.stage if self.stage not in ("text features", "image features") else f"{self.stage} {self.fraction:.0%}"
+        since = f", {time.monotonic() - self.started_at:.0f} s so far" if self.started_at is not None else ""
+        return f"{stage}; {self.items} items{since}"
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,8 @@ class RecommenderService:
         self._snapshot: _Snapshot | None = None
         self._explainer: Explainer | None = None
         self.explain_config = ExplainConfig()
+        self._status = PrepareStatus(items=len(catalog))
+        self._starting = False  # inside starting(): requests are refused until it ends
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
@@ -124,21 +149,39 @@ class RecommenderService:
         return self._image_encoder
 
     def prepare(self, progress: ProgressFn | None = None) -> PrepareReport:
-        """Load encoders, extract (or read cached) features, build the model and index. Idempotent."""
+        """Load encoders, extract (or read cached) features, build the model and index. Idempotent.
+
+        While it runs (in any thread), requests that need the model raise :class:`NotReadyError` with
+        the progress instead of waiting or preparing a second time; :attr:`status` reports it too.
+        """
         start = time.perf_counter()
-        with self._lock:
-            features = extract_catalog_features(
-                self.catalog,
-                self.text_encoder,
-                self.image_encoder,
-                self.config.cache_dir,
-                keep_regions=self.config.cache_feature_maps,
-                progress=progress,
-                max_pixels=self.config.limits.max_image_pixels,
-            )
-            zeroshot = ZeroShotModel(features, self.config.zeroshot)
-            self._snapshot = self._snapshot_for(self.config.model_dir, features, zeroshot)
-            model = self._snapshot.model
+        self._set_status("loading the encoders", started_at=time.monotonic())
+
+        def track(fraction: float, stage: str) -> None:
+            self._set_status(stage, fraction)
+            if progress is not None:
+                progress(fraction, stage)
+
+        try:
+            with self._lock:
+                text_encoder, image_encoder = self.text_encoder, self.image_encoder
+                features = extract_catalog_features(
+                    self.catalog,
+                    text_encoder,
+                    image_encoder,
+                    self.config.cache_dir,
+                    keep_regions=self.config.cache_feature_maps,
+                    progress=track,
+                    max_pixels=self.config.limits.max_image_pixels,
+                )
+                self._set_status("building the index")
+                zeroshot = ZeroShotModel(features, self.config.zeroshot)
+                self._snapshot = self._snapshot_for(self.config.model_dir, features, zeroshot)
+                model = self._snapshot.model
+        except BaseException as exc:
+            self._set_status("failed", error=str(exc) or type(exc).__name__)
+            raise
+        self._set_status("finishing start-up" if self._starting else "ready")
         report = PrepareReport(
             items=len(self.catalog),
             with_image=int(features.has_image.sum()),
@@ -153,15 +196,58 @@ class RecommenderService:
 
     @property
     def ready(self) -> bool:
-        return self._snapshot is not None
+        """Prepared, and not inside :meth:`starting`: requests are served."""
+        return self._snapshot is not None and not self._starting
+
+    @property
+    def status(self) -> PrepareStatus:
+        return self._status
+
+    def _set_status(self, stage: str, fraction: float = 0.0, *, started_at: float | None = None,
+                    error: str | None = None) -> None:
+        # One assignment of a frozen object: readers in other threads see the old status or the new one.
+        started = started_at if started_at is not None else self._status.started_at
+        self._status = PrepareStatus(items=len(self.catalog), stage=stage, fraction=fraction, started_at=started,
+                                     error=error)
+
+    @contextlib.contextmanager
+    def starting(self) -> Iterator[None]:
+        """Refuse requests (:class:`NotReadyError`) until the block ends, e.g. while the app prepares in the
+        background and then serves the registry's active model. Inside, :meth:`prepare` and :meth:`load_model`
+        work; the catalog (:meth:`search`, :meth:`item`) is available throughout. After an exception the
+        service stays closed (status "failed"): the app stops."""
+        self._starting = True
+        try:
+            yield
+        except BaseException as exc:
+            if self._status.stage != "failed":
+                self._set_status("failed", error=str(exc) or type(exc).__name__)
+            raise
+        self._starting = False
+        self._set_status("ready")
+
+    def _not_ready(self) -> NotReadyError:
+        status = self._status
+        if status.stage == "failed":
+            return NotReadyError(f"the studio could not prepare the catalog ({status.error}); see the server log")
+        return NotReadyError(f"the studio is still preparing the catalog ({status.describe()}); "
+                             "try again in a few seconds")
 
     def _state(self) -> _Snapshot:
         snapshot = self._snapshot
         if snapshot is None:
-            self.prepare()
+            if self._starting or self._status.stage not in ("waiting", "ready", "failed"):
+                raise self._not_ready()  # another thread is preparing: say how far, do not prepare twice
+            self.prepare()  # first use without an explicit prepare (scripts, tests)
             snapshot = self._snapshot
         assert snapshot is not None
         return snapshot
+
+    def _serving(self) -> _Snapshot:
+        """The snapshot a request is served from; refused with the progress while :meth:`starting` runs."""
+        if self._starting:
+            raise self._not_ready()
+        return self._state()
 
     @property
     def model_version(self) -> str:
@@ -259,7 +345,7 @@ class RecommenderService:
         diversity = self._check_diversity(diversity)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
-        state = self._state()
+        state = self._serving()
         query = state.model.profile(indices)
         return self._results(state, query, k, exclude=indices, diversity=diversity)
 
@@ -279,7 +365,7 @@ class RecommenderService:
         """Catalog items most similar to a new item given by an image and/or text."""
         k = self._check_k(k)
         upload = self._check_upload(image, title, description)
-        state = self._state()
+        state = self._serving()
         return self._results(state, self._upload_query(state, upload), k, exclude=[])
 
     def _check_upload(self, image: str | Path | bytes | None, title: str, description: str) -> "_Upload":
@@ -331,7 +417,7 @@ class RecommenderService:
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
         target = self.catalog.index_of(str(item_id))
-        state = self._state()
+        state = self._serving()
         key = (state.model.version, tuple(ids), str(item_id), method)
         hit = self.explainer.cached(key)
         if hit is not None:
@@ -352,7 +438,7 @@ class RecommenderService:
         method = self._check_method(method)
         target = self.catalog.index_of(str(item_id))
         upload = self._check_upload(image, title, description)
-        state = self._state()
+        state = self._serving()
         image_key = hashlib.sha256(upload.image.tobytes()).hexdigest() if upload.image is not None else ""
         text_key = text_hash(upload.title + "\x00" + upload.description)
         key = (state.model.version, "upload", image_key, text_key, str(item_id), method)
@@ -367,7 +453,7 @@ class RecommenderService:
     def explanation_inputs(self, liked_ids: Sequence[str], item_id: str) -> "ExplanationInputs":
         """What an explanation of ``item_id`` for ``liked_ids`` attributes through (used by benchmarks too)."""
         indices = self.catalog.check_ids(self.clean_liked(liked_ids))
-        state = self._state()
+        state = self._serving()
         return self._inputs(state, state.model.profile(indices), self.catalog.index_of(str(item_id)))
 
     def _inputs(self, state: _Snapshot, query: torch.Tensor, target: int) -> "ExplanationInputs":

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import pytest
 
+from app import READY_MESSAGE
 from tests.conftest import REPO_ROOT
 
 
@@ -36,19 +37,24 @@ def start_app(args: Sequence[str], log_path: Path, timeout: float = 180) -> tupl
 
 
 def wait_until_serving(proc: subprocess.Popen, url: str, log_path: Path, timeout_s: float = 180) -> int:
-    """Poll ``url + "/"`` until the app serves its first page and return that page's HTTP status.
+    """Poll ``url + "/"`` until the app serves its first page, then wait until it logs that it is ready
+    (the page comes first and shows the catalog's preparation); return the first page's HTTP status.
 
     Fails the test with the app's log if the process exits first, or stops it and fails after ``timeout_s``.
     """
     deadline = time.monotonic() + timeout_s
+    status = None
     while True:
         if proc.poll() is not None:
             pytest.fail(f"app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/", timeout=2) as response:
-                return response.status
-        except OSError:
-            pass
+        if status is None:
+            try:
+                with urllib.request.urlopen(url + "/", timeout=2) as response:
+                    status = response.status
+            except OSError:
+                pass
+        if status is not None and READY_MESSAGE in log_path.read_text(errors="replace"):
+            return status
         if time.monotonic() > deadline:
             stop_app(proc)
             pytest.fail(f"app did not serve within {timeout_s:.0f} s:\n{log_path.read_text()[-3000:]}")

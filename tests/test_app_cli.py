@@ -189,3 +189,21 @@ def test_finetune_epochs_reach_the_job_options(monkeypatch, capsys) -> None:
     with pytest.raises(SystemExit):
         parse_config(["--finetune-epochs", "0"])
     assert "fine-tune option epochs is 0" in capsys.readouterr().err
+
+
+def test_a_preparation_that_fails_after_launch_stops_the_app_with_a_clear_message(tmp_path: Path) -> None:
+    from tests.app_process import free_port
+
+    folder = tmp_path / "ckpt"  # passes the --model check (both files exist) but cannot be loaded
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"")
+    env = dict({k: v for k, v in os.environ.items() if k not in ENV_VARS}, HF_HUB_OFFLINE="1")
+    done = subprocess.run([sys.executable, "app.py", "--text-encoder", "tiny-random", "--image-encoder", "tiny-random",
+                           "--data-dir", str(tmp_path / "data"), "--port", str(free_port()), "--model", str(folder)],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1
+    assert "the page is up at http://127.0.0.1:" in done.stderr  # launched first, then prepared
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: checkpoint {folder} cannot be loaded"), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr

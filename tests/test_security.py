@@ -32,6 +32,9 @@ EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "u
             "recommend_upload", "explain", "ui_label_campaigns", "search", "item", "similar", "explain_upload",
             # A campaign's guidelines; the caller's own progress only when logged in.
             "ui_label_choose", "ui_label_keys",  # ui_label_keys: browser-side only (the keyboard script)
+            # The start-up poller (header text only) and the example upload (fills the inputs, then searches);
+            # the example profiles (ui_example_profile, ui_example_recommend) exist only where they apply, not here.
+            "ui_startup", "ui_example_upload", "ui_example_upload_run",
             # These two only answer what the caller may see (the Admin tab's visibility, the job line).
             "ui_admin_visible", "ui_admin_job"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ui import render
+from ui import examples, render, startup
 from ui.handlers import Handlers
 from ui.panels import results_panel
 
@@ -29,6 +29,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
     # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
     with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
         def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
+            if not service.ready:  # the app launches first and prepares the catalog after (ui/startup.py)
+                return f"# {render.esc(title)}\n" + startup.preparing_note(service)
             return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
 
         header = gr.Markdown(header_text())
@@ -57,6 +59,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                             diversity = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Diversity (MMR)",
                                                   info="0 = by score only; higher = fewer look-alikes")
                         go = gr.Button("2. Recommend", variant="primary")
+                        profile_examples = examples.profile_examples(catalog, liked)  # fill + Recommend, one click
                         status = gr.Markdown()
                         rec_panel = results_panel(label="Recommendations", elem_id="results-gallery", rating=True,
                                                   details="Select a recommendation to see details and rate it.")
@@ -72,6 +75,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
                         up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
                         up_go = gr.Button("Find similar items", variant="primary")
+                        upload_examples = examples.upload_examples(up_image, up_title, up_description)
                     with gr.Column(scale=3):
                         up_status = gr.Markdown()
                         up_panel = results_panel(label="Similar catalog items", upload=True)
@@ -89,7 +93,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
             with gr.Tab("About & credits"):
                 def about_text() -> str:
-                    return f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + render.model_note(service)
+                    model = render.model_note(service) if service.ready else startup.preparing_note(service)
+                    return f"### {render.esc(catalog.name)}\n{render.esc(catalog.description)}\n\n" + model
 
                 about = gr.Markdown(about_text())
                 if catalog.problems:
@@ -113,6 +118,19 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
                     concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_panel.wire(handlers, **ui)  # select, explain, explain again
+        # One-click examples run what the tab's button runs, on what the example filled in.
+        if profile_examples is not None:
+            profile_examples.load_input_event.then(
+                handlers.recommend, [liked, k, diversity], [*rec_panel.shown, rec_panel.details, status],
+                concurrency_limit=8, concurrency_id="recommend", api_name="ui_example_recommend", **ui)
+        if upload_examples is not None:
+            upload_examples.load_input_event.then(
+                handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
+                concurrency_limit=4, concurrency_id="upload", api_name="ui_example_upload_run", **ui)
+        # While the catalog is prepared after launch, the header shows how far; the timer stops once ready.
+        startup_timer, startup_tick = startup.poller(service, header_text, about_text)
+        startup_timer.tick(startup_tick, None, [header, about, startup_timer], queue=False, show_progress="hidden",
+                           api_name="ui_startup", **ui)
 
         gr.api(handlers.api_recommend, api_name="recommend", concurrency_limit=8, concurrency_id="recommend")
         gr.api(handlers.api_recommend_upload, api_name="recommend_upload", concurrency_limit=4,
