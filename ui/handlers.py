@@ -213,14 +213,15 @@ class Handlers:
 
     @user_errors
     def recommend(self, liked: list[str] | None, k: float, request: gr.Request, diversity: float = 0.0
-                  ) -> tuple[Any, list, Any, dict, str, str]:
+                  ) -> tuple:
         liked = list(liked or [])
         recs = self.service.recommend(liked, int(k), float(diversity or 0.0))
         request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
         state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}
         status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
-        return (*shown_values(recs, state), "Select a recommendation to see why and to rate it.", status)
+        return (*shown_values(recs, state, details="Select a recommendation to see why and to rate it.", rating=True),
+                status)
 
     @user_errors
     def select_result(self, state: dict | None, evt: gr.SelectData) -> tuple[dict, str]:
@@ -291,10 +292,11 @@ class Handlers:
 
     @user_errors
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
-                         request: gr.Request) -> tuple[Any, list, Any, dict, str]:
+                         request: gr.Request) -> tuple:
         recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                     description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
                  "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}
-        return (*shown_values(recs, state), f"{len(recs)} catalog items similar to your upload")
+        return (*shown_values(recs, state, details="Select an item to see why it is similar.", upload=True),
+                f"{len(recs)} catalog items similar to your upload")

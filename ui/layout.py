@@ -107,7 +107,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
-        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, rec_panel.details, status],
+        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method, like, dislike
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
