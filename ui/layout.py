@@ -6,6 +6,7 @@ import gradio as gr
 
 from ui import render
 from ui.handlers import Handlers
+from ui.header import model_line
 from ui.panels import results_panel
 
 ALL_GENRES = "All genres"
@@ -28,10 +29,9 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
     # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
     with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
-        def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
-            return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
-
-        header = gr.Markdown(header_text())
+        gr.Markdown(f"# {render.esc(title)}")
+        # Re-read on every page load (another admin may have promoted a model); the Admin tab refreshes it too.
+        header = gr.Markdown(model_line(service))
         if handlers.access.mode == "oauth":  # Hugging Face sign-in on Spaces (hf_oauth: true in README front matter)
             gr.LoginButton()
 
@@ -83,7 +83,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
             if admin is not None:
                 from ui.admin import build_admin_tab
 
-                admin_outputs = build_admin_tab(admin)  # body, notice, job poller
+                admin_outputs = build_admin_tab(admin, header)  # body, notice, job poller
                 demo.load(admin.tab_visibility, None, list(admin_outputs), api_name="ui_admin_visible",
                           api_visibility="private")
 
@@ -103,7 +103,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
         # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
         ui = {"api_visibility": "private"}
-        demo.load(lambda: (header_text(), about_text()), None, [header, about], api_name="ui_header", **ui)
+        demo.load(lambda: (model_line(service), about_text()), None, [header, about], api_name="ui_header", **ui)
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
