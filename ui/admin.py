@@ -23,7 +23,7 @@ from studio.jobs import FinetuneJobs
 from studio.registry import ModelManager
 from ui import render
 from ui.access import Access, admin_only
-from ui.errors import user_errors
+from ui.errors import ui_event, user_errors
 from ui.header import model_line
 from ui.handlers import _file_path
 
@@ -79,7 +79,7 @@ class AdminHandlers:
         serving += f"Serving **{render.esc(self.service.model_version)}**."
         return (table, choices, serving, model_line(self.service), *self._statistics(campaign))
 
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
     def registry(self, campaign: str | None = None, request: gr.Request = None) -> tuple:
         """Every admin view, fresh (the tab opened, Refresh)."""
@@ -92,19 +92,19 @@ class AdminHandlers:
         return self._views(campaign, note=f"{verb} `{render.esc(version)}`.")
 
     # A decision changes what every view shows (the header names the served model): all of them are returned.
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
     def promote(self, version: str | None, override: bool, campaign: str | None = None,
                 request: gr.Request = None) -> tuple:
         return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), "Promoted", version,
                             campaign, request)
 
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
     def rollback(self, version: str | None, campaign: str | None = None, request: gr.Request = None) -> tuple:
         return self._decide(self.manager.rollback, "Rolled back to", version, campaign, request)
 
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
     def reject(self, version: str | None, campaign: str | None = None, request: gr.Request = None) -> tuple:
         return self._decide(self.manager.reject, "Rejected", version, campaign, request)
@@ -123,7 +123,7 @@ class AdminHandlers:
         return (f"**Finished** (job {s.job_id}, {s.seconds:.0f} s): candidate `{render.esc(s.version or '')}` — "
                 f"{render.esc(s.message)}; gate: {render.esc(s.gate_reason)}")
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def start_finetune(self, campaign: str | None, request: gr.Request = None) -> str:
         self.jobs.start(self.access.caller(request).username, campaign=campaign or None)
@@ -151,7 +151,7 @@ class AdminHandlers:
         return (self._job_text(), now, *views)
 
     # -- campaigns ----------------------------------------------------------------------------------
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def create_campaign(self, name: str, profiles: float, per_profile: float, randoms: float, controls: float,
                         overlap: float, scale: str, request: gr.Request = None) -> str:
@@ -163,7 +163,7 @@ class AdminHandlers:
                 f"from model `{render.esc(self.service.model_version)}`.")
 
     # -- statistics -----------------------------------------------------------------------------------
-    @user_errors
+    @ui_event(outputs=5, note=4)
     @admin_only
     def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
         return self._statistics(campaign)
@@ -186,9 +186,12 @@ class AdminHandlers:
         return text, like_rate, per, pairs, ""
 
     # -- exports --------------------------------------------------------------------------------------
-    @user_errors
+    @ui_event()
     @admin_only
     def export(self, formats: list[str], pseudonymise: bool, campaign: str | None, request: gr.Request = None) -> list[str]:
+        return self._export(formats, pseudonymise, campaign)
+
+    def _export(self, formats: list[str], pseudonymise: bool, campaign: str | None) -> list[str]:
         from storage.export import export_labels
 
         if not formats:
@@ -212,7 +215,7 @@ class AdminHandlers:
         limits = ImportLimits(max_image_pixels=self.service.config.limits.max_image_pixels)
         return import_catalog_zip(str(path), str(name or ""), self.catalogs_dir, limits)
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def import_catalog(self, file: Any, name: str, request: gr.Request = None) -> str:
         report = self._import(file, name)
@@ -234,7 +237,7 @@ class AdminHandlers:
         log.info("admin %s erased the labels of one annotator (%d judgements)", caller.username, result.feedback)
         return result
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def erase(self, username: str, confirm: bool, request: gr.Request = None) -> str:
         result = self._erase(username, confirm, request)
@@ -305,7 +308,7 @@ class AdminHandlers:
     @admin_only
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
         """Write all labels in the given formats on the server (admin); returns {format: path}."""
-        paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)
+        paths = self._export(list(formats or EXPORT_FORMATS), pseudonymise, None)
         return {"files": paths}
 
 

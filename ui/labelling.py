@@ -13,7 +13,7 @@ from storage import Repository
 from studio.campaigns import campaign_scale
 from ui import render
 from ui.access import Access
-from ui.errors import user_errors
+from ui.errors import ui_event, user_errors
 from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ class LabellingHandlers:
             self._scales[campaign] = scale
         return self._scales[campaign]
 
-    @user_errors
+    @ui_event()
     def campaigns(self) -> Any:
         names = self.repository.list_campaigns()
         return gr.update(choices=names, value=names[0] if names else None)
@@ -48,8 +48,11 @@ class LabellingHandlers:
         return (f"**{render.esc(username)}** · campaign `{render.esc(campaign)}`: {p['answered']} answered, "
                 f"{p['remaining']} more available to you.")
 
-    @user_errors
+    @ui_event(outputs=6, note=2)  # a mistake is shown where the task would be
     def next_task(self, campaign: str | None, request: gr.Request = None) -> tuple:
+        return self._next_task(campaign, request)
+
+    def _next_task(self, campaign: str | None, request: gr.Request | None) -> tuple:
         caller = self.access.caller(request)
         if not campaign:
             raise InvalidInputError("choose a campaign first (an admin creates them in the Admin tab)")
@@ -69,7 +72,7 @@ class LabellingHandlers:
         return (profile, image, card, gr.update(choices=choices, value=None), state,
                 self._progress(campaign, caller.username))
 
-    @user_errors
+    @ui_event(outputs=7, note=6)  # the task and the answer stay as they are; the note says what to do
     def answer(self, state: dict, answer: Any, request: gr.Request = None) -> tuple:
         caller = self.access.caller(request)
         if not state or "task_id" not in state:
@@ -84,7 +87,7 @@ class LabellingHandlers:
         result = self.repository.answer_task(caller.username, int(state["task_id"]), label, grade,
                                              state["request_id"], session_key=getattr(request, "session_hash", None))
         note = "Saved." if result.stored else "Already saved (resent)."
-        return self.next_task(state["campaign"], request) + (note,)
+        return self._next_task(state["campaign"], request) + (note,)
 
     # -- API (any logged-in user) ------------------------------------------------------------------
     @user_errors
@@ -111,7 +114,7 @@ class LabellingHandlers:
                                              session_key=getattr(request, "session_hash", None), client="api")
         return {"stored": result.stored, "feedback_id": result.feedback_id}
 
-    @user_errors
+    @ui_event()
     def my_labels(self, request: gr.Request = None) -> list[list[Any]]:
         caller = self.access.caller(request)
         rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import render
+from ui.components import UploadImage
 from ui.handlers import Handlers
 from ui.header import model_line
 from ui.panels import results_panel
@@ -66,8 +67,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                             "the studio finds the catalog items most like it.")
                 with gr.Row():
                     with gr.Column(scale=2):
-                        up_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                            height=240)
+                        # Its file reaches the handler unopened: the service says what is wrong with a bad one.
+                        up_image = UploadImage(label="Image (optional)", sources=["upload", "clipboard"], height=240)
                         up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
                         up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
                         up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")

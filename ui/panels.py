@@ -76,6 +76,11 @@ def shown_values(recs: Sequence["Recommendation"], state: dict, *, details: str,
             *(("",) if rating else ()))
 
 
+def shown_count(*, upload: bool = False, rating: bool = False) -> int:
+    """How many values :func:`shown_values` returns for a panel built with these arguments."""
+    return len(shown_values([], {}, details="", upload=upload, rating=rating))
+
+
 def _cleared_explanation(upload: bool) -> tuple:
     """Empty values for the explanation outputs, in the order of :func:`_explanation`."""
     # tokens, region heatmap, modality share, history chart, summary (+ the upload's heatmap)
