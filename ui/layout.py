@@ -69,8 +69,11 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                     with gr.Column(scale=2):
                         # Its file reaches the handler unopened: the service says what is wrong with a bad one.
                         up_image = UploadImage(label="Image (optional)", sources=["upload", "clipboard"], height=240)
-                        up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
-                        up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
+                        # No max_length: the browser would cut longer text silently; the service refuses it
+                        # with both numbers, and the fields say the limit.
+                        text_limit = f"Title and description together: at most {limits.max_text_chars:,} characters."
+                        up_title = gr.Textbox(label="Title", info=text_limit)
+                        up_description = gr.Textbox(label="Description", lines=4, info=text_limit)
                         up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
                         up_go = gr.Button("Find similar items", variant="primary")
                     with gr.Column(scale=3):

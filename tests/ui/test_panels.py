@@ -68,3 +68,16 @@ def test_a_new_query_clears_everything_of_the_old_one(tiny_service) -> None:
             assert _cleared(shown[id(panel.feedback_note)])
         assert "Select" in shown[id(panel.details)]  # the prompt, not the previous item's details
         assert shown[id(panel.state)]["selected"] is None
+
+
+def test_the_upload_text_fields_say_their_shared_limit_and_do_not_cut_text(tiny_service) -> None:
+    """A browser max_length cut long text silently; the limit is now said beside the fields and checked by the
+    service for title + description together (issue 15, defect 8)."""
+    demo = build_demo(Handlers(tiny_service, Repository.from_url("sqlite://")))
+    upload = next(fn for fn in demo.fns.values() if fn.api_name == "ui_upload")
+    title, description = upload.inputs[1], upload.inputs[2]
+    limit = f"{tiny_service.config.limits.max_text_chars:,}"
+    for box in (title, description):
+        assert isinstance(box, gr.Textbox) and box.max_length is None
+    said = (title.info or "") + (description.info or "")
+    assert limit in said and "together" in said
