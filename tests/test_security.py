@@ -20,8 +20,8 @@ from ui.rate_limit import LabelRateLimit
 ADMIN_ONLY = {
     "ui_admin_open", "ui_admin_refresh", "ui_admin_promote", "ui_admin_rollback", "ui_admin_reject",
     "ui_admin_finetune", "ui_admin_campaign", "ui_admin_stats", "ui_admin_export", "ui_admin_erase",
-    "ui_admin_import", "ui_admin_views", "finetune", "finetune_status", "promote", "models", "export", "campaign", "erase_annotator",
-    "import_catalog",
+    "ui_admin_import", "ui_admin_views", "finetune", "finetune_status", "promote", "models", "export", "campaign",
+    "erase_annotator", "import_catalog",
 }
 # Write labels or read one's own labels: any logged-in person, never an anonymous caller.
 LOGGED_IN = {"ui_like", "ui_dislike", "feedback", "ui_label_next", "ui_label_answer", "ui_label_mine",

@@ -85,7 +85,8 @@ class AdminHandlers:
         """Every admin view, fresh (the tab opened, Refresh)."""
         return self._views(campaign)
 
-    def _decide(self, action, verb: str, version: str | None, campaign: str | None, request: gr.Request | None) -> tuple:
+    def _decide(self, action, verb: str, version: str | None, campaign: str | None,
+                request: gr.Request | None) -> tuple:
         if not version:
             raise InvalidInputError("choose a model version first")
         action(version, self.access.caller(request).username)

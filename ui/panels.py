@@ -5,9 +5,9 @@ One place holds the block's components, the order of the values a recommend hand
 them (:func:`shown_values` fills :attr:`ResultsPanel.shown`) and the order of the explanation
 outputs (``Handlers.explain``), so the two tabs cannot drift apart. A new query owns the whole
 block: it fills the results and clears everything that belonged to the previous list (details,
-explanation, history chart, feedback note, selection), so nothing of an old query stays on screen. The tabs differ only where the
-arguments say: the Upload tab also shows the matching regions of the upload (``upload=True``) and
-has no like/dislike buttons (``rating=False``).
+explanation, history chart, feedback note, selection), so nothing of an old query stays on screen.
+The tabs differ only where the arguments say: the Upload tab also shows the matching regions of
+the upload (``upload=True``) and has no like/dislike buttons (``rating=False``).
 """
 
 from __future__ import annotations

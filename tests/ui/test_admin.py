@@ -98,8 +98,9 @@ def test_every_public_admin_handler_is_declared_admin_only() -> None:
 def test_an_annotator_and_an_anonymous_caller_are_refused_on_every_admin_handler(app, name) -> None:
     app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann2"))
     # API endpoints raise the refusal, UI events show it (see refusal)
-    assert "ann1 is an annotator; this needs the admin role" in refusal(lambda: ADMIN_CALLS[name](app.admin, _req("ann1")))
-    assert "log in first" in refusal(lambda: ADMIN_CALLS[name](app.admin, _req(None)))
+    call = ADMIN_CALLS[name]
+    assert "ann1 is an annotator; this needs the admin role" in refusal(lambda: call(app.admin, _req("ann1")))
+    assert "log in first" in refusal(lambda: call(app.admin, _req(None)))
     # Refused before doing anything: no job, no campaign, no registry decision, no erasure.
     assert app.admin.jobs.status().state == "idle"
     assert app.repository.campaign_overview("c")["tasks"] == 0
