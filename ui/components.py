@@ -16,13 +16,12 @@ class UploadImage(gr.Image):
     wrong (:func:`recsys_core.data.images.load_image`), so the path is all the handler needs.
     """
 
-    is_template = True  # drawn by the frontend's Image component (Block.get_block_name)
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["type"] = "filepath"
-        super().__init__(*args, **kwargs)
+    # Drawn by the frontend's Image component (Block.get_block_name). No __init__ of its own: Gradio reads
+    # the component's props from the signature of its class's __init__.
+    is_template = True
 
     def preprocess(self, payload: Any) -> Any:
-        if payload is None or payload.path is None or (payload.url or "").startswith("data:"):
-            return super().preprocess(payload)  # nothing uploaded, or a pasted data URL Gradio decodes to a file
+        pasted = payload is not None and (payload.url or "").startswith("data:")  # Gradio decodes it to a file
+        if self.type != "filepath" or payload is None or payload.path is None or pasted:
+            return super().preprocess(payload)
         return str(payload.path)

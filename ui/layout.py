@@ -68,7 +68,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                 with gr.Row():
                     with gr.Column(scale=2):
                         # Its file reaches the handler unopened: the service says what is wrong with a bad one.
-                        up_image = UploadImage(label="Image (optional)", sources=["upload", "clipboard"], height=240)
+                        up_image = UploadImage(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
+                                               height=240)
                         # No max_length: the browser would cut longer text silently; the service refuses it
                         # with both numbers, and the fields say the limit.
                         text_limit = f"Title and description together: at most {limits.max_text_chars:,} characters."

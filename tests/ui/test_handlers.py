@@ -373,6 +373,8 @@ def test_gradio_hands_a_broken_upload_to_the_handler_instead_of_failing_before_i
     demo = build_demo(Handlers(tiny_service, Repository.from_url("sqlite://")))
     upload_inputs = next(fn for fn in demo.fns.values() if fn.api_name == "ui_upload").inputs
     assert isinstance(upload_inputs[0], UploadImage)
+    drawn = next(c for c in demo.get_config_file()["components"] if c["id"] == upload_inputs[0]._id)
+    assert drawn["type"] == "image" and drawn["props"]["label"] == "Image (optional)"  # drawn as gr.Image is
 
 
 def test_ui_mistakes_are_shown_in_place_not_raised(handlers, caplog) -> None:
