@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import render
-from ui.components import UploadImage
+from ui.components import upload_image
 from ui.handlers import Handlers
 from ui.header import model_line
 from ui.panels import results_panel
@@ -68,8 +68,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                 with gr.Row():
                     with gr.Column(scale=2):
                         # Its file reaches the handler unopened: the service says what is wrong with a bad one.
-                        up_image = UploadImage(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                               height=240)
+                        up_image = upload_image(label="Image (optional)", sources=["upload", "clipboard"], height=240)
                         # No max_length: the browser would cut longer text silently; the service refuses it
                         # with both numbers, and the fields say the limit.
                         text_limit = f"Title and description together: at most {limits.max_text_chars:,} characters."

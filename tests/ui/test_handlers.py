@@ -362,18 +362,15 @@ def test_gradio_hands_a_broken_upload_to_the_handler_instead_of_failing_before_i
     failed there, with Gradio's bare "Error" badge and a traceback in the log."""
     from gradio.data_classes import ImageData
 
-    from ui.components import UploadImage
     from ui.layout import build_demo
 
     bad = tmp_path / "notes.png"
     bad.write_text("not an image", encoding="utf-8")
-    image = UploadImage(type="filepath")
-    assert image.preprocess(ImageData(path=str(bad), orig_name="notes.png")) == str(bad)
-    assert image.preprocess(None) is None and image.get_block_name() == "image"
     demo = build_demo(Handlers(tiny_service, Repository.from_url("sqlite://")))
-    upload_inputs = next(fn for fn in demo.fns.values() if fn.api_name == "ui_upload").inputs
-    assert isinstance(upload_inputs[0], UploadImage)
-    drawn = next(c for c in demo.get_config_file()["components"] if c["id"] == upload_inputs[0]._id)
+    image = next(fn for fn in demo.fns.values() if fn.api_name == "ui_upload").inputs[0]
+    assert image.preprocess(ImageData(path=str(bad), orig_name="notes.png")) == str(bad)
+    assert image.preprocess(None) is None
+    drawn = next(c for c in demo.get_config_file()["components"] if c["id"] == image._id)
     assert drawn["type"] == "image" and drawn["props"]["label"] == "Image (optional)"  # drawn as gr.Image is
 
 
