@@ -108,6 +108,8 @@ class LimitsConfig(_Config):
     max_upload_bytes: int = 10 * 1024 * 1024
     # 40 Mpx is far above any real photo thumbnail yet stops decompression bombs early.
     max_image_pixels: int = 40_000_000
+    # An upload's title + description together (checked in one place: RecommenderService._check_upload);
+    # also the longest search text.
     max_text_chars: int = 10_000
     max_k: int = 100
     max_liked: int = 500

@@ -372,9 +372,10 @@ class RecommenderService:
         """Validate an uploaded item (text limits, at least one part, a safe image) before any encoding."""
         limits = self.config.limits
         title, description = (title or "").strip(), (description or "").strip()
-        for name, value in (("title", title), ("description", description)):
-            if len(value) > limits.max_text_chars:
-                raise InvalidInputError(f"{name} is {len(value):,} characters; the limit is {limits.max_text_chars:,}")
+        if len(title) + len(description) > limits.max_text_chars:
+            raise InvalidInputError(f"title + description is {len(title) + len(description):,} characters (title "
+                                    f"{len(title):,}, description {len(description):,}); the limit is "
+                                    f"{limits.max_text_chars:,} for both together")
         if image is None and not title and not description:
             raise InvalidInputError("give an image, a title or a description (or several) for the new item")
         pil = None

@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from types import SimpleNamespace
 
+import warnings
+from typing import Any, Callable
+
+import gradio as gr
+
 from storage import Repository
 from studio.jobs import FinetuneJobs
 from studio.registry import ModelManager
@@ -37,3 +42,15 @@ def studio_app(service, tmp_path: Path, *, rate_limit: int = 0, accounts: bool =
         label=LabellingHandlers(service, repository, access, limit),
         admin=AdminHandlers(service, repository, access, manager, jobs, tmp_path / "exports"),
         repository=repository, service=service, access=access)
+
+
+def refusal(call: Callable[[], Any]) -> str:
+    """The message a refused call shows: an API endpoint raises it as ``gr.Error``; a UI event returns and shows
+    it as a ``gr.Warning`` (a Python warning outside a running app). Empty if nothing was refused."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            call()
+        except gr.Error as exc:
+            return exc.message
+    return " ".join(str(w.message) for w in caught if issubclass(w.category, UserWarning))

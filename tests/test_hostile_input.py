@@ -97,7 +97,8 @@ def test_strange_text_is_handled_safely(app, title: str) -> None:
 
 def test_a_megabyte_of_text_is_refused(app) -> None:
     handlers, repository = app
-    with pytest.raises(gr.Error, match="description is 1,048,576 characters; the limit is 10,000"):
+    with pytest.raises(gr.Error, match=r"title \+ description is 1,048,578 characters \(title 2, description "
+                                       r"1,048,576\); the limit is 10,000 for both together"):
         handlers.api_recommend_upload(None, "ok", "x" * 2**20, 3)
     with pytest.raises(InvalidInputError, match="search text is 1,048,576 characters; the limit is 10,000"):
         handlers.service.search("y" * 2**20)

@@ -23,7 +23,8 @@ from studio.jobs import FinetuneJobs
 from studio.registry import ModelManager
 from ui import render
 from ui.access import Access, admin_only
-from ui.errors import user_errors
+from ui.errors import ui_event, user_errors
+from ui.header import model_line
 from ui.handlers import _file_path
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ REGISTRY_HEADERS = ["version", "status", "parent", "created", "decided by", "hel
                     "held-out pairwise acc.", "base pairwise acc.", "held-out likes NDCG@20", "base likes NDCG@20",
                     "gate"]
 EXPORT_FORMATS = ["csv", "parquet", "jsonl", "mmrec", "cornac"]
+# registry table, version choices, serving line, header model line, and the statistics' five outputs
+VIEW_COUNT = 9
 
 
 def _num(value: float | None) -> str:
@@ -67,32 +70,45 @@ class AdminHandlers:
                   r.gate] for r in rows]
         return table, gr.update(choices=[r.version for r in rows], value=None)
 
-    @user_errors
-    @admin_only
-    def registry(self, request: gr.Request = None) -> tuple:
+    def _views(self, campaign: str | None, note: str = "") -> tuple:
+        """Every admin view in the order of ``build_admin_tab``'s ``views``: the registry table, the version
+        choices, the serving line (``note`` first: what the last action did), the page header's model line,
+        and the label statistics (:meth:`statistics`'s five values)."""
         table, choices = self._registry()
-        return table, choices, f"Serving **{render.esc(self.service.model_version)}**."
+        serving = f"{note} " if note else ""
+        serving += f"Serving **{render.esc(self.service.model_version)}**."
+        return (table, choices, serving, model_line(self.service), *self._statistics(campaign))
 
-    def _decide(self, action, version: str | None, request: gr.Request | None) -> tuple:
+    @ui_event(outputs=VIEW_COUNT, note=2)
+    @admin_only
+    def registry(self, campaign: str | None = None, request: gr.Request = None) -> tuple:
+        """Every admin view, fresh (the tab opened, Refresh)."""
+        return self._views(campaign)
+
+    def _decide(self, action, verb: str, version: str | None, campaign: str | None,
+                request: gr.Request | None) -> tuple:
         if not version:
             raise InvalidInputError("choose a model version first")
         action(version, self.access.caller(request).username)
-        return self.registry(request)
+        return self._views(campaign, note=f"{verb} `{render.esc(version)}`.")
 
-    @user_errors
+    # A decision changes what every view shows (the header names the served model): all of them are returned.
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
-    def promote(self, version: str | None, override: bool, request: gr.Request = None) -> tuple:
-        return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), version, request)
+    def promote(self, version: str | None, override: bool, campaign: str | None = None,
+                request: gr.Request = None) -> tuple:
+        return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), "Promoted", version,
+                            campaign, request)
 
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
-    def rollback(self, version: str | None, request: gr.Request = None) -> tuple:
-        return self._decide(self.manager.rollback, version, request)
+    def rollback(self, version: str | None, campaign: str | None = None, request: gr.Request = None) -> tuple:
+        return self._decide(self.manager.rollback, "Rolled back to", version, campaign, request)
 
-    @user_errors
+    @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
-    def reject(self, version: str | None, request: gr.Request = None) -> tuple:
-        return self._decide(self.manager.reject, version, request)
+    def reject(self, version: str | None, campaign: str | None = None, request: gr.Request = None) -> tuple:
+        return self._decide(self.manager.reject, "Rejected", version, campaign, request)
 
     # -- fine-tune ----------------------------------------------------------------------------------
     def _job_text(self) -> str:
@@ -108,7 +124,7 @@ class AdminHandlers:
         return (f"**Finished** (job {s.job_id}, {s.seconds:.0f} s): candidate `{render.esc(s.version or '')}` — "
                 f"{render.esc(s.message)}; gate: {render.esc(s.gate_reason)}")
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def start_finetune(self, campaign: str | None, request: gr.Request = None) -> str:
         self.jobs.start(self.access.caller(request).username, campaign=campaign or None)
@@ -122,12 +138,21 @@ class AdminHandlers:
             is_admin = False
         return gr.update(visible=is_admin), gr.update(visible=not is_admin), gr.Timer(active=is_admin)
 
-    @admin_only(refused="")  # polled every 2 s: nothing to show an annotator, and no error pop-ups
-    def job_status(self, request: gr.Request = None) -> str:
-        return self._job_text()
+    @admin_only(refused=(gr.skip(),) * (2 + VIEW_COUNT))  # polled every 2 s: nothing for an annotator, no pop-ups
+    def job_status(self, seen: dict | None, campaign: str | None = None, request: gr.Request = None) -> tuple:
+        """The job line, what this page has seen (a ``gr.State``), and every admin view when something it shows
+        changed since the last poll (a job ended, labels arrived), else ``gr.skip()`` for each: a finished
+        fine-tune appears in the registry and the statistics follow new labels without a Refresh."""
+        s = self.jobs.status()
+        now = {"job": [s.job_id, s.state], "labels": self.repository.count_feedback()}
+        seen = seen or {}
+        job_ended = bool(seen) and seen.get("job") != now["job"] and not s.running
+        changed = job_ended or (bool(seen) and seen.get("labels") != now["labels"])
+        views = self._views(campaign) if changed else (gr.skip(),) * VIEW_COUNT
+        return (self._job_text(), now, *views)
 
     # -- campaigns ----------------------------------------------------------------------------------
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def create_campaign(self, name: str, profiles: float, per_profile: float, randoms: float, controls: float,
                         overlap: float, scale: str, request: gr.Request = None, guidelines: str = "") -> str:
@@ -141,9 +166,12 @@ class AdminHandlers:
                 f"from model `{render.esc(self.service.model_version)}`.")
 
     # -- statistics -----------------------------------------------------------------------------------
-    @user_errors
+    @ui_event(outputs=5, note=4)
     @admin_only
     def statistics(self, campaign: str | None, request: gr.Request = None) -> tuple:
+        return self._statistics(campaign)
+
+    def _statistics(self, campaign: str | None) -> tuple:
         from recsys_core.labels.aggregation import agreement
 
         counts = self.repository.label_counts()
@@ -161,9 +189,12 @@ class AdminHandlers:
         return text, like_rate, per, pairs, ""
 
     # -- exports --------------------------------------------------------------------------------------
-    @user_errors
+    @ui_event()
     @admin_only
     def export(self, formats: list[str], pseudonymise: bool, campaign: str | None, request: gr.Request = None) -> list[str]:
+        return self._export(formats, pseudonymise, campaign)
+
+    def _export(self, formats: list[str], pseudonymise: bool, campaign: str | None) -> list[str]:
         from storage.export import export_labels
 
         if not formats:
@@ -187,7 +218,7 @@ class AdminHandlers:
         limits = ImportLimits(max_image_pixels=self.service.config.limits.max_image_pixels)
         return import_catalog_zip(str(path), str(name or ""), self.catalogs_dir, limits)
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def import_catalog(self, file: Any, name: str, request: gr.Request = None) -> str:
         report = self._import(file, name)
@@ -209,7 +240,7 @@ class AdminHandlers:
         log.info("admin %s erased the labels of one annotator (%d judgements)", caller.username, result.feedback)
         return result
 
-    @user_errors
+    @ui_event(outputs=1, note=0)
     @admin_only
     def erase(self, username: str, confirm: bool, request: gr.Request = None) -> str:
         result = self._erase(username, confirm, request)
@@ -282,12 +313,13 @@ class AdminHandlers:
     @admin_only
     def api_export(self, formats: list[str] | None = None, pseudonymise: bool = True, request: gr.Request = None) -> dict:
         """Write all labels in the given formats on the server (admin); returns {format: path}."""
-        paths = self.export(list(formats or EXPORT_FORMATS), pseudonymise, None, request)
+        paths = self._export(list(formats or EXPORT_FORMATS), pseudonymise, None)
         return {"files": paths}
 
 
-def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr.Timer]:
-    """Inside an open ``gr.Blocks``: the Admin tab (hidden from annotators on page load) and its wiring."""
+def build_admin_tab(handlers: AdminHandlers, header: gr.Markdown) -> tuple[gr.Column, gr.Markdown, gr.Timer]:
+    """Inside an open ``gr.Blocks``: the Admin tab (hidden from annotators on page load) and its wiring.
+    ``header``: the page header's model line (:func:`ui.header.model_line`), refreshed with the admin views."""
     ui = {"api_visibility": "private"}
     is_open = handlers.access.mode == "open"
     with gr.Tab("Admin") as tab:  # the tab itself stays: Gradio does not render tabs that start hidden
@@ -367,20 +399,26 @@ def build_admin_tab(handlers: AdminHandlers) -> tuple[gr.Column, gr.Markdown, gr
         # annotators does not send the server a no-op request every 2 s each. Inside the tab: a component
         # directly under gr.Tabs is drawn as an extra tab button.
         timer = gr.Timer(2.0, active=is_open)
-    reg_out = [registry, version, serving]
-    tab.select(handlers.registry, None, reg_out, api_name="ui_admin_open", **ui)
-    refresh.click(handlers.registry, None, reg_out, api_name="ui_admin_refresh", **ui)
-    promote.click(handlers.promote, [version, override], reg_out, api_name="ui_admin_promote", **ui)
-    rollback.click(handlers.rollback, [version], reg_out, api_name="ui_admin_rollback", **ui)
-    reject.click(handlers.reject, [version], reg_out, api_name="ui_admin_reject", **ui)
+        seen = gr.State({})  # what this page's poller last saw (job state, label count)
+    stats_out = [s_summary, s_like, s_per, s_pairs, s_note]
+    views = [registry, version, serving, header, *stats_out]  # AdminHandlers._views' order
+    # Every action refreshes the views it may have changed, so no view shows an older state than another.
+    refresh_views = {"fn": handlers.registry, "inputs": [s_campaign], "outputs": views, "api_name": "ui_admin_views",
+                     **ui}
+    tab.select(handlers.registry, [s_campaign], views, api_name="ui_admin_open", **ui)
+    refresh.click(handlers.registry, [s_campaign], views, api_name="ui_admin_refresh", **ui)
+    promote.click(handlers.promote, [version, override, s_campaign], views, api_name="ui_admin_promote", **ui)
+    rollback.click(handlers.rollback, [version, s_campaign], views, api_name="ui_admin_rollback", **ui)
+    reject.click(handlers.reject, [version, s_campaign], views, api_name="ui_admin_reject", **ui)
     ft_start.click(handlers.start_finetune, [ft_campaign], [job], api_name="ui_admin_finetune", **ui)
-    timer.tick(handlers.job_status, None, [job], api_name="ui_admin_job", show_progress="hidden", **ui)
+    timer.tick(handlers.job_status, [seen, s_campaign], [job, seen, *views], api_name="ui_admin_job",
+               show_progress="hidden", **ui)
     c_go.click(handlers.create_campaign, [c_name, c_profiles, c_per, c_random, c_controls, c_overlap, c_scale,
-                                          c_guidelines], [c_note], api_name="ui_admin_campaign", **ui)
-    s_go.click(handlers.statistics, [s_campaign], [s_summary, s_like, s_per, s_pairs, s_note],
-               api_name="ui_admin_stats", **ui)
+                                          c_guidelines],
+               [c_note], api_name="ui_admin_campaign", **ui).then(**refresh_views)
+    s_go.click(handlers.statistics, [s_campaign], stats_out, api_name="ui_admin_stats", **ui)
     e_go.click(handlers.export, [e_formats, e_pseudo, s_campaign], [e_files], api_name="ui_admin_export", **ui)
-    x_go.click(handlers.erase, [x_user, x_confirm], [x_note], api_name="ui_admin_erase", **ui)
+    x_go.click(handlers.erase, [x_user, x_confirm], [x_note], api_name="ui_admin_erase", **ui).then(**refresh_views)
     i_go.click(handlers.import_catalog, [i_file, i_name], [i_note], api_name="ui_admin_import", **ui)
     return body, notice, timer
 

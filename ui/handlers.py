@@ -20,14 +20,17 @@ from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render
 from ui.access import Access
-from ui.errors import user_errors
+from ui.errors import ui_event, user_errors
 from ui.gpu import gpu_task
-from ui.panels import shown_values
+from ui.panels import shown_count, shown_values
 from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
 
 CATALOG_PAGE = 120  # items shown in the picker at once; search narrows it down
+# Values a recommend event returns: the results panel's, then the status line (where a mistake is shown).
+RECOMMEND_OUTPUTS = shown_count(rating=True) + 1
+UPLOAD_OUTPUTS = shown_count(upload=True) + 1
 
 
 def _session_key(request: gr.Request | None) -> str | None:
@@ -218,7 +221,7 @@ class Handlers:
                                   description=description or "", item_id=str(item_id), method=str(method)).to_api()
 
     # -- UI events ---------------------------------------------------------------------------------
-    @user_errors
+    @ui_event(outputs=3, note=2)
     def search(self, query: str, genre: str | None) -> tuple[Any, list[str], str]:
         genre = genre if genre and genre != "All genres" else None
         items = self.service.search(query or "", genre)
@@ -226,7 +229,7 @@ class Handlers:
         note = f"{len(items)} item(s) match" + (f"; showing the first {len(shown)}" if len(items) > len(shown) else "")
         return gr.Gallery(value=render.catalog_gallery(shown), selected_index=None), [i.item_id for i in shown], note
 
-    @user_errors
+    @ui_event()
     def pick(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> list[str]:
         """Clicking a catalog tile toggles it in the liked set."""
         liked = list(liked or [])
@@ -240,18 +243,19 @@ class Handlers:
             liked.append(item_id)
         return liked
 
-    @user_errors
+    @ui_event(outputs=RECOMMEND_OUTPUTS, note=-1)
     def recommend(self, liked: list[str] | None, k: float, request: gr.Request, diversity: float = 0.0
-                  ) -> tuple[Any, list, Any, dict, str, str]:
+                  ) -> tuple:
         liked = list(liked or [])
         recs = self.service.recommend(liked, int(k), float(diversity or 0.0))
         request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
         state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}
         status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
-        return (*shown_values(recs, state), "Select a recommendation to see why and to rate it.", status)
+        return (*shown_values(recs, state, details="Select a recommendation to see why and to rate it.", rating=True),
+                status)
 
-    @user_errors
+    @ui_event(outputs=2, note=1)
     def select_result(self, state: dict | None, evt: gr.SelectData) -> tuple[dict, str]:
         if not state or not state.get("results"):
             return state or {}, ""
@@ -262,7 +266,7 @@ class Handlers:
         state = dict(state, selected=item_id)
         return state, render.item_details(self.service.item(item_id), state["recs"].get(item_id))
 
-    @user_errors
+    @ui_event(outputs=1, note=0)  # the feedback note
     def feedback(self, label: str, state: dict | None, request: gr.Request) -> str:
         annotator = self._annotator(request)
         if not state or not state.get("selected"):
@@ -279,7 +283,7 @@ class Handlers:
             return f"Saved: you {verb} **{title}** (label #{result['feedback_id']})."
         return f"Already saved: you {verb} **{title}** (label #{result['feedback_id']})."
 
-    @user_errors
+    @ui_event()  # a toast only: the two tabs' explanations have different outputs
     def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
         """Explanation panel for the selected recommendation (catalog profile or upload), in the order of
         ``ResultsPanel.explanation`` (:mod:`ui.panels`)."""
@@ -321,12 +325,13 @@ class Handlers:
     def dislike(self, state: dict | None, request: gr.Request) -> str:
         return self.feedback("dislike", state, request)
 
-    @user_errors
+    @ui_event(outputs=UPLOAD_OUTPUTS, note=-1)
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
-                         request: gr.Request) -> tuple[Any, list, Any, dict, str]:
+                         request: gr.Request) -> tuple:
         recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                     description=description or "", k=int(k))
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
                  "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}
-        return (*shown_values(recs, state), f"{len(recs)} catalog items similar to your upload")
+        return (*shown_values(recs, state, details="Select an item to see why it is similar.", upload=True),
+                f"{len(recs)} catalog items similar to your upload")

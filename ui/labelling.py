@@ -18,7 +18,7 @@ from storage import InvalidTaskError, Repository, TaskOut
 from studio.campaigns import campaign_guidelines, campaign_scale
 from ui import render
 from ui.access import Access, AccessDenied
-from ui.errors import user_errors
+from ui.errors import ui_event, user_errors
 from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
@@ -121,14 +121,14 @@ class LabellingHandlers:
         return f"**Guidelines for `{render.esc(campaign)}`**\n\n{text}" if text else \
             "*No guidelines for this campaign: judge by the question below the item.*"
 
-    @user_errors
+    @ui_event(outputs=3)
     def campaigns(self, request: gr.Request = None) -> tuple:
         """The campaign list, the first campaign's guidelines (or the empty state) and the caller's progress."""
         names = self.repository.list_campaigns()
         first = names[0] if names else None
         return gr.update(choices=names, value=first), self._guidelines(first), self._progress_or_blank(first, request)
 
-    @user_errors
+    @ui_event(outputs=2)
     def choose(self, campaign: str | None, request: gr.Request = None) -> tuple:
         """Guidelines and progress of the chosen campaign (shown to visitors who are not logged in too)."""
         return self._guidelines(campaign), self._progress_or_blank(campaign, request)
@@ -168,15 +168,18 @@ class LabellingHandlers:
         return (profile, image, card, gr.update(choices=choices, value=previous), state,
                 self._progress(campaign, username))
 
-    @user_errors
+    @ui_event(outputs=6, note=2)  # a mistake is shown where the task would be
     def next_task(self, campaign: str | None, request: gr.Request = None) -> tuple:
+        return self._next_task(campaign, request)
+
+    def _next_task(self, campaign: str | None, request: gr.Request | None) -> tuple:
         caller = self.access.caller(request)
         if not campaign:
             raise InvalidInputError("choose a campaign first (an admin creates them in the Admin tab)")
         self._scale(campaign)  # an unknown campaign is refused before anything is assigned
         return self._show(campaign, caller.username, self.repository.next_task(campaign, caller.username))
 
-    @user_errors
+    @ui_event(outputs=7, note=6)  # the task and the answer stay as they are; the note says what to do
     def answer(self, state: dict, answer: Any, request: gr.Request = None) -> tuple:
         caller = self.access.caller(request)
         if not state or "task_id" not in state:
@@ -191,9 +194,9 @@ class LabellingHandlers:
         result = self.repository.answer_task(caller.username, int(state["task_id"]), label, grade,
                                              state["request_id"], session_key=getattr(request, "session_hash", None))
         note = "Saved." if result.stored else "Already saved (resent)."
-        return self.next_task(state["campaign"], request) + (note,)
+        return self._next_task(state["campaign"], request) + (note,)
 
-    @user_errors
+    @ui_event(outputs=7, note=6)
     def skip(self, state: dict, request: gr.Request = None) -> tuple:
         caller = self.access.caller(request)
         if not state or "task_id" not in state:
@@ -201,9 +204,9 @@ class LabellingHandlers:
         outcome = _task_error(self.repository.skip_task, int(state["task_id"]), caller.username)
         note = ("Skipped: it goes to someone else, and you will not get it again." if outcome == "skipped"
                 else "Kept your earlier answer.")
-        return self.next_task(state["campaign"], request) + (note,)
+        return self._next_task(state["campaign"], request) + (note,)
 
-    @user_errors
+    @ui_event(outputs=7, note=6)
     def undo(self, campaign: str | None, request: gr.Request = None) -> tuple:
         caller = self.access.caller(request)
         if not campaign:
@@ -211,7 +214,7 @@ class LabellingHandlers:
         self._scale(campaign)
         task = _task_error(self.repository.undo_last_answer, campaign, caller.username)
         if task is None:
-            return self.next_task(campaign, request) + ("Nothing to undo: you have not answered a task here yet.",)
+            return self._next_task(campaign, request) + ("Nothing to undo: you have not answered a task here yet.",)
         return self._show(campaign, caller.username, task) + ("Undone: your last answer is open again.",)
 
     # -- API (any logged-in user) ------------------------------------------------------------------
@@ -254,7 +257,7 @@ class LabellingHandlers:
         label, grade = task.previous or (None, None)
         return {**_task_dict(task, self._scale(str(campaign))), "previous": label if grade is None else str(grade)}
 
-    @user_errors
+    @ui_event()
     def my_labels(self, request: gr.Request = None) -> list[list[Any]]:
         caller = self.access.caller(request)
         rows = []

@@ -5,7 +5,9 @@ from __future__ import annotations
 import gradio as gr
 
 from ui import examples, render, startup
+from ui.components import upload_image
 from ui.handlers import Handlers
+from ui.header import model_line
 from ui.panels import results_panel
 
 ALL_GENRES = "All genres"
@@ -28,12 +30,9 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
     # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
     with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
-        def header_text() -> str:  # re-read on every page load: an admin may have promoted another model
-            if not service.ready:  # the app launches first and prepares the catalog after (ui/startup.py)
-                return f"# {render.esc(title)}\n" + startup.preparing_note(service)
-            return f"# {render.esc(title)}\n" + render.catalog_summary(catalog, service.model_version, str(service.device))
-
-        header = gr.Markdown(header_text())
+        gr.Markdown(f"# {render.esc(title)}")
+        # Re-read on every page load (another admin may have promoted a model); the Admin tab refreshes it too.
+        header = gr.Markdown(model_line(service))
         if handlers.access.mode == "oauth":  # Hugging Face sign-in on Spaces (hf_oauth: true in README front matter)
             gr.LoginButton()
 
@@ -69,10 +68,13 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                             "the studio finds the catalog items most like it.")
                 with gr.Row():
                     with gr.Column(scale=2):
-                        up_image = gr.Image(type="filepath", label="Image (optional)", sources=["upload", "clipboard"],
-                                            height=240)
-                        up_title = gr.Textbox(label="Title", max_length=limits.max_text_chars)
-                        up_description = gr.Textbox(label="Description", lines=4, max_length=limits.max_text_chars)
+                        # Its file reaches the handler unopened: the service says what is wrong with a bad one.
+                        up_image = upload_image(label="Image (optional)", sources=["upload", "clipboard"], height=240)
+                        # No max_length: the browser would cut longer text silently; the service refuses it
+                        # with both numbers, and the fields say the limit.
+                        text_limit = f"Title and description together: at most {limits.max_text_chars:,} characters."
+                        up_title = gr.Textbox(label="Title", info=text_limit)
+                        up_description = gr.Textbox(label="Description", lines=4, info=text_limit)
                         up_k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many")
                         up_go = gr.Button("Find similar items", variant="primary")
                         upload_examples = examples.upload_examples(up_image, up_title, up_description)
@@ -87,7 +89,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
             if admin is not None:
                 from ui.admin import build_admin_tab
 
-                admin_outputs = build_admin_tab(admin)  # body, notice, job poller
+                admin_outputs = build_admin_tab(admin, header)  # body, notice, job poller
                 demo.load(admin.tab_visibility, None, list(admin_outputs), api_name="ui_admin_visible",
                           api_visibility="private")
 
@@ -108,11 +110,11 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
 
         # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
         ui = {"api_visibility": "private"}
-        demo.load(lambda: (header_text(), about_text()), None, [header, about], api_name="ui_header", **ui)
+        demo.load(lambda: (model_line(service), about_text()), None, [header, about], api_name="ui_header", **ui)
         for trigger in (query.submit, genre.change):
             trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
         catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
-        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, rec_panel.details, status],
+        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method, like, dislike
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
@@ -121,14 +123,14 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         # One-click examples run what the tab's button runs, on what the example filled in.
         if profile_examples is not None:
             profile_examples.load_input_event.then(
-                handlers.recommend, [liked, k, diversity], [*rec_panel.shown, rec_panel.details, status],
+                handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
                 concurrency_limit=8, concurrency_id="recommend", api_name="ui_example_recommend", **ui)
         if upload_examples is not None:
             upload_examples.load_input_event.then(
                 handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
                 concurrency_limit=4, concurrency_id="upload", api_name="ui_example_upload_run", **ui)
         # While the catalog is prepared after launch, the header shows how far; the timer stops once ready.
-        startup_timer, startup_tick = startup.poller(service, header_text, about_text)
+        startup_timer, startup_tick = startup.poller(service, lambda: model_line(service), about_text)
         startup_timer.tick(startup_tick, None, [header, about, startup_timer], queue=False, show_progress="hidden",
                            api_name="ui_startup", **ui)
 

@@ -3,9 +3,11 @@ details, the "why" panel and the score breakdown, with the events that select an
 
 One place holds the block's components, the order of the values a recommend handler returns for
 them (:func:`shown_values` fills :attr:`ResultsPanel.shown`) and the order of the explanation
-outputs (``Handlers.explain``), so the two tabs cannot drift apart. The tabs differ only where the
-arguments say: the Upload tab also shows the matching regions of the upload (``upload=True``) and
-has no like/dislike buttons (``rating=False``).
+outputs (``Handlers.explain``), so the two tabs cannot drift apart. A new query owns the whole
+block: it fills the results and clears everything that belonged to the previous list (details,
+explanation, history chart, feedback note, selection), so nothing of an old query stays on screen.
+The tabs differ only where the arguments say: the Upload tab also shows the matching regions of
+the upload (``upload=True``) and has no like/dislike buttons (``rating=False``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ class ResultsPanel:
 
     @property
     def shown(self) -> list[gr.components.Component]:
-        """Outputs a recommend handler fills with :func:`shown_values`, in that order."""
-        return [self.gallery, self.table, self.parts, self.state]
+        """Outputs a recommend handler fills with :func:`shown_values`, in that order: the new results, then
+        everything of the previous list that must not stay on screen."""
+        note = [self.feedback_note] if self.feedback_note is not None else []
+        return [self.gallery, self.table, self.parts, self.state, self.details, *self.explanation, *note]
 
     def wire(self, handlers: Any, **ui: Any) -> None:
         """Selecting a result shows its details, then explains it; another method explains it again; 👍/👎 rate it.
@@ -62,10 +66,25 @@ class ResultsPanel:
                                api_name=f"{self.events}_dislike", **feedback)
 
 
-def shown_values(recs: Sequence["Recommendation"], state: dict) -> tuple:
-    """The values of :attr:`ResultsPanel.shown` for a new result list (the gallery starts unselected)."""
+def shown_values(recs: Sequence["Recommendation"], state: dict, *, details: str, upload: bool = False,
+                 rating: bool = False) -> tuple:
+    """The values of :attr:`ResultsPanel.shown` for a new result list: the gallery starts unselected, ``details``
+    replaces the previous item's details, and the explanation (and, with ``rating``, the feedback note) is
+    cleared. ``upload``/``rating``: as the panel was built (:func:`results_panel`)."""
     return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
-            render.score_parts_frame(recs), state)
+            render.score_parts_frame(recs), state, details, *_cleared_explanation(upload),
+            *(("",) if rating else ()))
+
+
+def shown_count(*, upload: bool = False, rating: bool = False) -> int:
+    """How many values :func:`shown_values` returns for a panel built with these arguments."""
+    return len(shown_values([], {}, details="", upload=upload, rating=rating))
+
+
+def _cleared_explanation(upload: bool) -> tuple:
+    """Empty values for the explanation outputs, in the order of :func:`_explanation`."""
+    # tokens, region heatmap, modality share, history chart, summary (+ the upload's heatmap)
+    return (None, None, None, None, "") + ((None,) if upload else ())
 
 
 def results_panel(*, label: str, elem_id: str | None = None, details: str | None = None, upload: bool = False,

@@ -187,13 +187,17 @@ def test_upload_with_nothing(tiny_service) -> None:
         tiny_service.recommend_for_upload(image=None, title="  ", description="", k=3)
 
 
-def test_upload_over_long_title_and_description(tiny_service) -> None:
+def test_upload_text_limit_is_for_title_and_description_together(tiny_service) -> None:
+    """The README's rule (issue 15, defect 8): the limit is title + description combined, said with both numbers."""
     limit = tiny_service.config.limits.max_text_chars
-    with pytest.raises(InvalidInputError, match=f"title is {limit + 1:,} characters; the limit is {limit:,}"):
+    half = limit // 2 + 1  # each part alone is well under the limit, together they are over it
+    with pytest.raises(InvalidInputError, match=rf"title \+ description is {2 * half:,} characters \(title {half:,}, "
+                                                rf"description {half:,}\); the limit is {limit:,} for both together"):
+        tiny_service.recommend_for_upload(image=None, title="x" * half, description="y" * half, k=3)
+    with pytest.raises(InvalidInputError, match=f"is {limit + 1:,} characters"):
         tiny_service.recommend_for_upload(image=None, title="x" * (limit + 1), k=3)
-    with pytest.raises(InvalidInputError, match="description is"):
-        tiny_service.recommend_for_upload(image=None, description="y" * (limit + 1), k=3)
-    assert len(tiny_service.recommend_for_upload(image=None, title="x" * limit, k=2)) == 2
+    assert len(tiny_service.recommend_for_upload(image=None, title="x" * (limit - 10), description="y" * 10,
+                                                 k=2)) == 2
 
 
 def test_upload_bad_image_and_bad_k(tiny_service) -> None:

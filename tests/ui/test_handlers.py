@@ -221,9 +221,9 @@ def test_select_result_ignores_bad_indices(handlers) -> None:
 def test_feedback_without_selection(handlers, repo) -> None:
     state = _recommend(handlers)
     for bad_state in (state, None, {}):
-        with pytest.raises(gr.Error) as info:
-            handlers.like(bad_state, req())
-        assert info.value.message == "select a recommendation first, then press Like or Dislike"
+        with pytest.warns(UserWarning, match="select a recommendation first, then press Like or Dislike"):
+            note = handlers.like(bad_state, req())
+        assert note == "⚠ select a recommendation first, then press Like or Dislike"  # shown in the feedback note
     assert repo.count_feedback() == 0
 
 
@@ -248,9 +248,9 @@ def test_search_filters_by_genre(handlers) -> None:
     assert (ids, note) == ([], "0 item(s) match")
     _, ids, _ = handlers.search("chess", "All genres")
     assert ids == ["chess"]
-    with pytest.raises(gr.Error) as info:
-        handlers.search("x" * 10_001, None)
-    assert "search text is 10,001 characters" in info.value.message
+    with pytest.warns(UserWarning, match="search text is 10,001 characters"):
+        gallery, ids, note = handlers.search("x" * 10_001, None)
+    assert gallery == ids == gr.skip() and "search text is 10,001 characters" in note
     assert CATALOG_PAGE == 120
 
 
@@ -293,9 +293,8 @@ def test_unexpected_error_becomes_reference_message(handlers, repo, tiny_service
     assert match is not None
     assert "secret internal detail" not in message
     assert f"ref {match.group(1)}" in caplog.text and "RuntimeError" in caplog.text
-    with pytest.raises(gr.Error) as info:
-        handlers.recommend(["chess"], 3, req())
-    assert "reference" in info.value.message
+    with pytest.warns(UserWarning, match="reference"):  # a UI event shows it in place too
+        assert "Something went wrong on our side (reference" in handlers.recommend(["chess"], 3, req())[-1]
     assert repo.count_impressions() == 0
 
 
@@ -379,3 +378,63 @@ def test_history_chart_shows_each_selections_own_contributions(handlers, tiny_se
             t: round(h.contribution, 4) for t, h in zip(titles, expected)}
         seen.append(tuple(_bars(history, "liked item", "contribution").values()))
     assert len(set(seen)) == 3  # three items, three different charts
+
+
+# -- user mistakes in UI events: a message in place, the panel keeps working, one log line (defect 7) ---
+
+
+def _one_warning_line(caplog) -> logging.LogRecord:
+    records = [r for r in caplog.records if r.name.startswith("ui")]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    assert records[0].exc_info is None and "Traceback" not in caplog.text
+    return records[0]
+
+
+def test_a_text_file_named_png_shows_its_message_and_keeps_the_upload_panel(handlers, repo, tmp_path, caplog) -> None:
+    bad = tmp_path / "notes.png"
+    bad.write_text("just some text renamed to .png\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="could not be read as an image"):
+        outputs = handlers.recommend_upload(str(bad), "", "", 3, req())  # no exception reaches Gradio
+    *panel, status = outputs
+    assert all(value == gr.skip() for value in panel)  # the panel keeps what it showed, no "Error" badges
+    assert status.startswith("⚠ image 'notes.png' could not be read as an image")
+    assert "could not be read as an image" in _one_warning_line(caplog).getMessage()
+    assert repo.count_impressions() == 0
+
+
+def test_gradio_hands_a_broken_upload_to_the_handler_instead_of_failing_before_it(tiny_service, tmp_path) -> None:
+    """gr.Image(type="filepath") opens the file with PIL before the handler runs; a text file renamed .png
+    failed there, with Gradio's bare "Error" badge and a traceback in the log."""
+    from gradio.data_classes import ImageData
+
+    from ui.layout import build_demo
+
+    bad = tmp_path / "notes.png"
+    bad.write_text("not an image", encoding="utf-8")
+    demo = build_demo(Handlers(tiny_service, Repository.from_url("sqlite://")))
+    image = next(fn for fn in demo.fns.values() if fn.api_name == "ui_upload").inputs[0]
+    assert image.preprocess(ImageData(path=str(bad), orig_name="notes.png")) == str(bad)
+    assert image.preprocess(None) is None
+    drawn = next(c for c in demo.get_config_file()["components"] if c["id"] == image._id)
+    assert drawn["type"] == "image" and drawn["props"]["label"] == "Image (optional)"  # drawn as gr.Image is
+
+
+def test_ui_mistakes_are_shown_in_place_not_raised(handlers, caplog) -> None:
+    state = _recommend(handlers)
+    with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="select a recommendation first"):
+        note = handlers.like(state, req())
+    assert "select a recommendation first, then press Like or Dislike" in note
+    _one_warning_line(caplog)
+    with pytest.warns(UserWarning, match="no liked items given"):
+        outputs = handlers.recommend([], 3, req())
+    assert "no liked items given" in outputs[-1] and all(v == gr.skip() for v in outputs[:-1])
+    with pytest.warns(UserWarning, match="select a recommendation first"):
+        assert handlers.explain({}, "thorough", progress=lambda *a, **k: None) == gr.skip()
+
+
+def test_api_mistakes_still_raise_with_their_message_and_log_one_line(handlers, caplog) -> None:
+    with caplog.at_level(logging.INFO), pytest.raises(gr.Error) as info:
+        handlers.api_recommend(["ghost"], 3, None)
+    assert "unknown item id(s): 'ghost'" in info.value.message
+    assert info.value.print_exception is False  # Gradio prints no traceback for it
+    _one_warning_line(caplog)
