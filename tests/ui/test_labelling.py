@@ -6,7 +6,7 @@ import gradio as gr
 import pytest
 
 from recsys_core.labels.aggregation import aggregate
-from tests.studio_app import req, studio_app
+from tests.studio_app import refusal, req, studio_app
 from ui.labelling import ALL_DONE, KEYS_JS, NO_CAMPAIGN, cut_at_word, progress_bar
 
 PROFILE, IMAGE, CARD, ANSWER, STATE, PROGRESS, NOTE = range(7)
@@ -46,8 +46,8 @@ def test_guidelines_are_set_per_campaign_by_the_admin_and_shown_when_chosen(app)
     assert "new text" in app.label.choose("a", req("ann1"))[0]
     guidelines, progress = app.label.choose("a", req(None))  # shown before logging in; no progress
     assert "new text" in guidelines and progress == "Log in to label."
-    with pytest.raises(gr.Error, match="the limit is 20000"):
-        app.admin.create_campaign("c", 1, 1, 0, 0, 1, "graded", req("boss"), "x" * 20_001)
+    assert "the limit is 20000" in refusal(
+        lambda: app.admin.create_campaign("c", 1, 1, 0, 0, 1, "graded", req("boss"), "x" * 20_001))
 
 
 def test_skip_hands_out_the_next_task_and_stores_no_answer(app) -> None:
@@ -58,10 +58,8 @@ def test_skip_hands_out_the_next_task_and_stores_no_answer(app) -> None:
     assert after[NOTE].startswith("Skipped") and "1 skipped" in after[PROGRESS]
     assert app.repository.count_feedback() == 0
     assert app.label.next_task("c", req("ann2"))[STATE]["task_id"] == first[STATE]["task_id"]  # someone else's now
-    with pytest.raises(gr.Error, match="is not open for 'ann1'"):
-        app.label.skip(first[STATE], req("ann1"))  # a stale page cannot skip it twice
-    with pytest.raises(gr.Error, match="get a task first"):
-        app.label.skip({}, req("ann1"))
+    assert "is not open for 'ann1'" in refusal(lambda: app.label.skip(first[STATE], req("ann1")))  # a stale page
+    assert "get a task first" in refusal(lambda: app.label.skip({}, req("ann1")))
 
 
 def test_undo_reopens_the_last_answer_and_the_new_answer_supersedes_it(app) -> None:
