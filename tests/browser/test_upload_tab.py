@@ -30,9 +30,6 @@ def test_an_uploaded_image_finds_similar_items(page, browser_app) -> None:
     assert f"{len(expected)} catalog items similar to your upload" in ui.visible_text(page)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="issue 15 defect 7: gr.Image fails on the file before the handler; the page shows a bare "
-                          "'Error' badge")
 def test_a_text_file_named_png_shows_its_message(page, browser_app, tmp_path) -> None:
     fake = tmp_path / "not-an-image.png"
     fake.write_text("hello, I am text")
