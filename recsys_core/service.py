@@ -57,6 +57,16 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class ModelRecommendations:
+    """One model's list for a profile (:meth:`RecommenderService.recommend_with`), named by the model that made it."""
+
+    model_version: str
+    model_kind: str  # zeroshot | multimodal: their scores are on different scales (cosine vs logit)
+    items: tuple[Recommendation, ...]
+    active: bool  # made by the model requests are served from
+
+
+@dataclass(frozen=True)
 class PrepareReport:
     items: int
     with_image: int
@@ -112,6 +122,7 @@ class _Snapshot:
     index: VectorIndex  # exact for small catalogs, FAISS IVF above IndexConfig.faiss_threshold
     features: CatalogFeatures
     zeroshot: ZeroShotModel  # always built: the baseline, and the fallback when no checkpoint is set
+    folder: Path | None = None  # the checkpoint it was loaded from (resolved; None = zero-shot)
 
 
 class RecommenderService:
@@ -134,6 +145,10 @@ class RecommenderService:
         self.explain_config = ExplainConfig()
         self._status = PrepareStatus(items=len(catalog))
         self._starting = False  # inside starting(): requests are refused until it ends
+        # recommend_with's one model kept aside (never served), and the lock that loads it once: its own
+        # lock, not _lock, so loading a checkpoint for a comparison never stalls requests or a promotion.
+        self._aside: _Snapshot | None = None
+        self._aside_lock = threading.Lock()
 
     # -- set-up ---------------------------------------------------------------------------------
     @property
@@ -289,7 +304,8 @@ class RecommenderService:
                                  self.config.cache_dir, self.config.limits.max_image_pixels)
         # Exact for small catalogs, FAISS above IndexConfig.faiss_threshold (cached beside the features).
         index = build_index(model.item_vectors, self.config.index, self.config.cache_dir)
-        return _Snapshot(model=model, index=index, features=features, zeroshot=zeroshot)
+        return _Snapshot(model=model, index=index, features=features, zeroshot=zeroshot,
+                         folder=Path(folder).resolve() if folder is not None else None)
 
     @property
     def features(self) -> CatalogFeatures:
@@ -348,6 +364,34 @@ class RecommenderService:
         state = self._serving()
         query = state.model.profile(indices)
         return self._results(state, query, k, exclude=indices, diversity=diversity)
+
+    def recommend_with(self, folder: Path | None, liked_ids: Sequence[str], k: int = 10) -> ModelRecommendations:
+        """Top-``k`` items for ``liked_ids`` from the checkpoint in ``folder`` (None = the zero-shot model),
+        served or not, without changing what requests are served from.
+
+        The active model answers itself; any other is loaded aside (model + index, as :meth:`load_model`
+        would build them) and kept until another one is asked for: one at a time, since each holds a copy of
+        the catalog's vectors.
+        """
+        k = self._check_k(k)
+        indices = self.catalog.check_ids(self.clean_liked(liked_ids))
+        state = self._serving()
+        wanted = Path(folder).resolve() if folder is not None else None
+        snapshot = state if state.folder == wanted else self._aside_for(wanted, state)
+        query = snapshot.model.profile(indices)
+        items = self._results(snapshot, query, k, exclude=indices)
+        return ModelRecommendations(model_version=snapshot.model.version, model_kind=snapshot.model.kind,
+                                    items=tuple(items), active=snapshot is state)
+
+    def _aside_for(self, folder: Path | None, state: _Snapshot) -> _Snapshot:
+        with self._aside_lock:  # two comparisons at once load the model once
+            aside = self._aside
+            if aside is None or aside.folder != folder or aside.features is not state.features:
+                self._aside = None  # let the old one go before the new one is built
+                aside = self._snapshot_for(folder, state.features, state.zeroshot)
+                self._aside = aside
+                log.info("loaded %s aside for a comparison", aside.model.version)
+            return aside
 
     def similar(self, item_id: str, k: int = 10) -> list[Recommendation]:
         """Top-``k`` items like ``item_id`` (itself excluded): the recommendations for a one-item profile."""

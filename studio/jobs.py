@@ -136,6 +136,8 @@ class FinetuneJobs:
             base = active.path if active is not None and active.path != "zero-shot" else None
             job_dir = self.data_dir / "jobs" / job_id
             job_dir.mkdir(parents=True, exist_ok=True)
+            # Who started it and when: result.json says neither, and the job history shows both.
+            write_job_meta(job_dir, started_by=by, started_at=time.time(), campaign=campaign)
             out_dir = self.data_dir / "models" / f"candidate-{job_id}"
             # The database URL goes in the environment, not argv: argv is visible to every local user (ps).
             cmd = [self.python, "-m", "studio.finetune_job", "--out", str(out_dir),
@@ -153,6 +155,12 @@ class FinetuneJobs:
             self._thread.start()
             log.info("%s started fine-tune job %s", by, job_id)
             return self._status
+
+    def history(self, limit: int = 100) -> list["JobRecord"]:
+        """Every job of this data folder, newest first (see :func:`read_history`)."""
+        status = self._status
+        return read_history(self.data_dir / "jobs", running=status.job_id if status.running else None,
+                            limit=limit)
 
     def wait(self, timeout: float | None = None) -> JobStatus:
         thread = self._thread
@@ -194,6 +202,75 @@ class FinetuneJobs:
             log.exception("fine-tune job crashed")
             self._status = replace(self._status, state="failed", error=f"{type(exc).__name__}: {exc}",
                                    seconds=time.time() - started, message="failed")
+
+
+META_FILE = "job.json"
+
+
+def write_job_meta(job_dir: Path, *, started_by: str, started_at: float, campaign: str | None) -> None:
+    (Path(job_dir) / META_FILE).write_text(json.dumps({"started_by": started_by, "started_at": started_at,
+                                                       "campaign": campaign}), encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One fine-tune job as its folder ``<data dir>/jobs/<id>/`` tells it (the job history's row)."""
+    job_id: str
+    started_at: float  # epoch seconds
+    started_by: str  # "" for jobs written before job.json existed
+    campaign: str | None
+    state: str  # running | done | failed
+    seconds: float | None  # how long it ran (so far, while running); None when nothing says
+    version: str | None = None  # the candidate (done)
+    gate_passed: bool | None = None
+    gate_reason: str = ""
+    error: str = ""  # why it failed
+
+
+def read_history(jobs_dir: Path, *, running: str | None = None, limit: int = 100) -> list[JobRecord]:
+    """The job folders under ``jobs_dir``, newest first. ``running``: the id this process is running now.
+
+    A folder without a result that is not the running job was killed or crashed (or belongs to an app
+    that stopped mid-job): it is shown as failed, since it never produced a candidate.
+    """
+    try:
+        folders = [f for f in Path(jobs_dir).iterdir() if f.is_dir()]
+    except OSError:
+        return []
+    records = [_record(folder, running) for folder in folders]
+    return sorted(records, key=lambda r: (r.started_at, r.job_id), reverse=True)[:limit]
+
+
+def _record(folder: Path, running: str | None) -> JobRecord:
+    meta: dict = {}
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        pass
+    try:  # older jobs: the id is the start time
+        started = float(meta.get("started_at") or time.mktime(time.strptime(folder.name[:15], "%Y%m%d-%H%M%S")))
+    except (ValueError, TypeError):
+        started = folder.stat().st_mtime
+    base = dict(job_id=folder.name, started_at=started, started_by=str(meta.get("started_by") or ""),
+                campaign=meta.get("campaign"))
+    if folder.name == running:
+        return JobRecord(**base, state="running", seconds=time.time() - started)
+    result = folder / "result.json"
+    try:
+        outcome = read_outcome(result)
+    except (OSError, ValueError) as exc:
+        return JobRecord(**base, state="failed", seconds=None, error=f"unreadable result.json ({exc})")
+    if isinstance(outcome, JobResult):
+        return JobRecord(**base, state="done", seconds=outcome.seconds, version=outcome.version,
+                         gate_passed=outcome.gate.passed, gate_reason=outcome.gate.reason)
+    ended = next((p.stat().st_mtime for p in (result, folder / "job.log", folder / "progress.jsonl") if p.exists()),
+                 None)
+    seconds = max(0.0, ended - started) if ended is not None else None
+    if isinstance(outcome, JobFailure):
+        return JobRecord(**base, state="failed", seconds=seconds, error=outcome.error or _tail(folder / "job.log"))
+    return JobRecord(**base, state="failed", seconds=seconds,
+                     error="ended without a result (the job or the app was stopped); last log lines: "
+                           + _tail(folder / "job.log"))
 
 
 def _tail(path: Path, lines: int = 5) -> str:

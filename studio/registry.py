@@ -135,6 +135,15 @@ class ModelManager:
             self.promote(version, "gate", note=gate.reason)
         return version
 
+    def recommend_with(self, version: str, liked_ids, k: int = 10):
+        """``version``'s top-``k`` for ``liked_ids`` without serving it (the Admin tab's side-by-side view);
+        a :class:`recsys_core.service.ModelRecommendations`."""
+        entry = self.repository.get_model(version)
+        if entry is None:
+            raise ModelActionError(f"model {version!r} is not in the registry")
+        folder = None if entry.path == ZERO_SHOT_PATH else Path(entry.path)
+        return self.service.recommend_with(folder, liked_ids, k)
+
     # -- views ------------------------------------------------------------------------------------
     def rows(self) -> list[ModelRow]:
         out = []

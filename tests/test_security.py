@@ -21,7 +21,7 @@ ADMIN_ONLY = {
     "ui_admin_open", "ui_admin_refresh", "ui_admin_promote", "ui_admin_rollback", "ui_admin_reject",
     "ui_admin_finetune", "ui_admin_campaign", "ui_admin_stats", "ui_admin_export", "ui_admin_erase",
     "ui_admin_import", "ui_admin_views", "finetune", "finetune_status", "promote", "models", "export", "campaign",
-    "erase_annotator", "import_catalog",
+    "erase_annotator", "import_catalog", "ui_admin_jobs", "jobs", "ui_admin_compare_versions", "ui_admin_compare",
 }
 # Write labels or read one's own labels: any logged-in person, never an anonymous caller.
 LOGGED_IN = {"ui_like", "ui_dislike", "feedback", "ui_label_next", "ui_label_answer", "ui_label_mine",
@@ -35,8 +35,9 @@ EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "u
             # The start-up poller (header text only) and the example upload (fills the inputs, then searches);
             # the example profiles (ui_example_profile, ui_example_recommend) exist only where they apply, not here.
             "ui_startup", "ui_example_upload", "ui_example_upload_run",
-            # These two only answer what the caller may see (the Admin tab's visibility, the job line).
-            "ui_admin_visible", "ui_admin_job"}
+            # These only answer what the caller may see (the Admin tab's visibility, the job line, the job
+            # history poll: nothing, and no error, for a non-admin).
+            "ui_admin_visible", "ui_admin_job", "ui_admin_jobs_poll"}
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from storage import Repository
 from studio.campaigns import CampaignSpec, create_campaign
 from studio.jobs import FinetuneJobs
 from studio.registry import ModelManager
-from ui import render
+from ui import admin_views, render
 from ui.access import Access, admin_only
 from ui.errors import ui_event, user_errors
 from ui.header import model_line
@@ -35,6 +35,8 @@ REGISTRY_HEADERS = ["version", "status", "parent", "created", "decided by", "hel
 EXPORT_FORMATS = ["csv", "parquet", "jsonl", "mmrec", "cornac"]
 # registry table, version choices, serving line, header model line, and the statistics' five outputs
 VIEW_COUNT = 9
+OVERRIDE_CONFIRM = "I understand the gate rejected it"
+COMPARE_K = 10
 
 
 def _num(value: float | None) -> str:
@@ -92,11 +94,21 @@ class AdminHandlers:
         action(version, self.access.caller(request).username)
         return self._views(campaign, note=f"{verb} `{render.esc(version)}`.")
 
+    def _check_override(self, version: str | None, override: bool, confirmed: bool) -> None:
+        """Promoting a gate-rejected version is two deliberate steps: 'override' and then the confirmation."""
+        entry = self.repository.get_model(version) if version and override else None
+        if entry is not None and entry.status == "rejected" and not confirmed:
+            reason = (entry.metrics or {}).get("gate_reason") or "rejected by an admin"
+            raise InvalidInputError(f"{version} was rejected ({reason}); to serve it anyway, also tick "
+                                    f"'{OVERRIDE_CONFIRM}' and press Promote again. Nothing was changed.")
+
     # A decision changes what every view shows (the header names the served model): all of them are returned.
     @ui_event(outputs=VIEW_COUNT, note=2)
     @admin_only
     def promote(self, version: str | None, override: bool, campaign: str | None = None,
-                request: gr.Request = None) -> tuple:
+                request: gr.Request = None, confirmed: bool = False) -> tuple:
+        # confirmed after request (as create_campaign's guidelines): callers of the first three keep working.
+        self._check_override(version, override, confirmed)
         return self._decide(lambda v, by: self.manager.promote(v, by, override=bool(override)), "Promoted", version,
                             campaign, request)
 
@@ -112,17 +124,7 @@ class AdminHandlers:
 
     # -- fine-tune ----------------------------------------------------------------------------------
     def _job_text(self) -> str:
-        s = self.jobs.status()
-        if s.state == "idle":
-            return "No fine-tune has run since the app started."
-        if s.running:
-            bar = "█" * int(20 * s.fraction) + "░" * (20 - int(20 * s.fraction))
-            return (f"**Running** (job {s.job_id}, started by {render.esc(s.started_by)}, "
-                    f"{time.time() - s.started_at:.0f} s): `{bar}` {100 * s.fraction:.0f}% · {render.esc(s.message)}")
-        if s.state == "failed":
-            return f"**Failed** (job {s.job_id}, {s.seconds:.0f} s): {render.esc(s.error[-600:])}"
-        return (f"**Finished** (job {s.job_id}, {s.seconds:.0f} s): candidate `{render.esc(s.version or '')}` — "
-                f"{render.esc(s.message)}; gate: {render.esc(s.gate_reason)}")
+        return admin_views.job_html(self.jobs.status())
 
     @ui_event(outputs=1, note=0)
     @admin_only
@@ -150,6 +152,65 @@ class AdminHandlers:
         changed = job_ended or (bool(seen) and seen.get("labels") != now["labels"])
         views = self._views(campaign) if changed else (gr.skip(),) * VIEW_COUNT
         return (self._job_text(), now, *views)
+
+    # -- job history ---------------------------------------------------------------------------------
+    @ui_event()
+    @admin_only
+    def job_history(self, request: gr.Request = None) -> list[list[str]]:
+        return admin_views.job_rows(self.jobs.history())
+
+    @admin_only(refused=(gr.skip(), gr.skip()))  # polled with the job line: quiet for non-admins too
+    def job_history_poll(self, seen: str, request: gr.Request = None) -> tuple:
+        """The history table again only when a job started or ended since ``seen`` (this page's last look),
+        so a finished job shows up without a click and an unchanged table is not re-sent every 2 s."""
+        records = self.jobs.history()
+        now = ",".join(f"{r.job_id}:{r.state}" for r in records)
+        if now == seen:
+            return gr.skip(), gr.skip()
+        return admin_views.job_rows(records), now
+
+    @user_errors
+    @admin_only
+    def api_jobs(self, request: gr.Request = None) -> list[dict]:
+        """Every fine-tune job of this data folder, newest first (admin): job_id, started_at (epoch s),
+        started_by, campaign, state (running | done | failed), seconds, version, gate_passed, gate_reason, error."""
+        return admin_views.job_api(self.jobs.history())
+
+    # -- two versions side by side ---------------------------------------------------------------------
+    def _profile_ids(self, text: str) -> list[str]:
+        """Item ids or exact titles (any case), separated by commas or new lines."""
+        catalog = self.service.catalog
+        by_title = {item.title.strip().lower(): item.item_id for item in catalog.items}
+        ids, unknown = [], []
+        for part in (p.strip() for p in (text or "").replace("\n", ",").split(",")):
+            if not part:
+                continue
+            found = part if part in catalog else by_title.get(part.lower())
+            (ids if found else unknown).append(found or part)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5])
+            raise InvalidInputError(f"not in the catalog (neither an item id nor a title): {shown}")
+        if not ids:
+            raise InvalidInputError("type the liked items: item ids or titles, separated by commas")
+        return ids
+
+    @ui_event(outputs=2)
+    @admin_only
+    def compare_choices(self, request: gr.Request = None) -> tuple:
+        versions = [r.version for r in self.manager.rows()]
+        active = self.service.model_version
+        other = next((v for v in versions if v != active), active)
+        return gr.update(choices=versions, value=active), gr.update(choices=versions, value=other)
+
+    @ui_event(outputs=1, note=0)  # a mistake is said where the lists would be
+    @admin_only
+    def compare(self, version_a: str | None, version_b: str | None, profile: str, request: gr.Request = None) -> str:
+        if not version_a or not version_b:
+            raise InvalidInputError("choose two model versions (A and B)")
+        ids = self._profile_ids(profile)
+        a = self.manager.recommend_with(version_a, ids, COMPARE_K)
+        b = self.manager.recommend_with(version_b, ids, COMPARE_K)
+        return admin_views.comparison_html(a, b, [self.service.item(i).title for i in ids])
 
     # -- campaigns ----------------------------------------------------------------------------------
     @ui_event(outputs=1, note=0)
@@ -333,6 +394,10 @@ def build_admin_tab(handlers: AdminHandlers, header: gr.Markdown) -> tuple[gr.Co
                 with gr.Row():
                     version = gr.Dropdown(label="Model version", choices=[], scale=3)
                     override = gr.Checkbox(label="override the gate", value=False, scale=1)
+                    # Checked by the promote handler itself (not a browser confirm() dialog): the refusal then
+                    # holds for every caller of the event, with or without JavaScript, and tests can show it.
+                    override_ok = gr.Checkbox(label=OVERRIDE_CONFIRM, value=False, scale=1,
+                                              info="needed with 'override' to promote a rejected version")
                 with gr.Row():
                     promote = gr.Button("Promote", variant="primary")
                     rollback = gr.Button("Roll back to this version")
@@ -342,7 +407,20 @@ def build_admin_tab(handlers: AdminHandlers, header: gr.Markdown) -> tuple[gr.Co
                 with gr.Row():
                     ft_campaign = gr.Textbox(label="Only this campaign (empty = all labels)", scale=3)
                     ft_start = gr.Button("Start fine-tune", variant="primary", scale=1)
-                job = gr.Markdown()
+                job = gr.HTML()
+                jobs_seen = gr.State("")
+                job_table = gr.Dataframe(headers=admin_views.JOB_HEADERS, interactive=False, wrap=True,
+                                         label="Job history (newest first)")
+            with gr.Accordion("Compare two versions", open=False):
+                gr.Markdown(f"The top {COMPARE_K} of two registry versions for the same profile, next to each other; "
+                            "neither is served by this (a version that is not served is loaded aside).")
+                with gr.Row():
+                    cmp_a = gr.Dropdown(label="Version A", choices=[], scale=2)
+                    cmp_b = gr.Dropdown(label="Version B", choices=[], scale=2)
+                cmp_profile = gr.Textbox(label="Liked items (ids or titles, separated by commas)",
+                                         placeholder="e.g. chess, checkers")
+                cmp_go = gr.Button("Compare")
+                cmp_out = gr.HTML(elem_id="compare-versions")
             with gr.Accordion("New labelling campaign", open=False):
                 with gr.Row():
                     c_name = gr.Textbox(label="Name", value="session-1")
@@ -407,12 +485,19 @@ def build_admin_tab(handlers: AdminHandlers, header: gr.Markdown) -> tuple[gr.Co
                      **ui}
     tab.select(handlers.registry, [s_campaign], views, api_name="ui_admin_open", **ui)
     refresh.click(handlers.registry, [s_campaign], views, api_name="ui_admin_refresh", **ui)
-    promote.click(handlers.promote, [version, override, s_campaign], views, api_name="ui_admin_promote", **ui)
+    promote.click(handlers.promote, [version, override, s_campaign, override_ok], views, api_name="ui_admin_promote", **ui)
     rollback.click(handlers.rollback, [version, s_campaign], views, api_name="ui_admin_rollback", **ui)
     reject.click(handlers.reject, [version, s_campaign], views, api_name="ui_admin_reject", **ui)
     ft_start.click(handlers.start_finetune, [ft_campaign], [job], api_name="ui_admin_finetune", **ui)
     timer.tick(handlers.job_status, [seen, s_campaign], [job, seen, *views], api_name="ui_admin_job",
                show_progress="hidden", **ui)
+    tab.select(handlers.job_history, None, [job_table], api_name="ui_admin_jobs", **ui)
+    refresh.click(handlers.job_history, None, [job_table], api_name="ui_admin_jobs", **ui)
+    timer.tick(handlers.job_history_poll, [jobs_seen], [job_table, jobs_seen], api_name="ui_admin_jobs_poll",
+               show_progress="hidden", **ui)
+    tab.select(handlers.compare_choices, None, [cmp_a, cmp_b], api_name="ui_admin_compare_versions", **ui)
+    refresh.click(handlers.compare_choices, None, [cmp_a, cmp_b], api_name="ui_admin_compare_versions", **ui)
+    cmp_go.click(handlers.compare, [cmp_a, cmp_b, cmp_profile], [cmp_out], api_name="ui_admin_compare", **ui)
     c_go.click(handlers.create_campaign, [c_name, c_profiles, c_per, c_random, c_controls, c_overlap, c_scale,
                                           c_guidelines],
                [c_note], api_name="ui_admin_campaign", **ui).then(**refresh_views)
@@ -429,6 +514,7 @@ def register_admin_api(handlers: AdminHandlers) -> None:
     gr.api(handlers.api_finetune_status, api_name="finetune_status")
     gr.api(handlers.api_promote, api_name="promote")
     gr.api(handlers.api_models, api_name="models")
+    gr.api(handlers.api_jobs, api_name="jobs")
     gr.api(handlers.api_export, api_name="export")
     gr.api(handlers.api_erase_annotator, api_name="erase_annotator")
     gr.api(handlers.api_import_catalog, api_name="import_catalog")

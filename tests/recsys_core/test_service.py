@@ -276,3 +276,59 @@ def test_diversity_rerank_keeps_the_best_item_and_mixes_the_rest(tiny_service) -
     for bad in (-0.1, 1.5, True, "0.5"):
         with pytest.raises(InvalidInputError, match="diversity"):
             tiny_service.recommend(["chess"], 5, bad)
+
+
+# -- recommend_with (another version's list, not served) ----------------------------------------------
+
+
+def _checkpoint(service, tmp_path: Path) -> Path:
+    from recsys_core.training.finetune import FinetuneConfig, finetune
+    from tests.recsys_core.training.test_finetune import _examples
+
+    result = finetune(examples=_examples(6), heldout=_examples(1), catalog=service.catalog, features=service.features,
+                      text_encoder=service.text_encoder, image_encoder=service.image_encoder,
+                      base_model=service.active_model, base_dir=None, out_dir=tmp_path / "cand",
+                      cache_dir=tmp_path / "features", config=FinetuneConfig(epochs=4, lr=3e-3, min_labels=10,
+                                                                             batch_labels=8))
+    return Path(result.out_dir)
+
+
+def test_recommend_with_a_checkpoint_gives_its_list_without_serving_it_and_loads_it_once(tiny_service, tmp_path,
+                                                                                          monkeypatch) -> None:
+    import recsys_core.service as service_module
+
+    folder = _checkpoint(tiny_service, tmp_path)
+    zeroshot = tiny_service.model_version
+    served = tiny_service.recommend(["chess", "cards"], k=4)
+    loads = []
+    real_load = service_module.load_serving
+    monkeypatch.setattr(service_module, "load_serving", lambda *a, **kw: loads.append(a[0]) or real_load(*a, **kw))
+
+    other = tiny_service.recommend_with(folder, ["chess", "cards"], k=4)
+    again = tiny_service.recommend_with(folder, ["space"], k=3)
+    assert len(loads) == 1  # kept aside for the next comparison
+    assert tiny_service.model_version == zeroshot  # nothing swapped
+    assert tiny_service.recommend(["chess", "cards"], k=4) == served
+    assert other.model_kind == "multimodal" and not other.active and other.model_version != zeroshot
+    assert len(again.items) == 3 and "space" not in _ids(again.items)
+    # The same list the model gives once it is served.
+    tiny_service.load_model(folder)
+    assert tiny_service.recommend(["chess", "cards"], k=4) == list(other.items)
+    # Now the served one answers itself, and zero-shot (not served any more) is built aside.
+    assert tiny_service.recommend_with(folder, ["chess", "cards"], k=4).active
+    back = tiny_service.recommend_with(None, ["chess", "cards"], k=4)
+    assert (back.model_version, back.model_kind, back.active) == (zeroshot, "zeroshot", False)
+    assert list(back.items) == served
+    assert len(loads) == 2  # the load_model above; zero-shot needs no files
+
+
+def test_recommend_with_checks_its_inputs_like_recommend(tiny_service, tmp_path) -> None:
+    from recsys_core.errors import RecsysError
+
+    with pytest.raises(UnknownItemError):
+        tiny_service.recommend_with(None, ["nope"], k=3)
+    with pytest.raises(InvalidInputError):
+        tiny_service.recommend_with(None, ["chess"], k=0)
+    with pytest.raises(RecsysError, match="not a model checkpoint"):
+        tiny_service.recommend_with(tmp_path, ["chess"], k=3)
+    assert tiny_service.recommend_with(None, ["chess"], k=3).active  # zero-shot is served

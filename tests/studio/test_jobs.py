@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,91 @@ def test_the_job_options_reach_the_job_command_line(tiny_service, repository, tm
     assert args.no_likes_as_interactions and args.no_offline_gate
     assert (args.catalog, args.text_encoder, args.campaign) == ("demo", "tiny-random", "c1")
     assert args.label_weight == build_parser().parse_args(["--out", "x"]).label_weight  # unset: the job's default
+
+
+def _slow_fake_python(tmp_path: Path) -> Path:
+    """An interpreter stand-in that reports 40 % progress, waits for ``<tmp>/go``, then fails like a job."""
+    script = tmp_path / "slow-python"
+    script.write_text(f"""#!{sys.executable}
+import json, sys, time
+from pathlib import Path
+argv = sys.argv[1:]
+Path(argv[argv.index("--progress-file") + 1]).write_text(json.dumps({{"fraction": 0.4, "message": "epoch 2 of 5 <b>"}}) + "\\n")
+go = Path({str(tmp_path / "go")!r})
+deadline = time.time() + 60
+while not go.exists() and time.time() < deadline:
+    time.sleep(0.05)
+Path(argv[argv.index("--json") + 1]).write_text(json.dumps({{"ok": False, "error": "gate data missing (fake)"}}))
+sys.exit(2)
+""")
+    script.chmod(0o755)
+    return script
+
+
+def _old_job(jobs_dir: Path, job_id: str, result: str | None, *, meta: bool = True) -> Path:
+    from studio.jobs import write_job_meta
+
+    folder = jobs_dir / job_id
+    folder.mkdir(parents=True)
+    if meta:
+        write_job_meta(folder, started_by="boss", started_at=time.mktime(time.strptime(job_id, "%Y%m%d-%H%M%S")),
+                       campaign=None)
+    (folder / "job.log").write_text("epoch 1\nTraceback: killed\n")
+    if result is not None:
+        (folder / "result.json").write_text(result)
+    return folder
+
+
+def finished_result(version: str = "ft-abc", passed: bool = False) -> str:
+    from studio.finetune_job import GateDecision, JobResult, SnapshotInfo
+
+    return JobResult(out_dir="/nowhere", version=version, parent="zs", n_train=20, n_heldout=5, seconds=75.4,
+                     gate=GateDecision(base={}, candidate={}, passed=passed, reason="held-out NDCG 0.31 < 0.35"),
+                     snapshot=SnapshotInfo(id="s", n_examples=25, n_judgements=30, config={},
+                                           feedback_ids=())).to_json()
+
+
+def test_the_job_history_lists_every_job_folder_newest_first_with_how_it_ended(tmp_path) -> None:
+    from studio.finetune_job import JobFailure
+    from studio.jobs import read_history
+
+    jobs_dir = tmp_path / "jobs"
+    _old_job(jobs_dir, "20240101-100000", finished_result())
+    _old_job(jobs_dir, "20240102-100000", JobFailure("at least 20 labels are needed").to_json())
+    _old_job(jobs_dir, "20240103-100000", None)  # killed: no result
+    _old_job(jobs_dir, "20231231-235959", finished_result("ft-old", passed=True), meta=False)  # before job.json
+    records = read_history(jobs_dir)
+    assert [r.job_id for r in records] == ["20240103-100000", "20240102-100000", "20240101-100000",
+                                           "20231231-235959"]
+    killed, failed, done, legacy = records
+    assert (killed.state, killed.version) == ("failed", None)
+    assert killed.error.startswith("ended without a result") and "Traceback: killed" in killed.error
+    assert (failed.state, failed.error, failed.started_by) == ("failed", "at least 20 labels are needed", "boss")
+    assert (done.state, done.version, done.gate_passed, done.seconds) == ("done", "ft-abc", False, 75.4)
+    assert done.gate_reason == "held-out NDCG 0.31 < 0.35"
+    assert done.started_at == time.mktime((2024, 1, 1, 10, 0, 0, 0, 0, -1))
+    assert (legacy.state, legacy.gate_passed, legacy.started_by) == ("done", True, "")  # start time from the id
+    assert legacy.started_at == time.mktime((2023, 12, 31, 23, 59, 59, 0, 0, -1))
+    assert read_history(tmp_path / "no-jobs-yet") == []
+
+
+def test_a_running_job_is_in_the_history_with_its_progress_and_then_with_its_end(tiny_service, repository,
+                                                                                   tmp_path) -> None:
+    manager = ModelManager(tiny_service, repository)
+    manager.sync_at_startup()
+    add_labels(repository, needed_labels())
+    jobs = FinetuneJobs(manager=manager, database_url="sqlite://", data_dir=tmp_path / "data",
+                        catalog_args=["--catalog", "demo"], python=str(_slow_fake_python(tmp_path)))
+    _old_job(tmp_path / "data" / "jobs", "20240101-100000", finished_result())
+    jobs.start("boss")
+    deadline = time.time() + 30
+    while jobs.status().fraction == 0 and time.time() < deadline:
+        time.sleep(0.05)
+    assert (jobs.status().fraction, jobs.status().message) == (0.4, "epoch 2 of 5 <b>")
+    running, old = jobs.history()
+    assert (running.state, running.started_by, old.job_id) == ("running", "boss", "20240101-100000")
+    (tmp_path / "go").touch()
+    jobs.wait(timeout=60)
+    ended = jobs.history()[0]
+    assert (ended.job_id, ended.state, ended.error) == (running.job_id, "failed", "gate data missing (fake)")
+    assert ended.seconds is not None and ended.seconds >= 0

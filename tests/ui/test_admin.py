@@ -149,6 +149,10 @@ ADMIN_CALLS = {
     "api_erase_annotator": lambda h, r: h.api_erase_annotator("ann2", True, r),
     "api_import_catalog": lambda h, r: h.api_import_catalog(None, "x", r),
     "api_export": lambda h, r: h.api_export(["csv"], True, r),
+    "job_history": lambda h, r: h.job_history(r),
+    "api_jobs": lambda h, r: h.api_jobs(r),
+    "compare_choices": lambda h, r: h.compare_choices(r),
+    "compare": lambda h, r: h.compare("a", "b", "chess", r),
 }
 
 
@@ -158,7 +162,7 @@ def test_every_public_admin_handler_is_declared_admin_only() -> None:
     public = {name for name, value in vars(AdminHandlers).items() if callable(value) and not name.startswith("_")}
     declared = {name for name in public if getattr(getattr(AdminHandlers, name), "admin_only", False)}
     # tab_visibility is for everyone: it only hides the tab from annotators.
-    assert declared == public - {"tab_visibility"} == set(ADMIN_CALLS) | {"job_status"}
+    assert declared == public - {"tab_visibility"} == set(ADMIN_CALLS) | {"job_status", "job_history_poll"}
 
 
 @pytest.mark.parametrize("name", sorted(ADMIN_CALLS))
@@ -245,13 +249,13 @@ def test_the_job_poller_refreshes_the_views_once_when_a_job_ends(app, monkeypatc
     status = JobStatus(state="running", job_id="j1", started_by="boss", started_at=0.0)
     monkeypatch.setattr(app.admin.jobs, "status", lambda: status)
     text, seen, *views = app.admin.job_status({}, "", _req("boss"))
-    assert text.startswith("**Running**") and all(v == gr.skip() for v in views)
+    assert "<strong>Running</strong>" in text and all(v == gr.skip() for v in views)
     app.main.api_feedback(["chess"], "checkers", "like", "r1", _req("ann1"))  # a label arrives meanwhile
     _, seen, *views = app.admin.job_status(seen, "", _req("boss"))
     assert any("1 judgement(s)" in t for t in _texts(views))
     status = JobStatus(state="succeeded", job_id="j1", version="v2", seconds=3.0)
     text, seen, *views = app.admin.job_status(seen, "", _req("boss"))
-    assert text.startswith("**Finished**") and any("**model:**" in t for t in _texts(views))
+    assert "Finished" in text and any("**model:**" in t for t in _texts(views))
     _, seen, *views = app.admin.job_status(seen, "", _req("boss"))  # nothing new: the views are left alone
     assert all(v == gr.skip() for v in views)
 
@@ -269,3 +273,113 @@ def test_a_label_submitted_without_an_answer_keeps_the_task_and_says_why(app) ->
     with pytest.warns(UserWarning, match="choose a model version first"):
         views = app.admin.promote(None, False, "", _req("boss"))
     assert "choose a model version first" in views[2] and views[0] == gr.skip()  # the serving line says it
+
+
+# -- fine-tune progress bar and job history ----------------------------------------------------------
+
+
+def test_a_running_finetune_shows_a_progress_bar_with_percent_and_message_then_the_job_history(app, tmp_path) -> None:
+    import re
+    import time
+
+    from tests.studio.test_jobs import _slow_fake_python, add_labels, needed_labels
+
+    add_labels(app.repository, needed_labels())
+    app.admin.jobs.python = str(_slow_fake_python(tmp_path))
+    boss = _req("boss")
+    app.admin.start_finetune("", boss)
+    deadline = time.time() + 30
+    while "40%" not in app.admin.job_status(None, "", boss)[0] and time.time() < deadline:
+        time.sleep(0.05)
+    html = app.admin.job_status(None, "", boss)[0]
+    assert re.search(r'<progress value="40" max="100"[^>]*>40%</progress>', html), html
+    assert "40% · epoch 2 of 5 &lt;b&gt;" in html and "░" not in html  # the job's message, escaped
+    [row] = app.admin.job_history(boss)
+    assert row[2:4] == ["boss", "running"] and row[5] == ""
+    table, seen = app.admin.job_history_poll("", boss)
+    assert table == [row] and app.admin.job_history_poll(seen, boss) == (gr.skip(), gr.skip())  # unchanged: not re-sent
+    (tmp_path / "go").touch()
+    app.admin.jobs.wait(timeout=60)
+    table, _ = app.admin.job_history_poll(seen, boss)  # the job ended: the poll sends the new row
+    assert table[0][3:] == ["failed", table[0][4], "", "gate data missing (fake)"]
+    [api] = app.admin.api_jobs(boss)
+    assert (api["state"], api["started_by"], api["error"], api["version"]) == ("failed", "boss",
+                                                                               "gate data missing (fake)", None)
+    assert "<progress" not in app.admin.job_status(None, "", boss)[0]
+    assert app.admin.job_history_poll("", _req("ann1")) == (gr.skip(), gr.skip())  # nothing for an annotator
+
+
+def test_the_job_history_shows_the_candidate_and_the_gate_decision_newest_first(app, tmp_path) -> None:
+    from studio.finetune_job import JobFailure
+    from tests.studio.test_jobs import _old_job, finished_result
+
+    _old_job(tmp_path / "jobs", "20240101-100000", finished_result("ft-abc", passed=False))
+    _old_job(tmp_path / "jobs", "20240102-100000", JobFailure("too few labels").to_json())
+    failed, done = app.admin.job_history(_req("boss"))
+    assert failed[3] == "failed" and failed[6] == "too few labels"
+    assert done == ["20240101-100000", "2024-01-01 10:00:00", "boss", "done", "1 min 15 s", "ft-abc",
+                    "rejected: held-out NDCG 0.31 < 0.35"]
+
+
+# -- override the gate: two steps ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def rejected(app, tmp_path) -> str:
+    """A fine-tuned candidate the gate rejected (registered, not served)."""
+    from dataclasses import replace
+
+    from tests.studio.test_registry import _candidate
+
+    result = _candidate(app.service, tmp_path, "cand", epochs=4)
+    result = replace(result, gate=replace(result.gate, passed=False, reason="held-out AUC 0.41 < 0.50"))
+    return app.admin.manager.register_candidate(result, auto_promote=False, by="gate")
+
+
+def test_promoting_a_rejected_version_needs_the_override_and_its_confirmation(app, rejected) -> None:
+    zeroshot, boss = app.service.model_version, _req("boss")
+    assert "failed its gate" in refusal(lambda: app.admin.promote(rejected, False, "", boss))
+    # override without the confirmation: refused, nothing changes
+    assert refusal(lambda: app.admin.promote(rejected, True, "", boss)) == (
+        f"{rejected} was rejected (held-out AUC 0.41 < 0.50); to serve it anyway, also tick 'I understand the gate "
+        "rejected it' and press Promote again. Nothing was changed.")
+    assert app.service.model_version == zeroshot == app.repository.active_model().version
+    assert app.repository.get_model(rejected).status == "rejected"
+    app.admin.promote(rejected, True, "", boss, confirmed=True)
+    assert app.service.model_version == rejected == app.repository.active_model().version
+    # A version that was not rejected needs no confirmation, with or without override (here: the rollback path).
+    app.admin.promote(zeroshot, True, "", boss)
+    assert app.service.model_version == zeroshot
+
+
+# -- two versions side by side ------------------------------------------------------------------------------
+
+
+def test_two_versions_lists_side_by_side_for_one_profile_without_serving_either(app, rejected) -> None:
+    import re
+
+    zeroshot, boss = app.service.model_version, _req("boss")
+    a, b = app.admin.compare_choices(boss)
+    assert set(a["choices"]) == {zeroshot, rejected} and (a["value"], b["value"]) == (zeroshot, rejected)
+    html = app.admin.compare(zeroshot, rejected, "chess, card SOLITAIRE", boss)  # an id and a title (any case)
+    assert app.service.model_version == zeroshot  # the rejected candidate was not served
+    ids = ["chess", "cards"]
+    mine = app.service.recommend(ids, k=10)
+    theirs = app.service.recommend_with(Path(app.repository.get_model(rejected).path), ids, k=10).items
+    col_a, col_b = html.split("<h4>B: ")
+    for column, recs in ((col_a, mine), (col_b, theirs)):
+        shown = re.findall(r"<small>\(([^)]+)\)</small></td><td[^>]*>(-?[\d.]+)</td>", column)
+        assert shown == [(r.item_id, f"{r.score:.4f}") for r in recs]  # the whole list with its scores, in order
+    common = {r.item_id for r in mine} & {r.item_id for r in theirs}
+    assert f"<strong>{len(common)} of {len(mine)}</strong> items are in both lists" in html
+    assert html.count("● #") == 2 * len(common)
+    assert f"<code>{zeroshot}</code> <small>(zeroshot · served now)" in html and "different scales" in html
+
+
+def test_compare_says_what_is_wrong_with_the_profile_or_the_versions(app) -> None:
+    boss, zeroshot = _req("boss"), app.service.model_version
+    assert "neither an item id nor a title): 'Halo', 'nope'" in refusal(
+        lambda: app.admin.compare(zeroshot, zeroshot, "chess, Halo, nope", boss))
+    assert "type the liked items" in refusal(lambda: app.admin.compare(zeroshot, zeroshot, " , ", boss))
+    assert "choose two model versions" in refusal(lambda: app.admin.compare(zeroshot, None, "chess", boss))
+    assert "'ghost' is not in the registry" in refusal(lambda: app.admin.compare(zeroshot, "ghost", "chess", boss))
