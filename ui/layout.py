@@ -14,7 +14,14 @@ ALL_GENRES = "All genres"
 
 # Captions sit on the tiles: results get one line (rank and score first, so only the title is cut; the full
 # title is in the details), catalog titles at most two lines, so most of each icon stays visible.
+# Gradio's gallery grid gives each column at least 100 px, so on a narrow screen the last columns are cut off
+# (the "fifth column clipped"): columns shrink to fit instead, and a phone gets 3 of them.
 CSS = """
+#catalog-gallery .grid-container, .results-gallery .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
+@media (max-width: 640px) {
+  #catalog-gallery .grid-container, .results-gallery .grid-container {
+    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
 .results-gallery .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
   max-width: calc(100% - 8px); }
 #catalog-gallery .caption-label { white-space: normal; display: -webkit-box; -webkit-line-clamp: 2;
@@ -44,6 +51,7 @@ class CatalogPicker:
 
 
 def _catalog_picker(handlers: Handlers) -> CatalogPicker:
+    # Catalog order until the first search (search results come title hits first, then A-Z).
     tiles, shown, note, view, has_prev, has_next = handlers.picker_values(handlers.service.catalog.ids, 0, [])
     with gr.Row():
         query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3, min_width=160)
