@@ -46,6 +46,9 @@ class Recommendation:
     image_score: float  # the image part of ``score``
     image: Path | None
     genres: tuple[str, ...]
+    # Set only when diversity (MMR) re-ranked the list; ``score`` stays the relevance score.
+    score_rank: int | None = None  # where ranking by score alone would have put it (1-based)
+    diversity_gain: float | None = None  # 1 - its highest cosine to the items above it (rerank.diversity_gains)
 
     @property
     def other_score(self) -> float:
@@ -53,7 +56,14 @@ class Recommendation:
         return self.score - self.text_score - self.image_score
 
     def to_api(self) -> dict[str, object]:
-        return {"item_id": self.item_id, "title": self.title, "score": round(self.score, 6), "rank": self.rank}
+        """The existing keys always; "score_rank" and "diversity_gain" as well when MMR re-ranked the list."""
+        out: dict[str, object] = {"item_id": self.item_id, "title": self.title, "score": round(self.score, 6),
+                                  "rank": self.rank}
+        if self.score_rank is not None:
+            out["score_rank"] = self.score_rank
+        if self.diversity_gain is not None:
+            out["diversity_gain"] = round(self.diversity_gain, 6)
+        return out
 
 
 @dataclass(frozen=True)
@@ -565,6 +575,8 @@ class RecommenderService:
         else:
             found = state.index.search(query, k, exclude=exclude)
         parts = state.model.modality_scores(query, found.indices)
+        ranks = getattr(found, "score_ranks", None)  # RerankedResult (diversity > 0) only
+        gains = getattr(found, "gains", None)
         out = []
         for rank, (idx, score) in enumerate(zip(found.indices.tolist(), found.scores.tolist()), start=1):
             item = self.catalog.items[idx]
@@ -578,6 +590,8 @@ class RecommenderService:
                     image_score=float(parts.image[rank - 1]),
                     image=item.image,
                     genres=item.genres,
+                    score_rank=ranks[rank - 1] if ranks is not None else None,
+                    diversity_gain=gains[rank - 1] if gains is not None else None,
                 )
             )
         return out

@@ -27,7 +27,9 @@ from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
 
-CATALOG_PAGE = 120  # items shown in the picker at once; search narrows it down
+# Tiles per picker page: 8 rows of 6 at laptop width, few enough to load at once on a phone; the
+# prev/next buttons reach the rest (the demo's 189 items are 4 pages).
+CATALOG_PAGE = 48
 # Values a recommend event returns: the results panel's, then the status line (where a mistake is shown).
 RECOMMEND_OUTPUTS = shown_count(rating=True) + 1
 UPLOAD_OUTPUTS = shown_count(upload=True) + 1
@@ -220,14 +222,65 @@ class Handlers:
         return gpu_explain_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                   description=description or "", item_id=str(item_id), method=str(method)).to_api()
 
-    # -- UI events ---------------------------------------------------------------------------------
-    @ui_event(outputs=3, note=2)
-    def search(self, query: str, genre: str | None) -> tuple[Any, list[str], str]:
+    # -- catalog picker ----------------------------------------------------------------------------
+    # The picker shows one page of the items that match the search. Two states travel with it: ``view``
+    # ({"ids": every matching id, "page": 0-based}) and ``shown_ids`` (the current page's ids, what a
+    # tile click's index points into).
+    def picker_values(self, ids: list[str], page: int, liked: list[str] | None) -> tuple:
+        """(tiles, shown_ids, note, view, has previous page, has next page) for page ``page`` of ``ids``: plain
+        values, so that the layout can build the first page with them too."""
+        pages = max(1, -(-len(ids) // CATALOG_PAGE))
+        page = min(max(0, int(page)), pages - 1)
+        shown = ids[page * CATALOG_PAGE:(page + 1) * CATALOG_PAGE]
+        items = [self.service.item(i) for i in shown]
+        note = f"{len(ids)} item(s)" if len(ids) == len(self.service.catalog) else f"{len(ids)} item(s) match"
+        if pages > 1:
+            first = page * CATALOG_PAGE + 1
+            note += f" · page {page + 1} of {pages} (items {first}–{first + len(shown) - 1})"
+        return (render.catalog_gallery(items, liked), shown, note, {"ids": ids, "page": page}, page > 0,
+                page < pages - 1)
+
+    def _picker_page(self, ids: list[str], page: int, liked: list[str] | None) -> tuple:
+        tiles, shown, note, view, has_prev, has_next = self.picker_values(ids, page, liked)
+        return (gr.Gallery(value=tiles, selected_index=None), shown, note, view, gr.Button(interactive=has_prev),
+                gr.Button(interactive=has_next))
+
+    @ui_event(outputs=6, note=2)  # a mistake is said in the match note
+    def browse(self, query: str, genre: str | None, liked: list[str] | None) -> tuple:
+        """Search (Enter, the Search button or a genre change): page 1 of the matching items."""
         genre = genre if genre and genre != "All genres" else None
         items = self.service.search(query or "", genre)
-        shown = items[:CATALOG_PAGE]
-        note = f"{len(items)} item(s) match" + (f"; showing the first {len(shown)}" if len(items) > len(shown) else "")
-        return gr.Gallery(value=render.catalog_gallery(shown), selected_index=None), [i.item_id for i in shown], note
+        return self._picker_page([i.item_id for i in items], 0, liked)
+
+    @ui_event(outputs=6, note=2)
+    def turn_page(self, view: dict | None, step: int, liked: list[str] | None) -> tuple:
+        """Previous (``step`` -1) or next (+1) page of the current matches."""
+        view = view or {"ids": self.service.catalog.ids, "page": 0}
+        return self._picker_page(list(view["ids"]), int(view.get("page", 0)) + int(step), liked)
+
+    @ui_event(outputs=2)
+    def pick_and_mark(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> tuple[list[str], Any]:
+        """A tile click: toggle its item (:meth:`pick`) and re-mark the page in the same answer (one round trip,
+        so the next click lands on the re-drawn tiles)."""
+        liked = self.pick(shown_ids, liked, evt)
+        return liked, self.mark_liked(shown_ids, liked)
+
+    @ui_event()
+    def mark_liked(self, shown_ids: list[str] | None, liked: list[str] | None) -> Any:
+        """The current page's tiles again, with the liked ones marked (after any change of the liked set)."""
+        items = [self.service.item(i) for i in shown_ids or [] if self.service.has_item(i)]
+        return gr.Gallery(value=render.catalog_gallery(items, liked))
+
+    # -- UI events ---------------------------------------------------------------------------------
+    @ui_event()
+    def item_images(self, state: dict | None) -> Any:
+        """The selected result's images (icon, then screenshots) for the panel's image strip; hidden when
+        nothing is selected (a new result list) or the item has no image."""
+        selected = (state or {}).get("selected")
+        if not selected or not self.service.has_item(selected):
+            return gr.Gallery(value=None, visible=False)
+        images = render.item_images(self.service.item(selected))
+        return gr.Gallery(value=images or None, visible=bool(images), selected_index=None)
 
     @ui_event()
     def pick(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> list[str]:
@@ -252,6 +305,8 @@ class Handlers:
         state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}
         status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
+        if render.reordered(recs):
+            status += "\n\n" + render.diversity_note(recs)
         return (*shown_values(recs, state, details="Select a recommendation to see why and to rate it.", rating=True),
                 status)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from ui import examples, render, startup
@@ -12,10 +14,79 @@ from ui.panels import results_panel
 
 ALL_GENRES = "All genres"
 
+# Captions sit on the tiles: results get one line (rank and score first, so only the title is cut; the full
+# title is in the details), catalog titles at most two lines, so most of each icon stays visible.
+# Gradio's gallery grid gives each column at least 100 px, so on a narrow screen the last columns are cut off
+# (the "fifth column clipped"): columns shrink to fit instead, and a phone gets 3 of them.
 CSS = """
-#results-gallery .caption-label, #catalog-gallery .caption-label { white-space: normal; }
+#catalog-gallery .grid-container, .results-gallery .grid-container {
+  grid-template-columns: repeat(var(--grid-cols), minmax(0, 1fr)) !important; }
+@media (max-width: 640px) {
+  #catalog-gallery .grid-container, .results-gallery .grid-container {
+    grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
+.results-gallery .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
+  max-width: calc(100% - 8px); }
+#catalog-gallery .caption-label { white-space: normal; display: -webkit-box; -webkit-line-clamp: 2;
+  -webkit-box-orient: vertical; overflow: hidden; max-width: calc(100% - 8px); }
 footer { visibility: hidden; }
 """
+
+
+@dataclass
+class CatalogPicker:
+    """The Recommend tab's catalog: search, genre, one page of tiles and the paging buttons."""
+
+    query: gr.Textbox
+    search: gr.Button
+    genre: gr.Dropdown
+    note: gr.Markdown
+    gallery: gr.Gallery
+    prev: gr.Button
+    next: gr.Button
+    shown_ids: gr.State  # the ids of the tiles on screen, in order: what a click's index points into
+    view: gr.State  # every matching id and the page shown (ui.handlers.Handlers.turn_page)
+
+    @property
+    def page_outputs(self) -> list:
+        """What ``Handlers.browse`` / ``turn_page`` return, in that order."""
+        return [self.gallery, self.shown_ids, self.note, self.view, self.prev, self.next]
+
+
+def _catalog_picker(handlers: Handlers) -> CatalogPicker:
+    # Catalog order until the first search (search results come title hits first, then A-Z).
+    tiles, shown, note, view, has_prev, has_next = handlers.picker_values(handlers.service.catalog.ids, 0, [])
+    with gr.Row():
+        query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3, min_width=160)
+        genre = gr.Dropdown(render.genre_choices(handlers.service.genres(), ALL_GENRES), value=ALL_GENRES,
+                            label="Genre", scale=2, min_width=140)
+        search = gr.Button("Search", scale=0, min_width=90)
+    match_note = gr.Markdown(note)
+    # fit_columns=False: a one-item result is one tile of the usual size, not a cropped tile as wide as the gallery.
+    gallery = gr.Gallery(value=tiles, label="Catalog", columns=6, height=520, allow_preview=False,
+                         object_fit="contain", fit_columns=False, elem_id="catalog-gallery")
+    with gr.Row():
+        prev = gr.Button("\u2190 Previous page", size="sm", interactive=has_prev, min_width=120)
+        next_ = gr.Button("Next page \u2192", size="sm", interactive=has_next, min_width=120)
+    return CatalogPicker(query, search, genre, match_note, gallery, prev, next_, gr.State(shown), gr.State(view))
+
+
+def _wire_catalog_picker(handlers: Handlers, picker: CatalogPicker, liked: gr.Dropdown, examples=None, **ui) -> None:
+    """Search by Enter, the button or the genre; page back and forth; a tile click toggles its item in
+    ``liked``, and every change of ``liked`` (tiles, the dropdown, an example profile) re-marks the page's tiles."""
+    for trigger in (picker.query.submit, picker.search.click, picker.genre.change):
+        trigger(handlers.browse, [picker.query, picker.genre, liked], picker.page_outputs, api_name="ui_search", **ui)
+    picker.prev.click(lambda view, now: handlers.turn_page(view, -1, now), [picker.view, liked], picker.page_outputs,
+                      api_name="ui_page_prev", **ui)
+    picker.next.click(lambda view, now: handlers.turn_page(view, +1, now), [picker.view, liked], picker.page_outputs,
+                      api_name="ui_page_next", **ui)
+    picker.gallery.select(handlers.pick_and_mark, [picker.shown_ids, liked], [liked, picker.gallery],
+                          api_name="ui_pick", **ui)
+    # The dropdown's own edits (typing, ×); tile clicks re-mark in their own answer, examples via .then below.
+    liked.input(handlers.mark_liked, [picker.shown_ids, liked], [picker.gallery], api_name="ui_mark_liked",
+                show_progress="hidden", **ui)
+    if examples is not None:
+        examples.load_input_event.then(handlers.mark_liked, [picker.shown_ids, liked], [picker.gallery],
+                                       api_name="ui_example_mark_liked", show_progress="hidden", **ui)
 
 
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio", labelling=None,
@@ -26,7 +97,6 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
     catalog = service.catalog
     limits = service.config.limits
     choices = [(item.title, item.item_id) for item in sorted(catalog.items, key=lambda i: i.title.lower())]
-    first_page = catalog.items[: 120]
 
     # Uploaded files live in GRADIO_TEMP_DIR (<data dir>/uploads): delete them after a day, checked hourly.
     with gr.Blocks(title=title, delete_cache=(3600, 86400)) as demo:
@@ -40,16 +110,9 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
             with gr.Tab("Recommend"):
                 with gr.Row():
                     with gr.Column(scale=5):
-                        gr.Markdown("**1. Pick items you like.** Click a tile to add or remove it.")
-                        with gr.Row():
-                            query = gr.Textbox(label="Search", placeholder="e.g. chess, space, puzzle", scale=3)
-                            genre = gr.Dropdown([ALL_GENRES, *service.genres()], value=ALL_GENRES, label="Genre", scale=2)
-                        match_note = gr.Markdown(f"{len(catalog)} item(s)")
-                        catalog_gallery = gr.Gallery(
-                            value=render.catalog_gallery(first_page), label="Catalog", columns=6, height=520,
-                            allow_preview=False, object_fit="contain", elem_id="catalog-gallery",
-                        )
-                        shown_ids = gr.State([i.item_id for i in first_page])
+                        gr.Markdown(f"**1. Pick items you like.** Click a tile to add or remove it "
+                                    f"({render.LIKED_MARK.strip()} marks the ones you like).")
+                        picker = _catalog_picker(handlers)
                     with gr.Column(scale=4):
                         liked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you like",
                                             info="Add by clicking tiles or typing here; remove with ×.")
@@ -111,9 +174,7 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
         ui = {"api_visibility": "private"}
         demo.load(lambda: (model_line(service), about_text()), None, [header, about], api_name="ui_header", **ui)
-        for trigger in (query.submit, genre.change):
-            trigger(handlers.search, [query, genre], [catalog_gallery, shown_ids, match_note], api_name="ui_search", **ui)
-        catalog_gallery.select(handlers.pick, [shown_ids, liked], [liked], api_name="ui_pick", **ui)
+        _wire_catalog_picker(handlers, picker, liked, profile_examples, **ui)
         go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method, like, dislike

@@ -38,6 +38,7 @@ class ResultsPanel:
     like: gr.Button | None = None  # rating=True only
     dislike: gr.Button | None = None
     feedback_note: gr.Markdown | None = None
+    images: gr.Gallery | None = None  # the selected item's icon and screenshots (follows state["selected"])
 
     @property
     def shown(self) -> list[gr.components.Component]:
@@ -58,6 +59,9 @@ class ResultsPanel:
             handlers.explain, [self.state, self.method], self.explanation, api_name=f"{self.events}_explain", **explain)
         self.method.change(handlers.explain, [self.state, self.method], self.explanation,
                            api_name=f"{self.events}_explain_method", **explain)
+        if self.images is not None:  # whatever sets the state (select, a new list) decides what it shows
+            self.state.change(handlers.item_images, [self.state], [self.images], api_name=f"{self.events}_images",
+                              show_progress="hidden", **ui)
         if self.like is not None:
             feedback = {"concurrency_limit": 16, "concurrency_id": "feedback", **ui}
             self.like.click(handlers.like, [self.state], [self.feedback_note], api_name=f"{self.events}_like",
@@ -91,14 +95,18 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
                   rating: bool = False) -> ResultsPanel:
     """Build the block inside the open layout context. ``label``/``elem_id``: the gallery's; ``details``: the
     text before anything is selected; ``upload``: results for an uploaded item; ``rating``: 👍/👎 buttons."""
-    gallery = gr.Gallery(label=label, columns=5, height=320, allow_preview=False, object_fit="contain",
-                         elem_id=elem_id)
+    # 4 columns and no fit_columns: tiles stay large enough for their one-line caption (rank · score · title).
+    gallery = gr.Gallery(label=label, columns=4, height=340, allow_preview=False, object_fit="contain",
+                         fit_columns=False, elem_id=elem_id, elem_classes=["results-gallery"])
     details_md = gr.Markdown(details)
+    images = gr.Gallery(label="Images of this item", columns=3, height=200, object_fit="contain", fit_columns=False,
+                        allow_preview=True, visible=False, elem_classes=["item-images"])
     like = dislike = feedback_note = None
     if rating:
         with gr.Row():
-            like = gr.Button("👍 Like", size="sm")
-            dislike = gr.Button("👎 Dislike", size="sm")
+            # Plain symbols DejaVu has: an emoji thumb shows as an empty box without an emoji font.
+            like = gr.Button("\u2713 Like", size="sm")
+            dislike = gr.Button("\u2717 Dislike", size="sm")
         feedback_note = gr.Markdown()
     method, explanation = _explanation(upload)
     with gr.Accordion("Where each score comes from", open=False):
@@ -107,7 +115,7 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
     state = gr.State({})
     return ResultsPanel("ui_upload" if upload else "ui", gallery, details_md, method, explanation, parts, table, state,
-                        like, dislike, feedback_note)
+                        like, dislike, feedback_note, images)
 
 
 def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]:

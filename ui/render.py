@@ -6,7 +6,7 @@ import html
 from pathlib import Path
 from typing import Sequence
 
-from recsys_core.data.catalog import Catalog, Item
+from recsys_core.data.catalog import Catalog, Item, genre_label
 from recsys_core.service import Recommendation
 
 DESCRIPTION_CHARS = 600
@@ -19,26 +19,66 @@ def esc(text: str) -> str:
     return html.escape(text, quote=True)
 
 
-def catalog_gallery(items: Sequence[Item]) -> list[tuple[str | None, str]]:
-    return [(str(item.image or NO_IMAGE), item.title) for item in items]
+# U+2713 is in DejaVu Sans and most text fonts: it shows without an emoji font (a bare Debian Chromium).
+LIKED_MARK = "\u2713 "
+
+
+def catalog_gallery(items: Sequence[Item], liked: Sequence[str] | None = None) -> list[tuple[str | None, str]]:
+    """Picker tiles: image and title, the title marked when the item is already liked."""
+    liked = set(liked or ())
+    return [(str(item.image or NO_IMAGE), (LIKED_MARK if item.item_id in liked else "") + item.title)
+            for item in items]
+
+
+def genre_choices(genres: Sequence[str], any_label: str) -> list[tuple[str, str]]:
+    """(label, value) pairs for the genre dropdown: readable names shown, the catalog's ids sent."""
+    return [(any_label, any_label)] + [(genre_label(g), g) for g in genres]
+
+
+def genres_text(genres: Sequence[str]) -> str:
+    return ", ".join(genre_label(g) for g in genres)
 
 
 def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, str]]:
-    return [
-        (str(r.image or NO_IMAGE), f"#{r.rank} {r.title} · {r.score:.3f}")
-        for r in recs
-    ]
+    """Result tiles captioned "rank · score · title": the caption is one line (ui/layout.py CSS) and a long
+    title is cut at its end, so rank and score stay readable on a phone."""
+    return [(str(r.image or NO_IMAGE), f"{r.rank} · {num(r.score)} · {r.title}") for r in recs]
+
+
+def item_images(item: Item) -> list[tuple[str, str]]:
+    """The item's icon, then its screenshots, captioned, for the details' image strip."""
+    images = [(str(item.image), "icon")] if item.image else []
+    return images + [(str(path), f"screenshot {n}") for n, path in enumerate(item.extra_images, start=1)]
 
 
 OTHER_PART = "item ID & bias"  # what a fine-tuned score has besides text and image
 
 
 def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
+    """One row per result; "rank by score" and "diversity gain" are filled when diversity (MMR) re-ranked the list."""
     return [
         [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4),
-         round(r.other_score, 4) + 0.0, ", ".join(r.genres), r.item_id]  # + 0.0: no "-0.0"
+         round(r.other_score, 4) + 0.0, genres_text(r.genres),  # + 0.0: no "-0.0"
+         "" if r.score_rank is None else r.score_rank,
+         "" if r.diversity_gain is None else round(r.diversity_gain, 3), r.item_id]
         for r in recs
     ]
+
+
+def reordered(recs: Sequence[Recommendation]) -> bool:
+    """True when diversity re-ranking put some result elsewhere than its rank by score."""
+    return any(r.score_rank is not None and r.score_rank != r.rank for r in recs)
+
+
+def diversity_note(recs: Sequence[Recommendation]) -> str:
+    """The line above the results when MMR changed the order ("" when the list is by score)."""
+    if not reordered(recs):
+        return ""
+    moved = sum(1 for r in recs if r.score_rank != r.rank)
+    return ("**Diversity re-ordered this list:** it is no longer sorted by score. "
+            f"{moved} of {len(recs)} results moved; each result's details and the table "
+            "(\u201cWhere each score comes from\u201d) give its score, its rank by score alone and its "
+            "diversity gain (1 \u2212 its highest similarity to the results above it).")
 
 
 def score_parts_frame(recs: Sequence[Recommendation]):
@@ -54,7 +94,8 @@ def score_parts_frame(recs: Sequence[Recommendation]):
     return pd.DataFrame(rows, columns=["item", "part", "score"])
 
 
-RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", f"{OTHER_PART} part", "genres", "item id"]
+RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", f"{OTHER_PART} part", "genres",
+                   "rank by score", "diversity gain", "item id"]
 
 
 def score_equation(score: float, text: float, image: float) -> str:
@@ -79,8 +120,12 @@ def item_details(item: Item, rec: Recommendation | None = None) -> str:
     lines = [f"### {esc(item.title)}"]
     if rec is not None:
         lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score))
+        if rec.score_rank is not None and rec.diversity_gain is not None:
+            lines.append(f"Diversity re-ranking: rank {rec.score_rank} by score alone · relevance score "
+                         f"{num(rec.score)} · diversity gain {num(rec.diversity_gain)} (1 \u2212 its highest "
+                         "similarity to the results above it)")
     if item.genres:
-        lines.append("**Genres:** " + esc(", ".join(item.genres)))
+        lines.append("**Genres:** " + esc(genres_text(item.genres)))
     if item.tags:
         lines.append("**Keywords:** " + esc(", ".join(item.tags)))
     description = item.description.strip()
@@ -88,10 +133,12 @@ def item_details(item: Item, rec: Recommendation | None = None) -> str:
         short = description if len(description) <= DESCRIPTION_CHARS else description[:DESCRIPTION_CHARS].rsplit(" ", 1)[0] + " …"
         lines.append(esc(short).replace("\n", "<br>"))
     credit = []
+    if item.license:
+        credit.append("Licence: " + esc(item.license))
     if item.attribution:
         credit.append(esc(item.attribution))
-    elif item.license:
-        credit.append("Licence: " + esc(item.license))
+    if item.extra_images:
+        credit.append(f"{len(item.extra_images)} screenshot(s)")
     if item.url and item.url.startswith(("http://", "https://")):
         credit.append(f'<a href="{esc(item.url)}" target="_blank" rel="noopener">home page</a>')
     if credit:

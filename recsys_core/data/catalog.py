@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -164,6 +165,24 @@ def _split_camel(name: str) -> str:
             out.append(" ")
         out.append(ch.lower())
     return "".join(out)
+
+
+# A run of digits with the capitals after it is one word ("2DGraphics" -> "2D", "Graphics"); so is a run of
+# capitals not followed by a lower-case letter (an acronym: "KDE", "HTMLParser" -> "HTML", "Parser").
+_GENRE_WORDS = re.compile(r"\d+[A-Z]*(?![a-z])|[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
+
+
+def genre_label(genre: str) -> str:
+    """A genre id as people read it: ``BoardGame`` -> ``Board game``, ``2DGraphics`` -> ``2D graphics``,
+    ``KDE`` and ``Qt`` stay. For display only: the encoders read :func:`_split_camel`'s form, and changing
+    that would change every cached text feature. Ids that are not CamelCase words are returned as they are."""
+    if not genre.isalnum():
+        return genre
+    words = _GENRE_WORDS.findall(genre)
+    if "".join(words) != genre:
+        return genre
+    # Later words lower-cased unless an acronym or a digit run ("2D"); the first keeps its capital.
+    return " ".join([words[0]] + [w if (w.isupper() or w[0].isdigit()) else w.lower() for w in words[1:]])
 
 
 def _as_list(value: Any) -> tuple[str, ...]:

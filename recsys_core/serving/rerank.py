@@ -3,6 +3,7 @@ offline metrics rank with (:mod:`recsys_core.evaluation.metrics`), one implement
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 if TYPE_CHECKING:  # the offline metrics use the numpy half: importing them loads no torch
     import torch
 
-    from recsys_core.serving.index import SearchResult, VectorIndex
+    from recsys_core.serving.index import VectorIndex
 
 MMR_POOL = 200  # MMR re-ranks only the top-N by relevance: diversity never pulls in junk from the tail
 
@@ -79,15 +80,42 @@ def mmr_rerank(scores_row: np.ndarray, item_vectors: np.ndarray, k: int, lambda_
     return candidates[np.asarray(chosen)]
 
 
+@dataclass(frozen=True)
+class RerankedResult:
+    """What :func:`mmr_search` picked, with what a person needs to see why the order is not by score."""
+
+    indices: torch.Tensor  # [k] long, in MMR order
+    scores: torch.Tensor  # [k] float: each pick's relevance score (the model's score, unchanged by MMR)
+    score_ranks: tuple[int, ...]  # each pick's 1-based rank by score alone (ties share the better rank)
+    gains: tuple[float, ...]  # each pick's diversity gain: 1 - its highest cosine to the picks above it
+
+    @property
+    def reordered(self) -> bool:
+        """True when MMR changed the list: some pick is not where ranking by score would put it."""
+        return any(rank != position for position, rank in enumerate(self.score_ranks, start=1))
+
+
+def diversity_gains(item_vectors: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """1 - the highest cosine similarity of each chosen item to those chosen before it (the first has
+    nothing above it: 1): how much new ground each pick covers, on the vectors MMR compares."""
+    vecs = unit_rows(np.asarray(item_vectors)[np.asarray(chosen, dtype=np.int64)])
+    gains = np.ones(len(vecs))
+    for i in range(1, len(vecs)):
+        gains[i] = 1.0 - float((vecs[:i] @ vecs[i]).max())
+    return gains
+
+
 def mmr_search(index: VectorIndex, diversity_vectors: torch.Tensor, query: torch.Tensor, k: int, exclude: list[int],
-               diversity: float) -> SearchResult:
+               diversity: float) -> RerankedResult:
     """The service's ``diversity`` > 0 path: every item scored, then re-ranked with :func:`mmr_rerank`."""
     import torch
-
-    from recsys_core.serving.index import SearchResult
 
     scores = (index.vectors @ query.float()).numpy()
     scores[exclude] = -np.inf
     k = min(k, len(scores) - len(set(exclude)))
-    chosen = mmr_rerank(scores, diversity_vectors.numpy(), k, diversity, pool=max(100, 5 * k))
-    return SearchResult(torch.as_tensor(chosen, dtype=torch.long), torch.as_tensor(scores[chosen]))
+    vectors = diversity_vectors.numpy()
+    chosen = mmr_rerank(scores, vectors, k, diversity, pool=max(100, 5 * k))
+    finite = scores[np.isfinite(scores)]
+    ranks = tuple(int((finite > scores[i]).sum()) + 1 for i in chosen)
+    gains = tuple(float(g) for g in diversity_gains(vectors, chosen))
+    return RerankedResult(torch.as_tensor(chosen, dtype=torch.long), torch.as_tensor(scores[chosen]), ranks, gains)

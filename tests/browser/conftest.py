@@ -77,6 +77,35 @@ def browser_app(browser, tmp_path_factory) -> Iterator[RunningApp]:
                          {row[0]: row[1] for row in TINY_ROWS})
 
 
+@dataclass(frozen=True)
+class PagedApp:
+    url: str
+    titles: dict[str, str]  # item id -> title, more items than one picker page holds
+    last_id: str  # the item the last page ends with
+
+
+@pytest.fixture(scope="module")
+def paged_app(browser, tmp_path_factory) -> Iterator[PagedApp]:
+    """The app on a catalog two items longer than one picker page (tiny encoders, plain colour images)."""
+    from PIL import Image
+
+    from ui.handlers import CATALOG_PAGE
+
+    root = tmp_path_factory.mktemp("paged-app")
+    folder = root / "catalog"
+    (folder / "images").mkdir(parents=True)
+    titles = {f"item{n:03d}": f"Item {n:03d}" for n in range(1, CATALOG_PAGE + 3)}  # A-Z order = catalog order
+    lines = ["item_id,title,description,genres,image"]
+    for n, (item_id, title) in enumerate(titles.items()):
+        Image.new("RGB", (32, 32), (n * 5 % 256, 90, 160)).save(folder / "images" / f"{item_id}.png")
+        lines.append(f"{item_id},{title},test item {n},BoardGame,images/{item_id}.png")
+    (folder / "items.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    args = ["--catalog", str(folder), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random",
+            "--data-dir", str(root / "data"), "--device", "cpu"]
+    with running(args, root / "app.log", timeout=120) as url:
+        yield PagedApp(url, titles, list(titles)[-1])
+
+
 @pytest.fixture
 def page(browser, browser_app: RunningApp, request: pytest.FixtureRequest):
     """A fresh page (own cookies, so its own Gradio session) with the app loaded and the catalog shown."""

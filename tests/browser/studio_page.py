@@ -52,6 +52,11 @@ def result_captions(page, gallery: str = "#results-gallery") -> list[str]:
     return where.locator(".caption-label").all_inner_texts()
 
 
+def catalog_captions(page) -> list[str]:
+    """Captions of the catalog tiles on the page shown ("\u2713 " before the liked ones)."""
+    return page.locator("#catalog-gallery .caption-label").all_inner_texts()
+
+
 def block_labelled(page, label: str):
     """The visible component block whose label reads ``label`` (for components without an ``elem_id``)."""
     return page.locator(".block:visible").filter(

@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.browser import studio_page as ui
+from tests.browser.conftest import STEP_TIMEOUT_MS, VIEWPORT
+from ui.handlers import CATALOG_PAGE
 
 # The first two tiles of the tiny catalog (tests/conftest.py TINY_ROWS), in catalog order.
 PROFILE = ["chess", "checkers"]
@@ -34,7 +36,7 @@ def test_two_picked_tiles_and_recommend_show_results(page, browser_app) -> None:
 
     expected = browser_app.client.predict(PROFILE, 10, api_name="/recommend")
     assert len(expected) == 5  # 7 tiny items, 2 liked
-    assert captions == [f"#{r['rank']} {r['title']} · {r['score']:.3f}" for r in expected]
+    assert captions == [f"{r['rank']} · {r['score']:.3f} · {r['title']}".replace("-", "\u2212") for r in expected]
     assert "5 recommendations for 2 liked item(s)" in ui.visible_text(page)
 
 
@@ -78,6 +80,55 @@ def test_a_new_query_clears_the_old_explanation_and_rating(page, browser_app) ->
                                              what="the old rating note cleared", fail=False)
 
 
-def test_paging_reaches_the_last_catalog_item() -> None:
-    pytest.skip("the catalog picker has no paging yet (issue 15, 'Catalog browsing'): 120 of 189 demo items "
-                "are reachable without search; write this test with the paging control")
+def test_paging_reaches_the_last_catalog_item(browser, paged_app) -> None:
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.goto(paged_app.url)
+        page.locator("#catalog-gallery img").first.wait_for()
+        pages = -(-len(paged_app.titles) // CATALOG_PAGE)
+        assert f"page 1 of {pages}" in ui.visible_text(page)
+        last_title = paged_app.titles[paged_app.last_id]
+        assert last_title not in ui.catalog_captions(page)
+
+        for number in range(2, pages + 1):
+            page.get_by_role("button", name="Next page").click()
+            ui.eventually(lambda: ui.visible_text(page), lambda text: f"page {number} of {pages}" in text,
+                          what=f"page {number} of {pages}")
+        assert page.get_by_role("button", name="Next page").is_disabled()
+        captions = ui.eventually(lambda: ui.catalog_captions(page), lambda shown: last_title in shown,
+                                 what=f"the last item {last_title!r} on the last page")
+
+        assert ui.pick_tiles(page, captions.index(last_title)) == [last_title]
+        assert ui.eventually(lambda: ui.catalog_captions(page), lambda shown: f"\u2713 {last_title}" in shown,
+                             what="the picked tile marked as liked")
+    finally:
+        context.close()
+
+
+def test_the_recommend_tab_fits_a_phone_screen(browser, browser_app) -> None:
+    """At 390 px (a phone) nothing sticks out sideways: no horizontal scrolling, captions inside their tiles."""
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(STEP_TIMEOUT_MS)
+        page.goto(browser_app.url)
+        page.locator("#catalog-gallery img").first.wait_for()
+        ui.pick_tiles(page, 0, 1)
+        ui.recommend(page)
+        ui.select_result(page, 0)
+        page.get_by_text("item id:").first.wait_for()  # the selected result's details
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        overflowing = page.locator("#results-gallery .caption-label").evaluate_all(
+            "labels => labels.filter(l => l.getBoundingClientRect().right > "
+            "l.closest('button').getBoundingClientRect().right + 1).length")
+        assert overflowing == 0
+        # Every tile inside its gallery's box: a grid wider than the screen hides its last columns.
+        for gallery in ("#catalog-gallery", "#results-gallery"):
+            outside = page.locator(f"{gallery} button.thumbnail-item").evaluate_all(
+                "tiles => tiles.filter(t => t.getBoundingClientRect().right > "
+                "t.closest('.grid-wrap').getBoundingClientRect().right + 1).length")
+            assert outside == 0, f"{outside} tile(s) of {gallery} cut off at 390 px"
+    finally:
+        context.close()

@@ -25,8 +25,10 @@ def test_an_uploaded_image_finds_similar_items(page, browser_app) -> None:
 
     captions = ui.eventually(lambda: ui.result_captions(page, ui.block_labelled(page, RESULTS)), bool,
                              what=f"results in '{RESULTS}'")
-    assert [c.split(" · ")[0] for c in captions] == [f"#{r['rank']} {r['title']}" for r in expected]
-    assert captions[0].startswith("#1 Space Shooter")  # its own icon is the closest item
+    # "rank · score · title": rank and score first, so a cut title never hides them
+    assert [c.split(" · ", 2) for c in captions] == [
+        [str(r["rank"]), f"{r['score']:.3f}".replace("-", "\u2212"), r["title"]] for r in expected]
+    assert captions[0].endswith("Space Shooter")  # its own icon is the closest item
     assert f"{len(expected)} catalog items similar to your upload" in ui.visible_text(page)
 
 

@@ -332,3 +332,18 @@ def test_recommend_with_checks_its_inputs_like_recommend(tiny_service, tmp_path)
     with pytest.raises(RecsysError, match="not a model checkpoint"):
         tiny_service.recommend_with(tmp_path, ["chess"], k=3)
     assert tiny_service.recommend_with(None, ["chess"], k=3).active  # zero-shot is served
+
+
+def test_diversity_reports_rank_by_score_and_gain_and_keeps_the_api_keys(tiny_service) -> None:
+    plain = tiny_service.recommend(["chess"], 6)  # every other item: each diverse pick has its rank here
+    diverse = tiny_service.recommend(["chess"], 5, diversity=0.9)
+    assert all(r.score_rank is None and r.diversity_gain is None for r in plain)
+    assert set(plain[0].to_api()) == {"item_id", "title", "score", "rank"}
+    by_score = {r.item_id: r.rank for r in plain}
+    for r in diverse:
+        assert r.score_rank == by_score[r.item_id]  # where ranking by score put it
+        assert r.score == pytest.approx(next(p.score for p in plain if p.item_id == r.item_id))  # relevance kept
+        assert r.diversity_gain is not None and -1e-6 <= r.diversity_gain <= 2.0
+    assert diverse[0].diversity_gain == 1.0
+    api = diverse[1].to_api()
+    assert {"item_id", "title", "score", "rank"} < set(api) and api["score_rank"] == diverse[1].score_rank

@@ -13,7 +13,7 @@ import pytest
 from recsys_core.data.catalog import Item
 from storage import Repository
 from ui import render
-from ui.handlers import CATALOG_PAGE, Handlers, _file_path
+from ui.handlers import Handlers, _file_path
 
 
 def req(session_hash: str | None = "session-1") -> SimpleNamespace:
@@ -237,29 +237,6 @@ def test_pick_toggles(handlers) -> None:
     assert handlers.pick(shown, ["chess"], sel(None)) == ["chess"]
 
 
-def test_search_filters_by_genre(handlers) -> None:
-    gallery, ids, note = handlers.search("", "BoardGame")
-    assert isinstance(gallery, gr.Gallery)
-    assert ids == ["checkers", "chess"]
-    assert note == "2 item(s) match"
-    _, ids, note = handlers.search("arcade", "ActionGame")
-    assert (ids, note) == (["space"], "1 item(s) match")
-    _, ids, note = handlers.search("nothing matches this", None)
-    assert (ids, note) == ([], "0 item(s) match")
-    _, ids, _ = handlers.search("chess", "All genres")
-    assert ids == ["chess"]
-    with pytest.warns(UserWarning, match="search text is 10,001 characters"):
-        gallery, ids, note = handlers.search("x" * 10_001, None)
-    assert gallery == ids == gr.skip() and "search text is 10,001 characters" in note
-    assert CATALOG_PAGE == 120
-
-
-def test_search_shows_items_without_image(handlers) -> None:
-    _, ids, note = handlers.search("", "All genres")
-    assert ids == ["cards", "checkers", "chess", "puzzle", "racer", "space", "noimage"]
-    assert note == "7 item(s) match"
-
-
 def test_recommend_results_with_an_image_less_item(handlers) -> None:
     outputs = handlers.recommend(["chess"], 6, req())
     assert "noimage" in _state(outputs)["results"] and len(outputs[1]) == 6
@@ -343,7 +320,7 @@ def test_results_table_and_gallery(tiny_service) -> None:
     assert table[0][1] == recs[0].title and table[0][-1] == recs[0].item_id
     assert table[0][2] == round(recs[0].score, 4)
     gallery = render.results_gallery(recs)
-    assert gallery[0] == (str(recs[0].image), f"#1 {recs[0].title} · {recs[0].score:.3f}")
+    assert gallery[0] == (str(recs[0].image), f"1 · {render.num(recs[0].score)} · {recs[0].title}")
 
 
 # -- explanation panel -------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests.imaging import header_only_png
 from recsys_core.data.adapters import resolve_catalog
-from recsys_core.data.catalog import Item, RowProblem, load_catalog_folder
+from recsys_core.data.catalog import Item, RowProblem, _split_camel, genre_label, load_catalog_folder
 from recsys_core.errors import CatalogError, UnknownItemError
 from tests.conftest import MOVIELENS
 
@@ -310,3 +310,25 @@ def test_movielens_adapter() -> None:
     assert toy.title == "Toy Story (1995)"
     assert "unknown" not in {g for item in catalog.items for g in item.genres}
     assert catalog.name == "MovieLens-100K"
+
+
+@pytest.mark.parametrize("genre, label", [
+    ("BoardGame", "Board game"), ("2DGraphics", "2D graphics"), ("RolePlaying", "Role playing"),
+    ("KDE", "KDE"), ("Qt", "Qt"), ("Education", "Education"), ("HTMLParser", "HTML parser"),
+    ("3D", "3D"), ("Sci-Fi", "Sci-Fi"), ("board game", "board game"), ("", ""),
+])
+def test_genre_label_reads_as_words(genre: str, label: str) -> None:
+    assert genre_label(genre) == label
+
+
+def test_genre_label_leaves_the_encoders_text_alone() -> None:
+    # The text encoder's form is cached with every text feature: the display fix must not change it.
+    assert _split_camel("2DGraphics") == "2 dgraphics" and _split_camel("BoardGame") == "board game"
+
+
+def test_every_demo_genre_gets_a_readable_label() -> None:
+    catalog = load_catalog_folder(Path(__file__).resolve().parents[3] / "assets" / "catalog")
+    labels = {g: genre_label(g) for g in catalog.genres()}
+    assert labels["2DGraphics"] == "2D graphics" and labels["BoardGame"] == "Board game"
+    assert all(" " in label or label in {"Simulation", "Education", "Languages", "Amusement", "Art", "Graphics",
+                                         "KDE", "Qt", "Robotics"} for label in labels.values()), labels
