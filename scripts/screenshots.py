@@ -20,18 +20,16 @@ extracts the catalog's features (about 25 s on 2 cores); ``--data-dir`` keeps th
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
+import re
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run as a file: the project's packages (and the tests' helpers) import
 
 from tests.browser import studio_page as ui  # noqa: E402  (after the path above)
+from tests.app_process import start_app  # noqa: E402  (waits for the first page, then for the catalog)
 from tests.browser.chromium import find_chromium, launch  # noqa: E402
 
 # Laptop width; tall enough that each screen's main content fits without scrolling.
@@ -58,36 +56,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the tiny test catalog with tiny random encoders (seconds; for checking this script)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the app to serve")
     return p.parse_args(argv)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(args: list[str], log_path: Path, timeout_s: float) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", GRADIO_ANALYTICS_ENABLED="False")
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "app.py", *args, "--port", str(port)], cwd=REPO_ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the app exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url + "/", timeout=2):
-                return proc, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit(f"error: the app did not serve within {timeout_s:.0f} s; its log: {log_path}")
-        time.sleep(0.5)
 
 
 def settled(page) -> None:
@@ -131,8 +99,9 @@ def upload_screen(page, scene: dict, out: Path, fallback_image: Path) -> None:
     ui.open_tab(page, "Upload a new item")
     image = scene["upload"] or fallback_image
     ui.block_labelled(page, "Image (optional)").locator("input[type=file]").set_input_files(str(image))
-    page.get_by_label("Title").fill(scene["upload_title"])
-    page.get_by_label("Description").fill(scene["upload_text"])
+    # Both fields' info line names "title + description", so match the start of each field's name.
+    page.get_by_role("textbox", name=re.compile(r"^Title")).fill(scene["upload_title"])
+    page.get_by_role("textbox", name=re.compile(r"^Description")).fill(scene["upload_text"])
     page.get_by_role("button", name="Find similar items").click()
     results = ui.block_labelled(page, "Similar catalog items")
     ui.eventually(lambda: ui.result_captions(page, results), bool, what="upload results",
