@@ -156,7 +156,7 @@ class LabellingHandlers:
         target = self.service.item(task.item_id)
         profile = render.catalog_gallery(items)  # (image, title): the titles are the tiles' captions
         card = (f"### {render.esc(target.title)}\n{render.esc(cut_at_word(target.description))}\n\n"
-                f"*Genres:* {render.esc(', '.join(target.genres) or '—')}")
+                f"*Genres:* {render.esc(render.genres_text(target.genres) or '—')}")
         previous = None
         if task.previous is not None:  # re-opened by an undo: start from the annotator's own earlier answer
             label, grade = task.previous
