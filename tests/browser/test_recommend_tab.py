@@ -132,3 +132,41 @@ def test_the_recommend_tab_fits_a_phone_screen(browser, browser_app) -> None:
             assert outside == 0, f"{outside} tile(s) of {gallery} cut off at 390 px"
     finally:
         context.close()
+
+
+def test_a_negative_part_is_drawn_negative(page, browser_app) -> None:
+    """A part of the score below zero is a bar below zero, in the "lowered" colour, and the heatmap says so."""
+    from ui.render import LOWERED
+
+    profile = ["checkers"]
+    recs = browser_app.client.predict(profile, 10, api_name="/recommend")
+    found = None
+    for index, rec in enumerate(recs):  # the tiny catalog: checkers -> cards has image -0.013
+        explanation = browser_app.client.predict(profile, rec["item_id"], "fast", api_name="/explain")
+        negative = {part: v for part, v in explanation["modality_scores"].items() if v < 0}
+        if negative:
+            found = index, explanation, negative
+            break
+    assert found, "no recommendation for ['checkers'] has a negative part of the score"
+    index, explanation, negative = found
+    part, value = next(iter(negative.items()))
+
+    ui.pick_tiles(page, 1)  # Checkers
+    ui.recommend(page)
+    ui.select_result(page, index)
+    ui.wait_for_explanation_of(page, explanation["score"])
+
+    def drawn() -> list[dict[str, str]]:
+        return [bar for bar in ui.chart_bars(page, "Parts of the score")
+                if bar.get("part") == part and ui.number(bar["score part"]) != 0]
+
+    bars = ui.eventually(drawn, bool, what=f"a non-zero {part!r} bar in 'Parts of the score'")
+    assert len(bars) == 1, bars
+    assert ui.number(bars[0]["score part"]) < 0
+    assert ui.number(bars[0]["score part"]) == pytest.approx(value, **CHART_PRECISION)
+    assert bars[0]["effect"] == LOWERED
+    if part == "image":
+        heat_label = page.locator("[data-testid=block-label]:visible", has_text="Image regions that")
+        label = ui.eventually(lambda: heat_label.first.inner_text(), lambda text: "lowered" in text,
+                              what="the heatmap's label saying 'lowered'", fail=False)
+        assert "lowered" in label
