@@ -282,9 +282,8 @@ class Handlers:
         images = render.item_images(self.service.item(selected))
         return gr.Gallery(value=images or None, visible=bool(images), selected_index=None)
 
-    @ui_event()
     def pick(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> list[str]:
-        """Clicking a catalog tile toggles it in the liked set."""
+        """Clicking a catalog tile toggles it in the liked set (the UI event is :meth:`pick_and_mark`)."""
         liked = list(liked or [])
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         if index is None or not 0 <= int(index) < len(shown_ids):
