@@ -93,10 +93,15 @@ class ZeroShotConfig(_Config):
     # chance 0.151). Genre agreement favours text, so it is a floor for the value of images.
     text_weight: float = 0.8
     image_weight: float = 0.2
+    # A disliked item's profile is subtracted from the query at this weight (its neighbours go down);
+    # the hybrid model applies it to its collaborative block too.
+    dislike_weight: float = 0.5
 
     def __post_init__(self) -> None:
         if self.text_weight < 0 or self.image_weight < 0:
             raise ValueError("modality weights must be >= 0")
+        if self.dislike_weight < 0:
+            raise ValueError(f"dislike_weight is {self.dislike_weight}; it must be >= 0")
         if self.text_weight + self.image_weight <= 0:
             raise ValueError("at least one modality weight must be > 0")
 

@@ -28,7 +28,7 @@ from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Expla
 from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
 from recsys_core.data.images import load_image
 from recsys_core.serving.index import VectorIndex, build_index
-from recsys_core.serving.finetuned import load_serving
+from recsys_core.serving.load import load_model
 from recsys_core.serving.protocol import ServingModel
 from recsys_core.serving.rerank import mmr_search
 from recsys_core.serving.zeroshot import ZeroShotModel
@@ -49,11 +49,13 @@ class Recommendation:
     # Set only when diversity (MMR) re-ranked the list; ``score`` stays the relevance score.
     score_rank: int | None = None  # where ranking by score alone would have put it (1-based)
     diversity_gain: float | None = None  # 1 - its highest cosine to the items above it (rerank.diversity_gains)
+    collaborative_score: float = 0.0  # the hybrid's item-item part of ``score`` (0 for other models)
 
     @property
     def other_score(self) -> float:
-        """What text and image do not explain: the item's ID and bias part (fine-tuned), ~0 for zero-shot."""
-        return self.score - self.text_score - self.image_score
+        """What text, image and the collaborative part do not explain: the fusion model's item ID and bias
+        part, ~0 for the zero-shot and hybrid models."""
+        return self.score - self.text_score - self.image_score - self.collaborative_score
 
     def to_api(self) -> dict[str, object]:
         """The existing keys always; "score_rank" and "diversity_gain" as well when MMR re-ranked the list."""
@@ -115,6 +117,7 @@ class ExplanationInputs:
     image: object | None  # PIL image, or None when the item has none (or its image part is 0)
     text_part: float
     image_part: float
+    collaborative_part: float  # the hybrid's item-item part (0 for other models)
     text_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled text vectors [B, Dt] -> full score [B]
     image_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled image vectors [B, Di] -> full score [B]
 
@@ -310,8 +313,9 @@ class RecommenderService:
         """Model + index for the checkpoint in ``folder`` (None = the zero-shot model)."""
         model: ServingModel = zeroshot
         if folder is not None:
-            model = load_serving(Path(folder), self.catalog, features, self.text_encoder, self.image_encoder,
-                                 self.config.cache_dir, self.config.limits.max_image_pixels)
+            model = load_model(Path(folder), self.catalog, features, zeroshot=zeroshot, text_encoder=self.text_encoder,
+                               image_encoder=self.image_encoder, cache_dir=self.config.cache_dir,
+                               max_pixels=self.config.limits.max_image_pixels)
         # Exact for small catalogs, FAISS above IndexConfig.faiss_threshold (cached beside the features).
         index = build_index(model.item_vectors, self.config.index, self.config.cache_dir)
         return _Snapshot(model=model, index=index, features=features, zeroshot=zeroshot,
@@ -361,19 +365,37 @@ class RecommenderService:
         self.catalog.check_ids(ids)
         return ids
 
-    def recommend(self, liked_ids: Sequence[str], k: int = 10, diversity: float = 0.0) -> list[Recommendation]:
+    def clean_disliked(self, disliked_ids: Sequence[str] | None, liked: Sequence[str]) -> list[str]:
+        """Validated, de-duplicated disliked ids (may be empty); an item cannot be liked and disliked at once."""
+        if disliked_ids is None:
+            return []
+        if isinstance(disliked_ids, str):
+            raise InvalidInputError("disliked_ids must be a list of item ids")
+        ids = list(dict.fromkeys(str(i).strip() for i in disliked_ids if str(i).strip()))
+        if len(ids) > self.config.limits.max_liked:
+            raise InvalidInputError(f"{len(ids)} disliked items; the limit is {self.config.limits.max_liked}")
+        both = [i for i in ids if i in set(liked)]
+        if both:
+            raise InvalidInputError(f"{', '.join(both[:5])} cannot be both liked and disliked; remove it from one list")
+        self.catalog.check_ids(ids)
+        return ids
+
+    def recommend(self, liked_ids: Sequence[str], k: int = 10, diversity: float = 0.0,
+                  disliked_ids: Sequence[str] | None = None) -> list[Recommendation]:
         """Top-``k`` catalog items for someone who likes ``liked_ids`` (which are never returned).
 
         ``diversity`` in [0, 1] re-ranks with maximal marginal relevance over the fused item vectors:
-        0 = plain ranking by score, higher = fewer near-duplicates in the list.
+        0 = plain ranking by score, higher = fewer near-duplicates in the list. ``disliked_ids`` are never
+        returned either, and push their neighbours down (the model's ``dislike_weight``).
         """
         k = self._check_k(k)
         diversity = self._check_diversity(diversity)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
+        disliked = self.catalog.check_ids(self.clean_disliked(disliked_ids, ids))
         state = self._serving()
-        query = state.model.profile(indices)
-        return self._results(state, query, k, exclude=indices, diversity=diversity)
+        query = state.model.profile(indices, disliked)
+        return self._results(state, query, k, exclude=indices + disliked, diversity=diversity)
 
     def recommend_with(self, folder: Path | None, liked_ids: Sequence[str], k: int = 10) -> ModelRecommendations:
         """Top-``k`` items for ``liked_ids`` from the checkpoint in ``folder`` (None = the zero-shot model),
@@ -466,26 +488,43 @@ class RecommenderService:
         except InvalidInputError:
             return None  # served without an image, so explained without one
 
-    def explain(self, liked_ids: Sequence[str], item_id: str, method: str = "fast") -> Explanation:
-        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (see recsys_core.serving.explain)."""
+    def explain(self, liked_ids: Sequence[str], item_id: str, method: str = "fast",
+                disliked_ids: Sequence[str] | None = None) -> Explanation:
+        """Why ``item_id`` scores as it does for someone who likes ``liked_ids`` (and disliked ``disliked_ids``),
+        see recsys_core.serving.explain."""
         method = self._check_method(method)
         ids = self.clean_liked(liked_ids)
         indices = self.catalog.check_ids(ids)
+        dis_ids = self.clean_disliked(disliked_ids, ids)
+        disliked = self.catalog.check_ids(dis_ids)
         target = self.catalog.index_of(str(item_id))
         state = self._serving()
-        key = (state.model.version, tuple(ids), str(item_id), method)
+        key = (state.model.version, tuple(ids), tuple(dis_ids), str(item_id), method)
         hit = self.explainer.cached(key)
         if hit is not None:
             return hit
-        query = state.model.profile(indices)
-        contributions = state.model.history_contributions(indices, target)
-        total = float(contributions.abs().sum()) or 1.0
-        history = tuple(
-            HistoryShare(item_id=i, contribution=float(c), share=float(c) / total) for i, c in zip(ids, contributions)
-        )
+        query = state.model.profile(indices, disliked)
+        history = self._history(state.model, ids, indices, dis_ids, disliked, target)
         explanation = self._explain_item(state, query, target, method, history=history)
         self.explainer.remember(key, explanation)
         return explanation
+
+    @staticmethod
+    def _history(model: ServingModel, ids: list[str], indices: list[int], dis_ids: list[str], disliked: list[int],
+                 target: int) -> tuple[HistoryShare, ...]:
+        """Each liked item's part of the score (and, with dislikes, what each disliked item took away)."""
+        rows: list[tuple[str, float, float, float, bool]] = []
+        for names, where, sign in ((ids, indices, 1.0), (dis_ids, disliked, -model.dislike_weight)):
+            if not where:
+                continue
+            total = model.history_contributions(where, target)
+            collab = model.collaborative_contributions(where, target)
+            weights = model.item_weights(where, target)
+            rows += [(i, sign * float(c), sign * float(b), float(w), sign < 0)
+                     for i, c, b, w in zip(names, total, collab, weights)]
+        scale = sum(abs(r[1]) for r in rows) or 1.0
+        return tuple(HistoryShare(item_id=i, contribution=c, share=c / scale, collaborative=b, item_weight=w,
+                                  disliked=d) for i, c, b, w, d in rows)
 
     def explain_upload(self, *, image: str | Path | bytes | None, title: str = "", description: str = "",
                        item_id: str, method: str = "fast") -> Explanation:
@@ -516,6 +555,7 @@ class RecommenderService:
         item = self.catalog.items[target]
         parts = model.modality_scores(query, torch.tensor([target]))
         text_part, image_part = float(parts.text[0]), float(parts.image[0])
+        collab_part = float(parts.collaborative[0]) if parts.collaborative is not None else 0.0
         has_image = bool(state.features.has_image[target])
         # Each attribution targets the full score of the item.
         text_fn, image_fn = model.score_fns(query, target)
@@ -525,6 +565,7 @@ class RecommenderService:
             image=self._item_image(item) if has_image and image_part != 0.0 else None,
             text_part=text_part,
             image_part=image_part,
+            collaborative_part=collab_part,
             text_score_fn=text_fn,
             image_score_fn=image_fn,
         )
@@ -561,11 +602,15 @@ class RecommenderService:
             image_heatmap=heatmap,
             image_method=image_method,
             query_heatmap=query_heatmap,
-            modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part}),
+            modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part,
+                                           **({"collaborative": inputs.collaborative_part} if model.mix.get(
+                                               "collaborative") else {})}),
             history=history,
             seconds=seconds,
             image_direction="lowered" if sign < 0 else "raised",
             model_kind=model.kind,
+            collaborative_score=inputs.collaborative_part,
+            mix=dict(model.mix),
         )
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],
@@ -592,6 +637,7 @@ class RecommenderService:
                     genres=item.genres,
                     score_rank=ranks[rank - 1] if ranks is not None else None,
                     diversity_gain=gains[rank - 1] if gains is not None else None,
+                    collaborative_score=float(parts.collaborative[rank - 1]) if parts.collaborative is not None else 0.0,
                 )
             )
         return out

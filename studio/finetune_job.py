@@ -272,7 +272,7 @@ def run_cli(args: argparse.Namespace) -> JobResult:
     from recsys_core.encoders.features import encode_catalog
     from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
     from recsys_core.model.checkpoint import checkpoint_version
-    from recsys_core.serving.finetuned import load_serving
+    from recsys_core.serving.load import load_model
     from recsys_core.serving.protocol import ServingModel
     from recsys_core.serving.zeroshot import ZeroShotModel
     from recsys_core.training.finetune import FinetuneConfig, FinetuneError, finetune, movielens_offline_split
@@ -301,8 +301,9 @@ def run_cli(args: argparse.Namespace) -> JobResult:
     # What the app serves from this base (the zero-shot model without one): the gate's baseline.
     state_model: ServingModel = ZeroShotModel(encoded.features, ZeroShotConfig())
     if args.base is not None:
-        state_model = load_serving(args.base, catalog, encoded.features, encoded.text_encoder,
-                                   encoded.image_encoder, cache_dir)
+        state_model = load_model(args.base, catalog, encoded.features, zeroshot=state_model,
+                                 text_encoder=encoded.text_encoder, image_encoder=encoded.image_encoder,
+                                 cache_dir=cache_dir)
     offline = None
     if args.catalog == "movielens-100k" and args.data_root is not None and not args.no_offline_gate:
         offline = movielens_offline_split(args.data_root, catalog)

@@ -1,6 +1,9 @@
-"""The fine-tuned multimodal model behind the evaluation's ``Recommender`` interface.
+"""The product's models behind the evaluation's ``Recommender`` interface.
 
-``fit`` trains on the protocol's training split (with timestamps, for history order) exactly as
+:class:`HybridScorer` is ``multimodal``: the hybrid of content and collaborative parts
+(:mod:`recsys_core.model.hybrid`), its weights chosen on the protocol's validation split (never
+test), then fitted on the training split. :class:`FusionScorer` is the two-tower fusion model
+(``fusion*`` in ``--models``), kept as an ablation: its ``fit`` trains on the protocol's training split (with timestamps, for history order) exactly as
 ``python -m recsys_core.train`` does and keeps the checkpoint under ``<data dir>/checkpoints/``;
 ``score`` maps the model's catalog order onto the evaluation's item index.
 """
@@ -20,9 +23,9 @@ from recsys_core.training.loop import default_val_mode, fit_for_split
 log = logging.getLogger(__name__)
 
 
-class MultimodalScorer:
+class FusionScorer:
     def __init__(self, split, data_root: Path, data_dir: Path, *, seed: int = 0, modalities: str = "both",
-                 use_ids: bool = True, fusion: str = "transformer", name: str = "multimodal",
+                 use_ids: bool = True, fusion: str = "transformer", name: str = "fusion",
                  strategy: str = "frozen") -> None:
         self.name = name
         self.split = split
@@ -35,7 +38,7 @@ class MultimodalScorer:
         self.strategy = strategy
         self.data: InteractionData | None = None
 
-    def fit(self, data: InteractionData) -> "MultimodalScorer":
+    def fit(self, data: InteractionData) -> "FusionScorer":
         self.data = data
         self.trained, catalog = fit_for_split(self.split, self.data_root, self.data_dir, modalities=self.modalities,
                                               fusion_kind=self.fusion, use_ids=self.use_ids,
@@ -62,4 +65,64 @@ class MultimodalScorer:
         if rows:
             scores = self.trained.score_users([hists[r] for r in rows]).numpy()
             out[np.ix_(rows, self.columns)] = scores
+        return out
+
+
+class HybridScorer:
+    """``multimodal``: settings chosen on the validation split of ``split.protocol``, then fitted on ``split.train``.
+
+    ``fixed`` holds settings out of the selection (ablations: ``content_share=1.0`` is content only,
+    ``0.0`` collaborative only, ``side_content=0, side_genre=0`` plain EASE inside the hybrid);
+    ``zeroshot`` (text/image weights) builds the content part (``text_weight=1, image_weight=0``: text only).
+    """
+
+    def __init__(self, split, data_root: Path, data_dir: Path, *, seed: int = 0, name: str = "multimodal",
+                 fixed: dict | None = None, zeroshot: dict | None = None) -> None:
+        self.name = name
+        self.split = split
+        self.data_root = Path(data_root)
+        self.data_dir = Path(data_dir)
+        self.seed = seed
+        self.fixed = dict(fixed or {})
+        self.zeroshot_options = dict(zeroshot or {})
+        self.data: InteractionData | None = None
+
+    def fit(self, data: InteractionData) -> "HybridScorer":
+        import time
+
+        from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
+        from recsys_core.data.adapters import load_movielens_100k
+        from recsys_core.encoders.features import encode_catalog
+        from recsys_core.serving.zeroshot import ZeroShotModel
+        from recsys_core.training.hybrid import fit_hybrid, interaction_matrix, select_on_validation
+
+        started = time.perf_counter()
+        self.data = data
+        catalog = load_movielens_100k(self.data_root)
+        features = encode_catalog(catalog, TextEncoderConfig(), ImageEncoderConfig(), self.data_dir / "features").features
+        zeroshot = ZeroShotModel(features, ZeroShotConfig(**self.zeroshot_options))
+        selection = select_on_validation(self.data_root, self.split.protocol, catalog, zeroshot, fixed=self.fixed,
+                                         seed=self.seed)
+        self.selection = selection
+        self.fitted = fit_hybrid(self.split.train, catalog, zeroshot, selection.config, selection=selection,
+                                 seed=self.seed, started=started)
+        self.columns = np.array([data.item_index[i] for i in catalog.ids])
+        self._matrix, users = interaction_matrix(self.split.train, catalog)
+        self._rows = {u: r for r, u in enumerate(users)}
+        log.info("%s: %s (validation NDCG@20 %.4f)", self.name, selection.config.to_json(), selection.ndcg)
+        return self
+
+    def score(self, user_indices) -> np.ndarray:
+        import torch
+
+        assert self.data is not None, "fit first"
+        serving = self.fitted.serving
+        out = np.zeros((len(user_indices), self.data.n_items), dtype=np.float64)
+        for row, u in enumerate(user_indices):
+            r = self._rows.get(self.data.user_ids[int(u)])
+            if r is None:
+                continue  # no training history: no profile
+            liked = self._matrix.indices[self._matrix.indptr[r]:self._matrix.indptr[r + 1]].tolist()
+            with torch.no_grad():
+                out[row, self.columns] = (serving.item_vectors @ serving.profile(liked)).numpy()
         return out

@@ -90,22 +90,41 @@ register_model("genre", lambda ctx: GenreProfile(item_genres(ctx.items)))
 register_model("zeroshot", lambda ctx: ZeroShotScorer(ctx.data_root, ctx.data_dir / "features"))
 
 
-def _multimodal(name: str, **options: object) -> ModelFactory:
+def _fusion(name: str, **options: object) -> ModelFactory:
     def factory(ctx: ModelContext) -> Recommender:
-        from recsys_core.evaluation.multimodal_scorer import MultimodalScorer  # torch-heavy: imported only when asked for
+        from recsys_core.evaluation.multimodal_scorer import FusionScorer  # torch-heavy: imported only when asked for
 
-        return MultimodalScorer(ctx.split, ctx.data_root, ctx.data_dir, seed=ctx.seed, name=name, **options)  # type: ignore[arg-type]
+        return FusionScorer(ctx.split, ctx.data_root, ctx.data_dir, seed=ctx.seed, name=name, **options)  # type: ignore[arg-type]
 
     return factory
 
 
-register_model("multimodal", _multimodal("multimodal"))
-register_model("multimodal-text", _multimodal("multimodal-text", modalities="text"))
-register_model("multimodal-image", _multimodal("multimodal-image", modalities="image"))
-register_model("multimodal-mean", _multimodal("multimodal-mean", fusion="mean"))  # ablation: no attention
-register_model("multimodal-noid", _multimodal("multimodal-noid", use_ids=False))  # ablation: content only
-register_model("multimodal-top", _multimodal("multimodal-top", strategy="top-layers"))  # + top text block, CNN head
-register_model("multimodal-lora", _multimodal("multimodal-lora", strategy="lora"))  # + LoRA on the top 2 text blocks
+def _hybrid(name: str, fixed: dict | None = None, zeroshot: dict | None = None) -> ModelFactory:
+    def factory(ctx: ModelContext) -> Recommender:
+        from recsys_core.evaluation.multimodal_scorer import HybridScorer
+
+        return HybridScorer(ctx.split, ctx.data_root, ctx.data_dir, seed=ctx.seed, name=name, fixed=fixed,
+                            zeroshot=zeroshot)
+
+    return factory
+
+
+# The product's model: content + collaborative hybrid, settings chosen on the validation split.
+register_model("multimodal", _hybrid("multimodal"))
+# Its ablations: one part only, no side information in the solve, one modality in the content part.
+register_model("multimodal-content", _hybrid("multimodal-content", fixed={"content_share": 1.0, "prior_weight": 0.0}))
+register_model("multimodal-collab", _hybrid("multimodal-collab", fixed={"content_share": 0.0}))
+register_model("multimodal-noside", _hybrid("multimodal-noside", fixed={"side_content": 0.0, "side_genre": 0.0}))
+register_model("multimodal-text", _hybrid("multimodal-text", zeroshot={"text_weight": 1.0, "image_weight": 0.0}))
+register_model("multimodal-image", _hybrid("multimodal-image", zeroshot={"text_weight": 0.0, "image_weight": 1.0}))
+# The two-tower fusion model trained on interactions (the previous ``multimodal``) and its variants.
+register_model("fusion", _fusion("fusion"))
+register_model("fusion-text", _fusion("fusion-text", modalities="text"))
+register_model("fusion-image", _fusion("fusion-image", modalities="image"))
+register_model("fusion-mean", _fusion("fusion-mean", fusion="mean"))  # ablation: no attention
+register_model("fusion-noid", _fusion("fusion-noid", use_ids=False))  # ablation: content only
+register_model("fusion-top", _fusion("fusion-top", strategy="top-layers"))  # + top text block, CNN head
+register_model("fusion-lora", _fusion("fusion-lora", strategy="lora"))  # + LoRA on the top 2 text blocks
 
 
 @dataclass(frozen=True)

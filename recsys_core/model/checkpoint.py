@@ -1,6 +1,11 @@
 """The checkpoint folder: the only code that knows its layout (file names, formats, version naming).
 
-A checkpoint folder holds ``config.json`` (fusion and training configs, encoder names),
+Two kinds share the layout, told apart by ``config.json``'s ``"kind"``: ``hybrid`` (the product's
+``multimodal`` model: the hybrid config, the zero-shot config of its content part, and the
+collaborative part's arrays in ``model.safetensors``) and ``fusion`` (the two-tower model; older
+checkpoints have no ``"kind"`` and are fusion).
+
+A fusion checkpoint folder holds ``config.json`` (fusion and training configs, encoder names),
 ``model.safetensors``, ``items.json`` (which catalog its ID table indexes and which items had
 training interactions), ``metrics.json``, ``fingerprint.json`` (the data it saw),
 ``interactions.csv.gz`` (its training interactions, replayed by later fine-tunes) and
@@ -24,6 +29,7 @@ if TYPE_CHECKING:
 
     from recsys_core.data.catalog import Catalog
     from recsys_core.model.fusion import FusionConfig, FusionRecommender
+    from recsys_core.model.hybrid import CollaborativePart, HybridConfig
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -147,6 +153,75 @@ def save_checkpoint(trained: Trained, out: Path, *, metrics: dict, fingerprint_i
     os.replace(tmp, out)
 
 
+HYBRID = "hybrid"
+FUSION = "fusion"
+
+
+def checkpoint_kind(folder: Path) -> str:
+    """``hybrid`` or ``fusion`` (a config without a kind is an older fusion checkpoint)."""
+    return json.loads((Path(folder) / CONFIG).read_text()).get("kind", FUSION)
+
+
+def read_config(folder: Path) -> dict:
+    return json.loads((Path(folder) / CONFIG).read_text())
+
+
+@dataclass(frozen=True)
+class HybridCheckpoint:
+    config: HybridConfig
+    zeroshot: dict  # the ZeroShotConfig of the content part (recsys_core.config.ZeroShotConfig.from_dict)
+    collab: CollaborativePart
+    item_ids: tuple[str, ...]  # the catalog order of the arrays
+    encoders: dict
+
+
+def save_hybrid(out: Path, *, config: HybridConfig, zeroshot: dict, collab: CollaborativePart,
+                item_ids: Sequence[str], frame, metrics: dict, fingerprint_info: dict, encoders: dict[str, str]) -> None:
+    """Write a hybrid checkpoint (to ``<out>.tmp``, then renamed, like :func:`save_checkpoint`)."""
+    import numpy as np
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = out.with_name(out.name + TMP_SUFFIX)
+    tmp.mkdir(parents=True, exist_ok=True)
+    tensors = {"right": torch.from_numpy(np.ascontiguousarray(collab.right, dtype=np.float32)),
+               "prior": torch.from_numpy(np.ascontiguousarray(collab.prior, dtype=np.float32)),
+               "known": torch.from_numpy(collab.known.astype(np.uint8))}
+    if collab.left is not None:
+        tensors["left"] = torch.from_numpy(np.ascontiguousarray(collab.left, dtype=np.float32))
+    save_file(tensors, str(tmp / WEIGHTS))
+    (tmp / CONFIG).write_text(json.dumps({"kind": HYBRID, "hybrid": config.to_dict(), "zeroshot": zeroshot,
+                                          "encoders": encoders}, indent=2))
+    (tmp / METRICS).write_text(json.dumps(metrics, indent=2, default=str))
+    (tmp / FINGERPRINT).write_text(json.dumps(fingerprint_info, indent=2))
+    if frame is not None and len(frame):
+        cols = [c for c in ("user_id", "item_id", "timestamp") if c in frame.columns]
+        frame[cols].to_csv(tmp / INTERACTIONS, index=False)
+    (tmp / ITEMS).write_text(json.dumps({"item_ids": list(item_ids), "known": collab.known.tolist()}))
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+
+
+def load_hybrid(folder: Path) -> HybridCheckpoint:
+    from safetensors.numpy import load_file
+
+    from recsys_core.model.hybrid import CollaborativePart, HybridConfig
+
+    config = read_config(folder)
+    arrays = load_file(str(Path(folder) / WEIGHTS))
+    collab = CollaborativePart(right=arrays["right"], left=arrays.get("left"), prior=arrays["prior"],
+                               known=arrays["known"].astype(bool))
+    items = read_items(folder)
+    item_ids = items.item_ids if items is not None else tuple()
+    if len(item_ids) != collab.right.shape[0]:
+        raise ValueError(f"{folder}: items.json lists {len(item_ids)} items, the arrays {collab.right.shape[0]}")
+    return HybridCheckpoint(HybridConfig.from_dict(config["hybrid"]), dict(config.get("zeroshot", {})), collab,
+                            tuple(item_ids), dict(config.get("encoders", {})))
+
+
 def load_checkpoint(folder: Path, text_encoder=None, image_encoder=None) -> tuple[FusionRecommender, dict]:
     """Rebuild the model from ``config.json`` and load ``model.safetensors``; returns (model, config dict).
 
@@ -158,6 +233,8 @@ def load_checkpoint(folder: Path, text_encoder=None, image_encoder=None) -> tupl
     from recsys_core.model.fusion import FusionConfig, FusionRecommender, make_tops
 
     config = json.loads((Path(folder) / CONFIG).read_text())
+    if config.get("kind", FUSION) != FUSION:
+        raise ValueError(f"{folder} holds a {config['kind']} model, not a fusion model")
     fusion = FusionConfig(**config["fusion"])
     model = FusionRecommender(fusion, *make_tops(fusion, text_encoder, image_encoder))
     model.load_state_dict(load_file(str(Path(folder) / WEIGHTS)))

@@ -86,8 +86,11 @@ class TextInputs:
 @dataclass(frozen=True)
 class HistoryShare:
     item_id: str
-    contribution: float  # score units; the contributions sum to the score
+    contribution: float  # score units; the contributions sum to the score (less the hybrid's item prior)
     share: float  # contribution / sum of |contributions|
+    collaborative: float = 0.0  # the hybrid: the part of ``contribution`` through the item-item weight
+    item_weight: float = 0.0  # the hybrid: that item-item weight B[liked, item] itself (before the mix weight)
+    disliked: bool = False  # a disliked item: its contribution is what it took away
 
 
 @dataclass(frozen=True)
@@ -109,14 +112,18 @@ class Explanation:
     # Which way the heatmaps' regions moved the score: the image part's own direction ("raised" for a
     # positive or zero image part, "lowered" for a negative one).
     image_direction: str = "raised"
-    model_kind: str = "zeroshot"  # the serving model's kind: "zeroshot" (weighted cosines) or "multimodal" (logits)
+    model_kind: str = "zeroshot"  # the serving model's kind: "zeroshot" (weighted cosines) or "multimodal"
+    # The hybrid's collaborative part (item-item weights from the likes + the item's prior); 0 otherwise.
+    collaborative_score: float = 0.0
+    # The model's mix, e.g. {"content": 0.6, "collaborative": 0.4} (the hybrid's weights after scaling).
+    mix: dict[str, float] = field(default_factory=dict)
 
     @property
     def other_score(self) -> float:
-        """The part of the score that is neither text nor image: the fine-tuned model's item ID and bias
-        part (the score of the item with no content); ~0 for the zero-shot model, whose score is
-        exactly text + image."""
-        return self.score - self.text_score - self.image_score
+        """What neither text, image nor the collaborative part explains: the fusion model's item ID and
+        bias part (the score of the item with no content); ~0 for the zero-shot and hybrid models, whose
+        scores are exactly text + image (+ collaborative)."""
+        return self.score - self.text_score - self.image_score - self.collaborative_score
 
     @property
     def delta(self) -> float:
@@ -133,11 +140,15 @@ class Explanation:
             "image_heatmap_direction": self.image_direction,
             "modality_share": {k: round(v, 6) for k, v in self.modality_share.items()},
             "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6)},
-            # Adds up to "score": "item" is the ID and bias part (0 for the zero-shot model).
+            # Adds up to "score": "collaborative" is the hybrid's item-item part, "item" the fusion model's
+            # ID and bias part (each 0 where the model has none).
             "score_parts": {"text": round(self.text_score, 6), "image": round(self.image_score, 6),
-                            "item": round(self.other_score, 6)},
+                            "collaborative": round(self.collaborative_score, 6), "item": round(self.other_score, 6)},
             "model_kind": self.model_kind,
-            "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6)}
+            "mix": {k: round(v, 6) for k, v in self.mix.items()},
+            "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6),
+                         "collaborative": round(h.collaborative, 6), "item_weight": round(h.item_weight, 6),
+                         "disliked": h.disliked}
                         for h in self.history],
             "score": round(self.score, 6),
             "method": self.method,

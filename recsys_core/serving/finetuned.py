@@ -20,6 +20,7 @@ import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +56,7 @@ class FusionServing:
     """A :class:`recsys_core.serving.protocol.ServingModel` over a fine-tuned fusion checkpoint."""
 
     kind = "multimodal"
+    dislike_weight = 0.5  # as ZeroShotConfig.dislike_weight
 
     def __init__(self, model: FusionRecommender, content: ItemContent, known: torch.Tensor, version: str,
                  source: Path | None = None, *, split_modalities: bool = True) -> None:
@@ -98,9 +100,14 @@ class FusionServing:
         return torch.cat([F.normalize(user, dim=-1), user.new_ones(1)])
 
     @torch.no_grad()
-    def profile(self, indices: list[int]) -> torch.Tensor:
-        """Query for someone who liked ``indices`` (in the order given; the last is the most recent)."""
-        return self._user(self.items.vectors[list(reversed(indices))])
+    def profile(self, indices: list[int], disliked: Sequence[int] = ()) -> torch.Tensor:
+        """Query for someone who liked ``indices`` (in the order given; the last is the most recent); the
+        disliked items' user vector is subtracted at ``dislike_weight`` (their neighbours go down)."""
+        query = self._user(self.items.vectors[list(reversed(indices))])
+        if len(disliked):
+            away = self._user(self.items.vectors[list(reversed(list(disliked)))])
+            query = query - self.dislike_weight * torch.cat([away[:-1], away.new_zeros(1)])
+        return query
 
     def upload_parts(self, text_encoder, image_encoder, token_text: str | None, text_vec: torch.Tensor | None,
                      image) -> UploadParts:
@@ -208,6 +215,16 @@ class FusionServing:
             return torch.tensor([full])
         out = [full - float(self.profile(liked[:i] + liked[i + 1 :]) @ self.item_vectors[item]) for i in range(len(liked))]
         return torch.tensor(out)
+
+    def collaborative_contributions(self, liked: list[int], item: int) -> torch.Tensor:
+        return torch.zeros(len(liked))
+
+    def item_weights(self, liked: list[int], item: int) -> torch.Tensor:
+        return torch.zeros(len(liked))
+
+    @property
+    def mix(self) -> dict[str, float]:
+        return {}
 
 
 def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, cache_dir: Path | None,

@@ -1,7 +1,8 @@
 """``ServingModel``: what the service asks of the model it serves, zero-shot or fine-tuned.
 
-Both :class:`recsys_core.serving.zeroshot.ZeroShotModel` and
-:class:`recsys_core.serving.finetuned.FusionServing` satisfy it, so ``service.py`` never asks which
+:class:`recsys_core.serving.zeroshot.ZeroShotModel`, :class:`recsys_core.serving.hybrid.HybridServing`
+(the product's ``multimodal`` model) and :class:`recsys_core.serving.finetuned.FusionServing` (the
+two-tower fusion model, kept as an ablation) satisfy it, so ``service.py`` never asks which
 one it holds. Scores are dot products: ``item_vectors[i] @ query`` is item ``i``'s score for a query
 from :meth:`ServingModel.profile` or :meth:`ServingModel.upload_query`.
 """
@@ -9,7 +10,7 @@ from :meth:`ServingModel.profile` or :meth:`ServingModel.upload_query`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol, Sequence
 
 import torch
 
@@ -28,6 +29,9 @@ RegionFn = Callable[[torch.Tensor], torch.Tensor]  # final feature map [C, h, w]
 class ModalityScores:
     text: torch.Tensor  # [N] weighted text contribution to the score
     image: torch.Tensor  # [N] weighted image contribution
+    # [N] the hybrid's collaborative part (item-item weights from the likes, plus the prior); None for models
+    # without one. text + image + collaborative is the whole score of the hybrid.
+    collaborative: torch.Tensor | None = None
 
 
 class ServingModel(Protocol):
@@ -39,8 +43,9 @@ class ServingModel(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def profile(self, indices: list[int]) -> torch.Tensor:
-        """The query [d] for someone who liked catalog items ``indices`` (oldest first)."""
+    def profile(self, indices: list[int], disliked: Sequence[int] = ()) -> torch.Tensor:
+        """The query [d] for someone who liked catalog items ``indices`` (oldest first) and disliked
+        ``disliked``: a dislike pushes that item's neighbours down."""
         ...
 
     def upload_query(self, item: "Item", text_vector: torch.Tensor | None, image: "Image.Image | None", *,
@@ -68,4 +73,22 @@ class ServingModel(Protocol):
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:
         """How much each liked item contributes to ``item``'s score [len(liked)]."""
+        ...
+
+    def collaborative_contributions(self, liked: list[int], item: int) -> torch.Tensor:
+        """The part of each liked item's contribution through item-item weights [len(liked)] (zeros without one)."""
+        ...
+
+    def item_weights(self, liked: list[int], item: int) -> torch.Tensor:
+        """The item-item weights behind :meth:`collaborative_contributions` [len(liked)] (zeros without one)."""
+        ...
+
+    @property
+    def dislike_weight(self) -> float:
+        """A disliked item's profile is subtracted from the query at this weight."""
+        ...
+
+    @property
+    def mix(self) -> dict[str, float]:
+        """How the model weighs its parts, e.g. {"content": 0.6, "collaborative": 0.4} (empty: not a mix)."""
         ...

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -68,8 +69,27 @@ class ZeroShotModel:
             image_vector = image_encoder.encode([image], keep_regions=False).pooled[0]
         return self.embed_new(text_vector, image_vector)
 
-    def profile(self, indices: list[int]) -> torch.Tensor:
-        """The liked items' mean direction per modality, renormalised so each block keeps its weight."""
+    def profile(self, indices: list[int], disliked: Sequence[int] = ()) -> torch.Tensor:
+        """The liked items' mean direction per modality, renormalised so each block keeps its weight;
+        minus ``dislike_weight`` times the disliked items' own profile."""
+        query = self._profile(indices)
+        if len(disliked):
+            query = query - self.config.dislike_weight * self._profile(list(disliked))
+        return query
+
+    def profiles(self, matrix) -> torch.Tensor:
+        """:meth:`profile` of every row of a (sparse) users x items 0/1 matrix at once [rows, dim]; a row
+        without items gives a zero query. Sums and means have the same direction, so this is exact."""
+        import numpy as np
+
+        out = []
+        for block, weight in ((slice(0, self.text_dim), self._wt), (slice(self.text_dim, None), self._wi)):
+            summed = torch.from_numpy(np.asarray(matrix @ self.item_vectors[:, block].numpy(), dtype=np.float32))
+            norm = summed.norm(dim=1, keepdim=True)
+            out.append(torch.where(norm > 0, weight * summed / norm.clamp_min(1e-12), torch.zeros_like(summed)))
+        return torch.cat(out, dim=1)
+
+    def _profile(self, indices: list[int]) -> torch.Tensor:
         liked = self.item_vectors[indices]
         t = liked[:, : self.text_dim].mean(0)
         i = liked[:, self.text_dim :].mean(0)
@@ -154,3 +174,18 @@ class ZeroShotModel:
             text=vectors[:, : self.text_dim] @ query[: self.text_dim],
             image=vectors[:, self.text_dim :] @ query[self.text_dim :],
         )
+
+    # -- what the zero-shot model has none of (a collaborative part) ---------------------------------
+    def collaborative_contributions(self, liked: list[int], item: int) -> torch.Tensor:
+        return torch.zeros(len(liked))
+
+    def item_weights(self, liked: list[int], item: int) -> torch.Tensor:
+        return torch.zeros(len(liked))
+
+    @property
+    def dislike_weight(self) -> float:
+        return self.config.dislike_weight
+
+    @property
+    def mix(self) -> dict[str, float]:
+        return {"content": 1.0}

@@ -169,8 +169,8 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     compares the candidate against exactly what users get today. ``offline``: (histories,
     targets) of an offline split; when given, its NDCG@20 joins the gate.
     """
-    from recsys_core.model.checkpoint import (checkpoint_version, load_checkpoint, read_interactions, read_items,
-                                              save_checkpoint)
+    from recsys_core.model.checkpoint import (HYBRID, checkpoint_kind, checkpoint_version, load_checkpoint,
+                                              read_interactions, read_items, save_checkpoint)
     from recsys_core.model.content import build_content
     from recsys_core.model.fusion import FusionConfig, make_tops
     from recsys_core.serving.finetuned import FusionServing
@@ -201,6 +201,12 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     if offline is not None:
         base_metrics["offline_ndcg@20"] = offline_ndcg(base_model, *offline)
 
+    if base_dir is None or checkpoint_kind(Path(base_dir)) == HYBRID:
+        return _finetune_hybrid(examples=examples, catalog=catalog, features=features, base_model=base_model,
+                                base_dir=base_dir, out_dir=out_dir, config=config, train_data=train_data,
+                                held_data=held_data, base=(base_metrics, base_scores, base_likes),
+                                metrics_of=metrics_of, offline=offline, extra_metrics=extra_metrics,
+                                report=report, start=start, text_encoder=text_encoder, image_encoder=image_encoder)
     known = torch.zeros(len(catalog), dtype=torch.bool)
     init_state = None
     if base_dir is not None:
@@ -278,3 +284,39 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     report(1.0, "done")
     return FinetuneResult(Path(out_dir), result, len(train_data.items), len(held_data.items),
                           time.perf_counter() - start, trained.history)
+
+
+def _finetune_hybrid(*, examples, catalog, features, base_model, base_dir, out_dir, config: FinetuneConfig, train_data,
+                     held_data, base, metrics_of, offline, extra_metrics, report, start, text_encoder,
+                     image_encoder) -> FinetuneResult:
+    """The hybrid candidate (:mod:`recsys_core.training.finetune_hybrid`), gated as the fusion one is."""
+    from recsys_core.model.checkpoint import checkpoint_version, save_hybrid
+    from recsys_core.training.finetune_hybrid import base_of, fit_candidate
+
+    base_metrics, base_scores, base_likes = base
+    origin = base_of(base_model, Path(base_dir) if base_dir is not None else None)
+    parent = checkpoint_version(Path(base_dir)) if base_dir is not None else getattr(base_model, "version", None)
+    candidate, hybrid, zs_config, frame, table = fit_candidate(origin, examples, catalog, features, data=train_data,
+                                                               seed=config.seed, progress=report)
+    cand_metrics, cand_scores, cand_likes = metrics_of(candidate)
+    if offline is not None:
+        report(0.93, "offline evaluation")
+        cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate, *offline)
+    p_worse = bootstrap_worse(base_scores, cand_scores, held_data, samples=config.bootstrap_samples,
+                              seed=config.seed, base_likes=base_likes, cand_likes=cand_likes)
+    cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
+    result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
+    report(0.97, "saving the candidate")
+    seconds = time.perf_counter() - start
+    save_hybrid(Path(out_dir), config=hybrid, zeroshot=zs_config.to_dict(), collab=candidate.collab,
+                item_ids=catalog.ids, frame=frame, metrics={
+                    "heldout_base": base_metrics, "heldout_candidate": cand_metrics, "gate_passed": result.passed,
+                    "gate_reason": result.reason, "parent": parent, "n_train_labels": len(train_data.items),
+                    "n_heldout_labels": len(held_data.items), "finetune": asdict(config), "selection": table,
+                    "train_seconds": seconds, **(extra_metrics or {})},
+                fingerprint_info={"labels": len(train_data.items), "catalog": catalog.name, "items": len(catalog)},
+                encoders={"text": text_encoder.weights_id, "image": image_encoder.weights_id})
+    report(1.0, "done")
+    history = [{"epoch": 1.0, "val_ndcg@20": float(max((r["cv_likes_ndcg@20"] for r in table
+                                                         if not math.isnan(r["cv_likes_ndcg@20"])), default=0.0))}]
+    return FinetuneResult(Path(out_dir), result, len(train_data.items), len(held_data.items), seconds, history)

@@ -301,8 +301,8 @@ def test_recommend_with_a_checkpoint_gives_its_list_without_serving_it_and_loads
     zeroshot = tiny_service.model_version
     served = tiny_service.recommend(["chess", "cards"], k=4)
     loads = []
-    real_load = service_module.load_serving
-    monkeypatch.setattr(service_module, "load_serving", lambda *a, **kw: loads.append(a[0]) or real_load(*a, **kw))
+    real_load = service_module.load_model
+    monkeypatch.setattr(service_module, "load_model", lambda *a, **kw: loads.append(a[0]) or real_load(*a, **kw))
 
     other = tiny_service.recommend_with(folder, ["chess", "cards"], k=4)
     again = tiny_service.recommend_with(folder, ["space"], k=3)

@@ -72,7 +72,8 @@ def _write_data(root: Path) -> tuple[Path, Path]:
 
 def _train_args(catalog: Path, data: Path, data_dir: Path, out: Path) -> list[str]:
     return ["-m", "recsys_core.train", "--data-root", str(data), "--catalog", str(catalog), "--data-dir", str(data_dir),
-            "--out", str(out), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random", "--device", "cpu",
+            "--out", str(out), "--model", "fusion", "--text-encoder", "tiny-random", "--image-encoder", "tiny-random",
+            "--device", "cpu",
             "--epochs", "4", "--batch-users", "8", "--patience", "10", "--dropout", "0", "--id-dropout", "0",
             "--threads", "1", "--seed", "0"]
 

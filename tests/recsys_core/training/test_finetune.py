@@ -51,7 +51,8 @@ def test_finetune_from_zero_shot_writes_a_gated_candidate(tiny_service, tmp_path
     # Tiny random encoders give weak content, but the labels still move the ranking the right way.
     assert result.gate.candidate["pairwise_accuracy"] >= result.gate.base["pairwise_accuracy"] + 0.2
     assert result.gate.passed
-    assert steps[-1] == (1.0, "done") and any("epoch" in m for _, m in steps)
+    assert steps[-1] == (1.0, "done") and any("cross-validating" in m for _, m in steps)
+    assert json.loads((tmp_path / "cand" / "config.json").read_text())["kind"] == "hybrid"
     # The candidate serves.
     tiny_service.load_model(tmp_path / "cand")
     assert tiny_service.recommend(["chess"], k=3)
