@@ -89,7 +89,7 @@ def fit_candidate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
 
     Returns (candidate, its config, its zero-shot config, the interactions it was solved on, the table tried).
     """
-    from recsys_core.training.finetune import LIKE_USER_PREFIX, like_interactions
+    from recsys_core.training.data import LIKE_USER_PREFIX, like_interactions
 
     report = progress or (lambda fraction, message: None)
     own = base.interactions
