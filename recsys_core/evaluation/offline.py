@@ -133,6 +133,8 @@ class ModelResult:
     metrics: dict[str, float]
     fit_seconds: float
     score_seconds: float
+    # Models that choose their settings on the validation split (the hybrid) report the figure they chose by.
+    validation_ndcg: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +155,9 @@ class EvaluationReport:
             "users": self.users,
             "results": {r.model: {**{k: round(v, 6) for k, v in r.metrics.items() if k != "users"},
                                   "fit_seconds": round(r.fit_seconds, 3),
-                                  "score_seconds": round(r.score_seconds, 3)} for r in self.results},
+                                  "score_seconds": round(r.score_seconds, 3),
+                                  **({"validation_ndcg@20": round(r.validation_ndcg, 6)}
+                                     if r.validation_ndcg is not None else {})} for r in self.results},
         }
         if self.mmr:
             out["mmr"] = self.mmr
@@ -219,7 +223,9 @@ def run_evaluation(split: Split, models: Sequence[str], ks: Sequence[int], *, da
         users = int(metrics["users"])
         log.info("%s: recall@%d %.4f ndcg@%d %.4f (fit %.1fs)", name, kmax, metrics[f"recall@{kmax}"], kmax,
                  metrics[f"ndcg@{kmax}"], fit_s)
-        results.append(ModelResult(name, metrics, fit_s, score_s))
+        selection = getattr(model, "selection", None)
+        results.append(ModelResult(name, metrics, fit_s, score_s,
+                                   validation_ndcg=float(selection.ndcg) if selection is not None else None))
         if mmr_lambdas and (best is None or metrics[f"ndcg@{kmax}"] > best[0]):
             best = (metrics[f"ndcg@{kmax}"], name, scores)
     mmr: dict[str, object] = {}
@@ -246,11 +252,13 @@ def format_table(report: EvaluationReport) -> str:
     cols += [f"coverage@{kmax}", f"ild@{kmax}"]
     lines = [f"protocol:   {report.protocol}", f"split:      {report.split}",
              f"candidates: {report.candidates}", f"users:      {report.users:,} with >= 1 test item", ""]
-    header = f"{'model':<12}" + "".join(f"{c:>13}" for c in cols) + f"{'fit s':>9}"
+    width = max([12] + [len(r.model) + 1 for r in report.results])
+    header = f"{'model':<{width}}" + "".join(f"{c:>13}" for c in cols) + f"{'fit s':>9}" + f"{'val ndcg@20':>13}"
     lines += [header, "-" * len(header)]
     for r in report.results:
         cells = "".join(f"{r.metrics[c]:>13.4f}" if c in r.metrics else f"{'-':>13}" for c in cols)
-        lines.append(f"{r.model:<12}{cells}{r.fit_seconds:>9.1f}")
+        val = f"{r.validation_ndcg:>13.4f}" if r.validation_ndcg is not None else f"{'-':>13}"
+        lines.append(f"{r.model:<{width}}{cells}{r.fit_seconds:>9.1f}{val}")
     if report.mmr:
         lines += ["", f"MMR re-ranking of {report.mmr['model']} (lambda = diversity weight, genre vectors):"]
         for lam, m in report.mmr["by_lambda"].items():  # type: ignore[union-attr]
