@@ -116,3 +116,34 @@ def test_script_endpoints_search_item_similar_explain_upload(running_app) -> Non
     explained = client.predict(None, "Chess", "Play chess against the computer.", similar[0]["item_id"], "fast",
                                api_name="/explain_upload")
     assert explained["item_id"] == similar[0]["item_id"] and explained["tokens"]
+
+
+def test_a_like_changes_the_very_next_recommend(running_app) -> None:
+    """Likes at serving time: the first result, added to liked_ids, is gone from the very next list, which
+    is another list (the profile moved), not the old one less an item."""
+    url, client = running_app
+    first = client.predict(BOARD_PROFILE, 10, api_name="/recommend")
+    liked = first[0]["item_id"]
+    after = client.predict(BOARD_PROFILE + [liked], 10, api_name="/recommend")
+    assert len(after) == 10 and liked not in {r["item_id"] for r in after}
+    assert [r["item_id"] for r in after] != [r["item_id"] for r in first]
+    before, now = {r["item_id"]: r["score"] for r in first}, {r["item_id"]: r["score"] for r in after}
+    assert any(abs(before[i] - now[i]) > 1e-6 for i in set(before) & set(now)), "the scores follow the new profile"
+
+
+def test_disliked_ids_keep_an_item_out_and_old_callers_keep_working(running_app) -> None:
+    url, client = running_app
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/recommend"]["parameters"]
+    assert [p["parameter_name"] for p in params] == ["liked_ids", "k", "diversity", "disliked_ids"]
+    assert next(p for p in params if p["parameter_name"] == "disliked_ids")["parameter_has_default"] is True
+    plain = client.predict(BOARD_PROFILE, 10, api_name="/recommend")  # an old caller: no disliked_ids
+    disliked = plain[0]["item_id"]
+    without = client.predict(liked_ids=BOARD_PROFILE, k=10, disliked_ids=[disliked], api_name="/recommend")
+    assert disliked not in {r["item_id"] for r in without}
+    explained = client.predict(BOARD_PROFILE, without[0]["item_id"], "fast", [disliked], api_name="/explain")
+    assert [h["item_id"] for h in explained["history"]] == BOARD_PROFILE + [disliked]
+    assert [h["disliked"] for h in explained["history"]] == [False] * len(BOARD_PROFILE) + [True]
+    assert explained["mix"] == {"content": 1.0}  # the zero-shot model: nothing collaborative
+    assert explained["score_parts"]["collaborative"] == 0.0
+    assert "both liked and disliked" in _error_of(client, BOARD_PROFILE, 5, 0.0, [BOARD_PROFILE[0]],
+                                                  api_name="/recommend")

@@ -92,8 +92,9 @@ def gpu_recommend_upload(service_key: int, *, image: str | None, title: str, des
 
 @gpu_task(_explain_gpu_seconds)
 @user_errors
-def gpu_explain(service_key: int, liked_ids: list[str], item_id: str, *, method: str) -> Explanation:
-    return _SERVICES[service_key].explain(liked_ids, item_id, method)
+def gpu_explain(service_key: int, liked_ids: list[str], item_id: str, *, method: str,
+                disliked_ids: Sequence[str] = ()) -> Explanation:
+    return _SERVICES[service_key].explain(liked_ids, item_id, method, list(disliked_ids))
 
 
 @gpu_task(_explain_gpu_seconds)
@@ -160,11 +161,13 @@ class Handlers:
     # -- API (gradio_client) -----------------------------------------------------------------------
     @user_errors
     def api_recommend(self, liked_ids: list[str], k: int = 10, request: gr.Request = None,
-                      diversity: float = 0.0) -> list[dict]:
+                      diversity: float = 0.0, disliked_ids: list[str] | None = None) -> list[dict]:
         """Top-k items for a profile of liked item ids (liked items are never returned); ``diversity``
-        in [0, 1] re-ranks with maximal marginal relevance (0 = off)."""
+        in [0, 1] re-ranks with maximal marginal relevance (0 = off); ``disliked_ids`` (optional) are never
+        returned and push their look-alikes down (an id may not be in both lists)."""
         liked = _as_id_list(liked_ids, "liked_ids")
-        recs = self.service.recommend(liked, int(k), float(diversity))
+        disliked = _as_id_list(disliked_ids, "disliked_ids")
+        recs = self.service.recommend(liked, int(k), float(diversity), disliked)
         self._record_impressions(recs, liked, _session_key(request), "api")
         return [r.to_api() for r in recs]
 
@@ -187,11 +190,14 @@ class Handlers:
                                     session_key=_session_key(request), client="api")
 
     @user_errors
-    def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast") -> dict:
-        """Why ``item_id`` is recommended for ``liked_ids``: token scores, a region heatmap (rows x cols in
-        [0, 1]), modality shares (sum to 1), per-liked-item shares. ``method``: "fast" or "thorough"."""
-        return gpu_explain(self._gpu_key, _as_id_list(liked_ids, "liked_ids"), str(item_id),
-                           method=str(method)).to_api()
+    def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast",
+                    disliked_ids: list[str] | None = None) -> dict:
+        """Why ``item_id`` is recommended for ``liked_ids`` (and optional ``disliked_ids``): token scores, a
+        region heatmap (rows x cols in [0, 1]), signed modality shares, the score's parts (text, image,
+        collaborative, item: they add up to the score), the model's mix, per-liked-item shares (disliked items
+        too, with what they took away). ``method``: "fast" or "thorough"."""
+        return gpu_explain(self._gpu_key, _as_id_list(liked_ids, "liked_ids"), str(item_id), method=str(method),
+                           disliked_ids=_as_id_list(disliked_ids, "disliked_ids")).to_api()
 
     @user_errors
     def api_search(self, query: str = "", genre: str = "", limit: int = 20) -> list[dict]:
