@@ -357,8 +357,8 @@ class Handlers:
                                              title=up.get("title", ""), description=up.get("description", ""),
                                              item_id=item_id, method=method)
         else:
-            explanation = gpu_explain(self._gpu_key, list(state.get("liked") or []), item_id,
-                                      method=method)
+            explanation = gpu_explain(self._gpu_key, list(state.get("liked") or []), item_id, method=method,
+                                      disliked_ids=list(state.get("disliked") or []))
         progress(0.95, desc="Drawing")
         catalog = self.service.catalog
         item = catalog.get(item_id)
@@ -370,6 +370,7 @@ class Handlers:
             # Values alone: a changed y_lim with them would redraw the previous item's bars (render.signed_bars).
             render.modality_frame(explanation),
             render.history_frame(explanation, catalog),
+            render.history_table(explanation, catalog),
             render.explanation_summary(explanation, catalog),
         )
         if "upload" in state:

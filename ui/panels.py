@@ -22,7 +22,7 @@ from ui import render
 if TYPE_CHECKING:
     from recsys_core.service import Recommendation
 
-PART_COLORS = {"text": "#2563eb", "image": "#f97316", render.OTHER_PART: "#6b7280"}
+PART_COLORS = {"text": "#2563eb", "image": "#f97316", render.COLLAB_PART: "#16a34a", render.OTHER_PART: "#6b7280"}
 
 
 @dataclass
@@ -75,7 +75,7 @@ def shown_values(recs: Sequence["Recommendation"], state: dict, *, details: str,
     """The values of :attr:`ResultsPanel.shown` for a new result list: the gallery starts unselected, ``details``
     replaces the previous item's details, and the explanation (and, with ``rating``, the feedback note) is
     cleared. ``upload``/``rating``: as the panel was built (:func:`results_panel`)."""
-    return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_table(recs),
+    return (gr.Gallery(value=render.results_gallery(recs), selected_index=None), render.results_frame(recs),
             render.score_parts_frame(recs), state, details, *_cleared_explanation(upload),
             *(("",) if rating else ()))
 
@@ -87,8 +87,8 @@ def shown_count(*, upload: bool = False, rating: bool = False) -> int:
 
 def _cleared_explanation(upload: bool) -> tuple:
     """Empty values for the explanation outputs, in the order of :func:`_explanation`."""
-    # tokens, region heatmap, modality share, history chart, summary (+ the upload's heatmap)
-    return (None, None, None, None, "") + ((None,) if upload else ())
+    # tokens, region heatmap, modality share, history chart, history table, summary (+ the upload's heatmap)
+    return (None, None, None, None, None, "") + ((None,) if upload else ())
 
 
 def results_panel(*, label: str, elem_id: str | None = None, details: str | None = None, upload: bool = False,
@@ -110,7 +110,8 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
         feedback_note = gr.Markdown()
     method, explanation = _explanation(upload)
     with gr.Accordion("Where each score comes from", open=False):
-        parts = gr.BarPlot(x="item", y="score", color="part", title="Score = text + image (+ item ID & bias)",
+        parts = gr.BarPlot(x="item", y="score", color="part",
+                           title="Score = text + image (+ collaborative, or item ID & bias)",
                            color_map=PART_COLORS, x_label_angle=-30, height=300, sort=None, label="Score parts")
         table = gr.Dataframe(headers=render.RESULTS_HEADERS, interactive=False, wrap=True)
     state = gr.State({})
@@ -135,5 +136,9 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]
             history = gr.BarPlot(x="liked item", y="contribution", color="effect", title="Contribution of each liked item",
                                  color_map=render.EFFECT_COLORS, sort=None, height=220, visible=not upload,
                                  x_label_angle=-20)
-    outputs = [tokens, heat, share, history, summary] + ([query_heat] if upload else [])
+        # Its columns follow the model (render.history_table): the hybrid's content/collaborative split and
+        # item-item weights; the other models' contributions only.
+        history_table = gr.Dataframe(label="Your liked and disliked items behind this score", interactive=False,
+                                     wrap=True, visible=not upload, elem_classes=["history-table"])
+    outputs = [tokens, heat, share, history, history_table, summary] + ([query_heat] if upload else [])
     return method, outputs

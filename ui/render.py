@@ -51,18 +51,52 @@ def item_images(item: Item) -> list[tuple[str, str]]:
     return images + [(str(path), f"screenshot {n}") for n, path in enumerate(item.extra_images, start=1)]
 
 
-OTHER_PART = "item ID & bias"  # what a fine-tuned score has besides text and image
+OTHER_PART = "item ID & bias"  # what a fine-tuned (fusion) score has besides text and image
+COLLAB_PART = "collaborative"  # the hybrid's item-item part (what people who liked your items also liked)
+# A part whose every value rounds to 0 at the table's precision is left out: the zero-shot model shows text
+# and image only, the hybrid adds its collaborative part, the fusion model its ID & bias part.
+_SHOWN = 5e-5
+
+
+def result_parts(recs: Sequence[Recommendation]) -> list[str]:
+    """The parts the scores of ``recs`` have besides text and image, in the order they are shown."""
+    extra = []
+    if any(abs(r.collaborative_score) >= _SHOWN for r in recs):
+        extra.append(COLLAB_PART)
+    if any(abs(r.other_score) >= _SHOWN for r in recs):
+        extra.append(OTHER_PART)
+    return extra
+
+
+def _part_values(r: Recommendation) -> dict[str, float]:
+    return {"text": r.text_score, "image": r.image_score, COLLAB_PART: r.collaborative_score,
+            OTHER_PART: r.other_score}
+
+
+def results_headers(recs: Sequence[Recommendation]) -> list[str]:
+    """The columns of :func:`results_table` for these results."""
+    return (["rank", "title", "score", "text part", "image part"] + [f"{p} part" for p in result_parts(recs)]
+            + ["genres", "rank by score", "diversity gain", "item id"])
 
 
 def results_table(recs: Sequence[Recommendation]) -> list[list[object]]:
-    """One row per result; "rank by score" and "diversity gain" are filled when diversity (MMR) re-ranked the list."""
+    """One row per result (columns: :func:`results_headers`); "rank by score" and "diversity gain" are filled
+    when diversity (MMR) re-ranked the list. The parts columns add up to the score."""
+    extra = result_parts(recs)
     return [
         [r.rank, r.title, round(r.score, 4), round(r.text_score, 4), round(r.image_score, 4),
-         round(r.other_score, 4) + 0.0, genres_text(r.genres),  # + 0.0: no "-0.0"
+         *(round(_part_values(r)[p], 4) + 0.0 for p in extra), genres_text(r.genres),  # + 0.0: no "-0.0"
          "" if r.score_rank is None else r.score_rank,
          "" if r.diversity_gain is None else round(r.diversity_gain, 3), r.item_id]
         for r in recs
     ]
+
+
+def results_frame(recs: Sequence[Recommendation]):
+    """:func:`results_table` with its headers, for the results' ``gr.Dataframe`` (the columns follow the model)."""
+    import pandas as pd
+
+    return pd.DataFrame(results_table(recs), columns=results_headers(recs))
 
 
 def reordered(recs: Sequence[Recommendation]) -> bool:
@@ -82,34 +116,67 @@ def diversity_note(recs: Sequence[Recommendation]) -> str:
 
 
 def score_parts_frame(recs: Sequence[Recommendation]):
-    """Long-format frame for a stacked bar chart: how much of each score comes from text and image."""
+    """Long-format frame for a stacked bar chart: how much of each score comes from text and image (and the
+    collaborative or ID & bias part, where the model has one)."""
     import pandas as pd
 
+    parts = ["text", "image", *result_parts(recs)]
     rows = []
     for r in recs:
         label = f"{r.rank:02d}. {r.title}"  # zero-padded: the chart sorts labels as text
-        rows.append({"item": label, "part": "text", "score": round(r.text_score, 4)})
-        rows.append({"item": label, "part": "image", "score": round(r.image_score, 4)})
-        rows.append({"item": label, "part": OTHER_PART, "score": round(r.other_score, 4)})
+        values = _part_values(r)
+        rows += [{"item": label, "part": part, "score": round(values[part], 4)} for part in parts]
     return pd.DataFrame(rows, columns=["item", "part", "score"])
 
 
-RESULTS_HEADERS = ["rank", "title", "score", "text part", "image part", f"{OTHER_PART} part", "genres",
-                   "rank by score", "diversity gain", "item id"]
+# What the initial (empty) results table shows; each result list brings its own columns (results_frame).
+RESULTS_HEADERS = results_headers([])
 
 
-def score_equation(score: float, text: float, image: float) -> str:
-    """"score = text t + image i [+ item ID & bias b]": the terms add up to the score as printed (the
-    ID/bias term is shown whenever it is not 0 at this precision, i.e. for fine-tuned models)."""
-    other = score - text - image
-    line = f"**{num(score)}** = text {num(text)} + image {num(image)}"
+def printed_terms(score: float, values: Sequence[float], digits: int = 3) -> list[float]:
+    """``values`` rounded to ``digits`` so that they add up to ``score`` rounded the same way.
+
+    Rounding each part on its own can leave the printed sum a unit off the printed score (0.333 + 0.333 +
+    0.333 for 1.000). The units missing (or over) go to the parts whose rounding moved them most the other
+    way (largest remainder), so no part moves by more than one unit of the last digit.
+    """
+    unit = 10.0 ** -digits
+    rounded = [round(v, digits) for v in values]
+    missing = round((round(score, digits) - sum(rounded)) / unit)
+    if missing and rounded:
+        step = unit if missing > 0 else -unit
+        # Parts rounded down the most get a unit added first (parts rounded up the most lose one first).
+        order = sorted(range(len(values)), key=lambda i: (rounded[i] - values[i]) * (1 if missing > 0 else -1))
+        for i in (order * abs(missing))[:abs(missing)]:
+            rounded[i] = round(rounded[i] + step, digits)
+    return [v + 0.0 for v in rounded]  # + 0.0: no "-0.000"
+
+
+def score_parts(score: float, text: float, image: float, collaborative: float = 0.0) -> list[tuple[str, float]]:
+    """The named parts of a score: text and image always; the collaborative part and the ID & bias part (the
+    rest) when they are not 0 at the printed precision."""
+    parts = [("text", text), ("image", image)]
+    if round(collaborative, 3) != 0:
+        parts.append((COLLAB_PART, collaborative))
+    other = score - text - image - collaborative
     if round(other, 3) != 0:
-        line += f" + {OTHER_PART} {num(other)}"
-    return line
+        parts.append((OTHER_PART, other))
+    return parts
 
 
-def scale_note(model_kind: str) -> str:
-    """One line on what a score means, since the two kinds of model score on different scales."""
+def score_equation(score: float, text: float, image: float, collaborative: float = 0.0) -> str:
+    """"score = text t + image i [+ collaborative c] [+ item ID & bias b]": the terms add up to the score as
+    printed (:func:`printed_terms`); a collaborative or ID/bias term is shown whenever it is not 0."""
+    parts = score_parts(score, text, image, collaborative)
+    terms = printed_terms(score, [v for _, v in parts])
+    return f"**{num(score)}** = " + " + ".join(f"{name} {num(v)}" for (name, _), v in zip(parts, terms))
+
+
+def scale_note(model_kind: str, hybrid: bool = False) -> str:
+    """One line on what a score means, since the kinds of model score on different scales."""
+    if hybrid:
+        return ("Scale: hybrid scores add content similarity (weighted cosines) and item-item weights learned from "
+                "interactions; they are not bounded by 1, so compare them only within one model.")
     if model_kind == "multimodal":
         return ("Scale: fine-tuned scores are logits (scaled cosine + item bias, unbounded), not the zero-shot "
                 "0-1 weighted cosines; compare them only within one model.")
@@ -119,7 +186,8 @@ def scale_note(model_kind: str) -> str:
 def item_details(item: Item, rec: Recommendation | None = None) -> str:
     lines = [f"### {esc(item.title)}"]
     if rec is not None:
-        lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score))
+        lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score,
+                                                                        rec.collaborative_score))
         if rec.score_rank is not None and rec.diversity_gain is not None:
             lines.append(f"Diversity re-ranking: rank {rec.score_rank} by score alone · relevance score "
                          f"{num(rec.score)} · diversity gain {num(rec.diversity_gain)} (1 \u2212 its highest "
@@ -228,15 +296,28 @@ def heatmap_caption(explanation, upload: bool = False) -> str:
     return f"Regions of your upload that {direction}" if upload else f"Image regions that {direction}"
 
 
+def is_hybrid(explanation) -> bool:
+    """The explained model has a collaborative part (the hybrid, with a share of it or a prior that is not 0).
+    The zero-shot model (mix ``{"content": 1.0}``) and the fusion model (no mix) have none."""
+    e = explanation
+    return e.mix.get("collaborative", 0.0) > 0.0 or round(e.collaborative_score, 3) != 0
+
+
+def mix_text(explanation) -> str:
+    """"content 0.60 + collaborative 0.40": how the hybrid weighs its two sides ("" when it is not a mix)."""
+    if not is_hybrid(explanation):
+        return ""
+    return " + ".join(f"{esc(name)} {value:.2f}" for name, value in explanation.mix.items())
+
+
 def modality_frame(explanation):
     """The signed parts of the score (score units, adding up to it), for a sign-coloured bar chart; the
-    ID & bias part gets its bar when it is not 0 (fine-tuned models)."""
+    collaborative part (the hybrid) and the ID & bias part (fusion models) get their bars when not 0."""
     e = explanation
-    labels, values = ["text", "image"], [e.text_score, e.image_score]
-    if round(e.other_score, 3) != 0:
-        labels.append(OTHER_PART)
-        values.append(e.other_score)
-    return signed_bars(labels, values, "part", "score part")
+    parts = score_parts(e.score, e.text_score, e.image_score, e.collaborative_score)
+    if is_hybrid(e) and COLLAB_PART not in dict(parts):  # a hybrid always shows its collaborative bar
+        parts.insert(2, (COLLAB_PART, e.collaborative_score))
+    return signed_bars([name for name, _ in parts], [value for _, value in parts], "part", "score part")
 
 
 RAISED, LOWERED = "raised the score", "lowered the score"
@@ -273,19 +354,68 @@ def _unique_titles(titles: Sequence[str]) -> list[str]:
     return out
 
 
+DISLIKED_MARK = " (disliked)"  # after a disliked item's title in the history chart and table
+
+
+def _history_titles(explanation, catalog: Catalog) -> list[str]:
+    return _unique_titles([catalog.get(h.item_id).title + (DISLIKED_MARK if h.disliked else "")
+                           for h in explanation.history])
+
+
 def history_frame(explanation, catalog: Catalog):
-    """Each liked item's contribution (``/explain``'s ``history``), for the "liked item" chart."""
-    titles = _unique_titles([catalog.get(h.item_id).title for h in explanation.history])
-    return signed_bars(titles, [h.contribution for h in explanation.history], "liked item", "contribution")
+    """Each liked (and disliked) item's contribution (``/explain``'s ``history``), for the "liked item" chart; a
+    disliked item's bar is what it took away."""
+    return signed_bars(_history_titles(explanation, catalog), [h.contribution for h in explanation.history],
+                       "liked item", "contribution")
+
+
+PRIOR_ROW = "(no liked item: the item's own prior)"
+
+
+def history_table(explanation, catalog: Catalog):
+    """The liked and disliked items behind the score, one row each, for a ``gr.Dataframe``.
+
+    Every model: item, "liked"/"disliked" and its contribution (a disliked item's is what it took away). The
+    hybrid adds each one's content part, collaborative part and the item-item weight behind it, and a last
+    row for the item's prior (what no liked item gives), so the contributions add up to the score. The
+    zero-shot and fusion models get no collaborative columns (they would be all 0). None without a history
+    (uploads).
+    """
+    import pandas as pd
+
+    e = explanation
+    if not e.history:
+        return None
+    titles = [catalog.get(h.item_id).title for h in e.history]
+    kinds = ["disliked" if h.disliked else "liked" for h in e.history]
+    if not is_hybrid(e):
+        return pd.DataFrame({"item": titles, "you": kinds, "contribution": [round(h.contribution, 4) + 0.0
+                                                                            for h in e.history]})
+    rows = [[t, k, round(h.contribution, 4) + 0.0, round(h.contribution - h.collaborative, 4) + 0.0,
+             round(h.collaborative, 4) + 0.0, round(h.item_weight, 4) + 0.0]
+            for t, k, h in zip(titles, kinds, e.history)]
+    prior = e.score - sum(h.contribution for h in e.history)
+    if round(prior, 4) != 0:
+        rows.append([PRIOR_ROW, "", round(prior, 4) + 0.0, 0.0, round(prior, 4) + 0.0, ""])
+    return pd.DataFrame(rows, columns=["item", "you", "contribution", "content part", "collaborative part",
+                                       "item-item weight"])
 
 
 def explanation_summary(explanation, catalog: Catalog) -> str:
     e = explanation
+    hybrid = is_hybrid(e)
     share = ", ".join(f"{k} {num(v, '.0%')}" for k, v in e.modality_share.items())
+    of = " + ".join(f"|{k}|" for k in e.modality_share)
     lines = [
-        "Score " + score_equation(e.score, e.text_score, e.image_score)
-        + f" (signed shares of |text| + |image|: {share}).",
-        scale_note(e.model_kind),
+        "Score " + score_equation(e.score, e.text_score, e.image_score, e.collaborative_score)
+        + f" (signed shares of {of}: {share}).",
+    ]
+    if hybrid:
+        lines.append(f"Model mix: **{mix_text(e)}**. Text and image are the content side (pretrained encoders); "
+                     "the collaborative part comes from item-item weights learned from interactions (what people "
+                     "who liked your items also liked), plus a prior for items nobody interacted with.")
+    lines += [
+        scale_note(e.model_kind, hybrid),
         f"Tokens: Integrated Gradients on the word embeddings (convergence delta {e.delta:.2g}); "
         f"regions: {esc(e.image_method or 'no image')}. Model `{esc(e.model_version)}`, {e.seconds:.2f} s.",
     ]
@@ -304,21 +434,34 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
                          "that lowered it.")
         if float(e.image_heatmap.max()) == 0.0:
             lines.append(f"No image region on its own {e.image_direction} the score.")
-    if e.history:
-        best = max(e.history, key=lambda h: h.contribution)
+    liked = [h for h in e.history if not h.disliked]
+    if liked:
+        best = max(liked, key=lambda h: h.contribution)
         title = catalog.get(best.item_id).title
-        if e.model_kind == "multimodal":  # leave-one-out drops: they rank, they do not add up to the score
+        if e.model_kind == "multimodal" and not hybrid:  # leave-one-out drops: they rank, they do not add up
             lines.append(f"Above all because you liked **{esc(title)}**: without it the score would be "
                          f"{num(best.contribution)} lower.")
         else:
             lines.append(f"Above all because you liked **{esc(title)}**: {num(best.contribution)} of the "
                          f"{num(e.score)} score.")
+    disliked = [h for h in e.history if h.disliked]
+    if disliked:
+        took = ", ".join(f"**{esc(catalog.get(h.item_id).title)}** {num(h.contribution)}" for h in disliked)
+        lines.append(f"Your dislikes moved it by: {took} (a dislike pushes its look-alikes down).")
     return "\n\n".join(lines)
 
 
 def model_note(service) -> str:
-    """How the served model scores, in one paragraph (zero-shot or fine-tuned)."""
+    """How the served model scores, in one paragraph (zero-shot, hybrid or fine-tuned fusion)."""
     encoders = f"text: `{esc(service.config.text.model)}`, image: `{esc(service.config.image.model)}`"
+    mix = service.active_model.mix
+    if "collaborative" in mix:
+        mixed = " + ".join(f"{esc(name)} {value:.2f}" for name, value in mix.items())
+        return ("Scores come from a **hybrid model** (mix: " + mixed + "): a content part, the zero-shot "
+                f"text and image similarity of pretrained encoders ({encoders}), plus a collaborative part, "
+                "item-item weights learned from interactions (EASE with the items' content as side "
+                "information) summed over your liked items, with a content-predicted prior for items nobody "
+                "interacted with. A dislike keeps its item out and pushes its neighbours down.")
     if service.model_kind == "multimodal":
         return ("Scores come from a **fine-tuned multimodal model**: an item tower fuses text tokens, image "
                 "regions and whole-item summaries with attention; a user tower attends over your liked items; "

@@ -172,8 +172,8 @@ def test_recommend_select_like_flow(handlers, repo, tiny_service) -> None:
     assert isinstance(gallery, gr.Gallery)
     assert state["liked"] == ["noimage", "chess"]
     assert len(state["results"]) == 3 and state["selected"] is None
-    assert [row[0] for row in table] == [1, 2, 3]
-    assert [row[-1] for row in table] == state["results"]
+    assert table["rank"].tolist() == [1, 2, 3]
+    assert table["item id"].tolist() == state["results"]
     assert status.startswith("3 recommendations for 2 liked item(s)")
     assert tiny_service.model_version in status
     assert repo.count_impressions() == 3
@@ -249,7 +249,7 @@ def test_recommend_upload_ui(handlers, repo, tiny_catalog_dir: Path) -> None:
     state = _state(outputs)
     assert isinstance(gallery, gr.Gallery)
     assert state["results"] == ["racer"] and state["selected"] is None
-    assert table[0][-1] == "racer"
+    assert table["item id"].tolist() == ["racer"]
     assert status == "1 catalog items similar to your upload"
     assert repo.count_impressions() == 1
     state, details = handlers.select_result(state, sel(0))

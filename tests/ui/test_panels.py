@@ -33,14 +33,14 @@ def test_the_handlers_fill_the_panel_outputs_the_layout_wires(tiny_service) -> N
     outputs = {fn.api_name: len(fn.outputs) for fn in demo.fns.values() if fn.api_name}
     recommended = handlers.recommend(["noimage", "chess"], 3, request)
     uploaded = handlers.recommend_upload(None, "Chess Master", "board game", 3, request)
-    # the panel's results (4), details, explanation (5; 6 on the Upload tab), the feedback note (Recommend tab
+    # the panel's results (4), details, explanation (6; 7 on the Upload tab), the feedback note (Recommend tab
     # only), the status line
-    assert len(recommended) == outputs["ui_recommend"] == 12
-    assert len(uploaded) == outputs["ui_upload"] == 12
+    assert len(recommended) == outputs["ui_recommend"] == 13
+    assert len(uploaded) == outputs["ui_upload"] == 13
     state = dict(uploaded[3], selected=uploaded[3]["results"][0])
     explained = handlers.explain(state, "fast", progress=lambda *a, **k: None)
-    assert len(explained) == outputs["ui_upload_explain"] == 6
-    assert outputs["ui_explain"] == outputs["ui_explain_method"] == 5
+    assert len(explained) == outputs["ui_upload_explain"] == 7
+    assert outputs["ui_explain"] == outputs["ui_explain_method"] == 6
 
 
 def _cleared(value) -> bool:
