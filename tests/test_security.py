@@ -35,8 +35,9 @@ EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "u
             # The start-up poller (header text only) and the example upload (fills the inputs, then searches);
             # the example profiles (ui_example_profile, ui_example_recommend) exist only where they apply, not here.
             "ui_startup", "ui_example_upload", "ui_example_upload_run",
-            # The catalog picker's pages and liked marks, and the selected result's images (catalog data only).
-            "ui_page_prev", "ui_page_next", "ui_mark_liked", "ui_images", "ui_upload_images",
+            # The catalog picker's pages and liked marks, the liked/disliked boxes kept apart (the caller's own
+            # values only), and the selected result's images (catalog data only).
+            "ui_page_prev", "ui_page_next", "ui_mark_liked", "ui_disliked_edited", "ui_images", "ui_upload_images",
             # These only answer what the caller may see (the Admin tab's visibility, the job line, the job
             # history poll: nothing, and no error, for a non-admin).
             "ui_admin_visible", "ui_admin_job", "ui_admin_jobs_poll"}

@@ -14,13 +14,13 @@ from typing import Any, Sequence
 
 import gradio as gr
 
-from recsys_core.errors import InvalidInputError, UnknownItemError
+from recsys_core.errors import InvalidInputError, RecsysError, UnknownItemError
 from recsys_core.serving.explain import Explanation
 from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
 from ui import render
 from ui.access import Access
-from ui.errors import ui_event, user_errors
+from ui.errors import WARNING_SECONDS, note_text, ui_event, user_errors
 from ui.gpu import gpu_task
 from ui.panels import shown_count, shown_values
 from ui.rate_limit import LabelRateLimit
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 CATALOG_PAGE = 48
 # Values a recommend event returns: the results panel's, then the status line (where a mistake is shown).
 RECOMMEND_OUTPUTS = shown_count(rating=True) + 1
+# Values a Like/Dislike returns: the liked and disliked items, the catalog tiles (their liked marks), then a
+# recommend event's; the feedback note (the last of the panel's values) is where a refusal is said.
+RATE_OUTPUTS = 3 + RECOMMEND_OUTPUTS
+FEEDBACK_NOTE = -2
 UPLOAD_OUTPUTS = shown_count(upload=True) + 1
 
 
@@ -45,6 +49,12 @@ def _as_id_list(value: Any, name: str) -> list[str]:
     if isinstance(value, str) or not isinstance(value, (list, tuple)):
         raise InvalidInputError(f"{name} must be a list of item ids (strings)")
     return [str(v) for v in value]
+
+
+def _without(ids: Sequence[str] | None, drop: Sequence[str] | None) -> list[str]:
+    """``ids`` in their order, less those in ``drop``."""
+    dropped = set(drop or ())
+    return [i for i in ids or () if i not in dropped]
 
 
 def _file_path(value: Any) -> str | None:
@@ -264,11 +274,26 @@ class Handlers:
         view = view or {"ids": self.service.catalog.ids, "page": 0}
         return self._picker_page(list(view["ids"]), int(view.get("page", 0)) + int(step), liked)
 
-    @ui_event(outputs=2)
-    def pick_and_mark(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> tuple[list[str], Any]:
+    @ui_event(outputs=3)
+    def pick_and_mark(self, shown_ids: list[str], liked: list[str] | None, disliked: list[str] | None,
+                      evt: gr.SelectData) -> tuple[list[str], list[str], Any]:
         """A tile click: toggle its item (:meth:`pick`) and re-mark the page in the same answer (one round trip,
-        so the next click lands on the re-drawn tiles)."""
+        so the next click lands on the re-drawn tiles); an item liked this way leaves the disliked items."""
         liked = self.pick(shown_ids, liked, evt)
+        return liked, _without(disliked, liked), self.mark_liked(shown_ids, liked)
+
+    @ui_event(outputs=2)
+    def liked_edited(self, shown_ids: list[str] | None, liked: list[str] | None, disliked: list[str] | None
+                     ) -> tuple[Any, list[str]]:
+        """The liked items changed in their box (typing, ×) or by an example profile: re-mark the tiles, and an
+        item that is now liked leaves the disliked items (the latest choice wins)."""
+        return self.mark_liked(shown_ids, liked), _without(disliked, liked)
+
+    @ui_event(outputs=2)
+    def disliked_edited(self, shown_ids: list[str] | None, disliked: list[str] | None, liked: list[str] | None
+                        ) -> tuple[list[str], Any]:
+        """An item typed into the disliked items leaves the liked ones (and loses its tile's liked mark)."""
+        liked = _without(liked, disliked)
         return liked, self.mark_liked(shown_ids, liked)
 
     @ui_event()
@@ -302,14 +327,26 @@ class Handlers:
         return liked
 
     @ui_event(outputs=RECOMMEND_OUTPUTS, note=-1)
-    def recommend(self, liked: list[str] | None, k: float, request: gr.Request, diversity: float = 0.0
-                  ) -> tuple:
+    def recommend(self, liked: list[str] | None, k: float, request: gr.Request, diversity: float = 0.0,
+                  disliked: list[str] | None = None) -> tuple:
+        """The Recommend button: results for the liked items, without the disliked ones (and their look-alikes
+        lower)."""
+        return self._recommend_values(liked, disliked, k, diversity, request)
+
+    def _recommend_values(self, liked: list[str] | None, disliked: list[str] | None, k: float, diversity: float,
+                          request: gr.Request | None) -> tuple:
+        """The values of a recommend event (:data:`RECOMMEND_OUTPUTS`); raises on a refusal."""
         liked = list(liked or [])
-        recs = self.service.recommend(liked, int(k), float(diversity or 0.0))
+        # The boxes keep the two lists apart (liked_edited, disliked_edited); should an item still be in both,
+        # the liked one wins rather than the whole request being refused.
+        disliked = _without(disliked, liked)
+        recs = self.service.recommend(liked, int(k), float(diversity or 0.0), disliked)
         request_id = self._record_impressions(recs, liked, _session_key(request), "ui")
-        state = {"request_id": request_id, "liked": liked, "results": [r.item_id for r in recs],
+        state = {"request_id": request_id, "liked": liked, "disliked": disliked, "results": [r.item_id for r in recs],
                  "recs": {r.item_id: r for r in recs}, "selected": None}
-        status = f"{len(recs)} recommendations for {len(liked)} liked item(s) · model `{self.service.model_version}`"
+        kept_out = f", {len(disliked)} disliked item(s) kept out" if disliked else ""
+        status = (f"{len(recs)} recommendations for {len(liked)} liked item(s){kept_out} · "
+                  f"model `{self.service.model_version}`")
         if render.reordered(recs):
             status += "\n\n" + render.diversity_note(recs)
         return (*shown_values(recs, state, details="Select a recommendation to see why and to rate it.", rating=True),
@@ -326,8 +363,9 @@ class Handlers:
         state = dict(state, selected=item_id)
         return state, render.item_details(self.service.item(item_id), state["recs"].get(item_id))
 
-    @ui_event(outputs=1, note=0)  # the feedback note
-    def feedback(self, label: str, state: dict | None, request: gr.Request) -> str:
+    def _store_rating(self, label: str, state: dict | None, request: gr.Request | None) -> str:
+        """Store the judgement of the selected result (with the profile it was given for) and say so; raises when
+        it is refused (not logged in, over the rate limit, nothing selected)."""
         annotator = self._annotator(request)
         if not state or not state.get("selected"):
             raise InvalidInputError("select a recommendation first, then press Like or Dislike")
@@ -342,6 +380,34 @@ class Handlers:
         if result["stored"]:
             return f"Saved: you {verb} **{title}** (label #{result['feedback_id']})."
         return f"Already saved: you {verb} **{title}** (label #{result['feedback_id']})."
+
+    @ui_event(outputs=RATE_OUTPUTS, note=FEEDBACK_NOTE)
+    def rate(self, label: str, state: dict | None, liked: list[str] | None, disliked: list[str] | None,
+             shown_ids: list[str] | None, k: float, diversity: float, request: gr.Request) -> tuple:
+        """Like or Dislike of the selected result: the label is stored as it always was (the label source), then
+        the item joins this person's liked items (Like) or disliked items (Dislike), leaving the other list, and
+        the list is made again for that profile at once. A refused label changes nothing."""
+        saved = self._store_rating(label, state, request)
+        item_id = state["selected"]
+        liked, disliked = _without(liked, [item_id]), _without(disliked, [item_id])
+        (liked if label == "like" else disliked).append(item_id)
+        try:
+            values = list(self._recommend_values(liked, disliked, k, diversity, request))
+        except RecsysError as exc:  # the label is stored; only the new list was refused (e.g. too many liked items)
+            log.warning("rating stored, list not refreshed: %s", exc)
+            refused = f"The list was not made again: {exc}"
+            gr.Warning(refused, duration=WARNING_SECONDS)
+            skipped = [gr.skip()] * RATE_OUTPUTS
+            skipped[FEEDBACK_NOTE] = f"{saved}\n\n{note_text(refused)}"
+            return tuple(skipped)
+        title = render.esc(self.service.item(item_id).title)
+        if label == "like":
+            done = f"**{title}** joined *Items you like*; the list below is made again with it."
+        else:
+            done = (f"**{title}** is in *Items you dislike*: it is kept out and its look-alikes go down (remove it "
+                    "there with × to undo).")
+        values[FEEDBACK_NOTE] = f"{saved} {done}"  # the same place from the end: the panel's note, then the status
+        return (liked, disliked, self.mark_liked(shown_ids, liked), *values)
 
     @ui_event()  # a toast only: the two tabs' explanations have different outputs
     def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
@@ -380,11 +446,13 @@ class Handlers:
                                           label=caption),)
         return outputs
 
-    def like(self, state: dict | None, request: gr.Request) -> str:
-        return self.feedback("like", state, request)
+    def like(self, state: dict | None, liked: list[str] | None, disliked: list[str] | None,
+             shown_ids: list[str] | None, k: float, diversity: float, request: gr.Request) -> tuple:
+        return self.rate("like", state, liked, disliked, shown_ids, k, diversity, request)
 
-    def dislike(self, state: dict | None, request: gr.Request) -> str:
-        return self.feedback("dislike", state, request)
+    def dislike(self, state: dict | None, liked: list[str] | None, disliked: list[str] | None,
+                shown_ids: list[str] | None, k: float, diversity: float, request: gr.Request) -> tuple:
+        return self.rate("dislike", state, liked, disliked, shown_ids, k, diversity, request)
 
     @ui_event(outputs=UPLOAD_OUTPUTS, note=-1)
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,

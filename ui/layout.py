@@ -70,23 +70,40 @@ def _catalog_picker(handlers: Handlers) -> CatalogPicker:
     return CatalogPicker(query, search, genre, match_note, gallery, prev, next_, gr.State(shown), gr.State(view))
 
 
-def _wire_catalog_picker(handlers: Handlers, picker: CatalogPicker, liked: gr.Dropdown, examples=None, **ui) -> None:
+def _wire_catalog_picker(handlers: Handlers, picker: CatalogPicker, liked: gr.Dropdown, disliked: gr.Dropdown,
+                         examples=None, **ui) -> None:
     """Search by Enter, the button or the genre; page back and forth; a tile click toggles its item in
-    ``liked``, and every change of ``liked`` (tiles, the dropdown, an example profile) re-marks the page's tiles."""
+    ``liked``, and every change of ``liked`` (tiles, the dropdown, an example profile) re-marks the page's tiles.
+    An item is never liked and disliked at once: whichever list it joined last keeps it."""
     for trigger in (picker.query.submit, picker.search.click, picker.genre.change):
         trigger(handlers.browse, [picker.query, picker.genre, liked], picker.page_outputs, api_name="ui_search", **ui)
     picker.prev.click(lambda view, now: handlers.turn_page(view, -1, now), [picker.view, liked], picker.page_outputs,
                       api_name="ui_page_prev", **ui)
     picker.next.click(lambda view, now: handlers.turn_page(view, +1, now), [picker.view, liked], picker.page_outputs,
                       api_name="ui_page_next", **ui)
-    picker.gallery.select(handlers.pick_and_mark, [picker.shown_ids, liked], [liked, picker.gallery],
+    picker.gallery.select(handlers.pick_and_mark, [picker.shown_ids, liked, disliked], [liked, disliked, picker.gallery],
                           api_name="ui_pick", **ui)
-    # The dropdown's own edits (typing, ×); tile clicks re-mark in their own answer, examples via .then below.
-    liked.input(handlers.mark_liked, [picker.shown_ids, liked], [picker.gallery], api_name="ui_mark_liked",
-                show_progress="hidden", **ui)
+    # The dropdowns' own edits (typing, ×); tile clicks re-mark in their own answer, examples via .then below.
+    liked.input(handlers.liked_edited, [picker.shown_ids, liked, disliked], [picker.gallery, disliked],
+                api_name="ui_mark_liked", show_progress="hidden", **ui)
+    disliked.input(handlers.disliked_edited, [picker.shown_ids, disliked, liked], [liked, picker.gallery],
+                   api_name="ui_disliked_edited", show_progress="hidden", **ui)
     if examples is not None:
-        examples.load_input_event.then(handlers.mark_liked, [picker.shown_ids, liked], [picker.gallery],
-                                       api_name="ui_example_mark_liked", show_progress="hidden", **ui)
+        examples.load_input_event.then(handlers.liked_edited, [picker.shown_ids, liked, disliked],
+                                       [picker.gallery, disliked], api_name="ui_example_mark_liked",
+                                       show_progress="hidden", **ui)
+
+
+def _wire_rating(handlers: Handlers, panel, picker: CatalogPicker, profile: list, status: gr.Markdown, **ui) -> None:
+    """Like/Dislike store the judgement, then move the item into the liked or disliked items and make the list
+    again (``Handlers.rate``). ``profile``: the liked and disliked boxes, then the two sliders."""
+    liked, disliked, k, diversity = profile
+    inputs = [panel.state, liked, disliked, picker.shown_ids, k, diversity]
+    outputs = [liked, disliked, picker.gallery, *panel.shown, status]
+    # The feedback group: every click is a label write first (the list that follows is one dot product per item).
+    rating = {"concurrency_limit": 16, "concurrency_id": "feedback", **ui}
+    panel.like.click(handlers.like, inputs, outputs, api_name=f"{panel.events}_like", **rating)
+    panel.dislike.click(handlers.dislike, inputs, outputs, api_name=f"{panel.events}_dislike", **rating)
 
 
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio", labelling=None,
@@ -115,7 +132,12 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                         picker = _catalog_picker(handlers)
                     with gr.Column(scale=4):
                         liked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you like",
-                                            info="Add by clicking tiles or typing here; remove with ×.")
+                                            info="Add by clicking tiles, typing here or Like on a result; "
+                                                 "remove with ×.")
+                        # This visitor's own (a component value is per session); passed as disliked_ids.
+                        disliked = gr.Dropdown(choices=choices, value=[], multiselect=True, label="Items you dislike",
+                                               info="Dislike on a result puts it here: it is kept out and its "
+                                                    "look-alikes go down. Remove with ×.")
                         with gr.Row():
                             k = gr.Slider(1, min(50, limits.max_k), value=10, step=1, label="How many recommendations")
                             diversity = gr.Slider(0.0, 1.0, value=0.0, step=0.1, label="Diversity (MMR)",
@@ -174,17 +196,18 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
         # -- wiring (UI events are private: the public API is the gr.api endpoints below) ------------
         ui = {"api_visibility": "private"}
         demo.load(lambda: (model_line(service), about_text()), None, [header, about], api_name="ui_header", **ui)
-        _wire_catalog_picker(handlers, picker, liked, profile_examples, **ui)
-        go.click(handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
+        _wire_catalog_picker(handlers, picker, liked, disliked, profile_examples, **ui)
+        go.click(handlers.recommend, [liked, k, diversity, disliked], [*rec_panel.shown, status],
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
-        rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method, like, dislike
+        rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method
+        _wire_rating(handlers, rec_panel, picker, [liked, disliked, k, diversity], status, **ui)
         up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
                     concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_panel.wire(handlers, **ui)  # select, explain, explain again
         # One-click examples run what the tab's button runs, on what the example filled in.
         if profile_examples is not None:
             profile_examples.load_input_event.then(
-                handlers.recommend, [liked, k, diversity], [*rec_panel.shown, status],
+                handlers.recommend, [liked, k, diversity, disliked], [*rec_panel.shown, status],
                 concurrency_limit=8, concurrency_id="recommend", api_name="ui_example_recommend", **ui)
         if upload_examples is not None:
             upload_examples.load_input_event.then(

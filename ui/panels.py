@@ -5,9 +5,11 @@ One place holds the block's components, the order of the values a recommend hand
 them (:func:`shown_values` fills :attr:`ResultsPanel.shown`) and the order of the explanation
 outputs (``Handlers.explain``), so the two tabs cannot drift apart. A new query owns the whole
 block: it fills the results and clears everything that belonged to the previous list (details,
-explanation, history chart, feedback note, selection), so nothing of an old query stays on screen.
-The tabs differ only where the arguments say: the Upload tab also shows the matching regions of
-the upload (``upload=True``) and has no like/dislike buttons (``rating=False``).
+explanation, history chart and table, feedback note, selection), so nothing of an old query stays on
+screen. The tabs differ only where the arguments say: the Upload tab also shows the matching regions
+of the upload (``upload=True``) and has no like/dislike buttons (``rating=False``). What a rating does
+besides storing the label (the rated item joins the liked or disliked items and the list is made
+again) needs the tab's profile, so the layout wires those two buttons (``ui.layout``).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class ResultsPanel:
         return [self.gallery, self.table, self.parts, self.state, self.details, *self.explanation, *note]
 
     def wire(self, handlers: Any, **ui: Any) -> None:
-        """Selecting a result shows its details, then explains it; another method explains it again; 👍/👎 rate it.
+        """Selecting a result shows its details, then explains it; another method explains it again. (The
+        like/dislike buttons are wired by the layout: they change the tab's profile too.)
 
         ``handlers``: a :class:`ui.handlers.Handlers` (not imported: ``ui.handlers`` imports this module).
         ``ui``: options for every event (the app makes them private: its public API is the gr.api endpoints).
@@ -62,12 +65,6 @@ class ResultsPanel:
         if self.images is not None:  # whatever sets the state (select, a new list) decides what it shows
             self.state.change(handlers.item_images, [self.state], [self.images], api_name=f"{self.events}_images",
                               show_progress="hidden", **ui)
-        if self.like is not None:
-            feedback = {"concurrency_limit": 16, "concurrency_id": "feedback", **ui}
-            self.like.click(handlers.like, [self.state], [self.feedback_note], api_name=f"{self.events}_like",
-                            **feedback)
-            self.dislike.click(handlers.dislike, [self.state], [self.feedback_note],
-                               api_name=f"{self.events}_dislike", **feedback)
 
 
 def shown_values(recs: Sequence["Recommendation"], state: dict, *, details: str, upload: bool = False,

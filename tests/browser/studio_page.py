@@ -33,8 +33,22 @@ def pick_tiles(page, *indices: int) -> list[str]:
 
 def liked_titles(page) -> list[str]:
     """The titles shown as tokens in the "Items you like" box."""
-    box = page.locator(".block").filter(has=page.get_by_label("Items you like")).last
+    return box_titles(page, "Items you like")
+
+
+def disliked_titles(page) -> list[str]:
+    """The titles shown as tokens in the "Items you dislike" box."""
+    return box_titles(page, "Items you dislike")
+
+
+def box_titles(page, label: str) -> list[str]:
+    box = page.locator(".block").filter(has=page.get_by_label(label)).last
     return box.locator(".token").all_inner_texts()
+
+
+def rate(page, button: str) -> None:
+    """Press "Like" or "Dislike" under the selected result."""
+    page.get_by_role("button", name=re.compile(rf"\b{button}$")).click()
 
 
 def recommend(page) -> list[str]:

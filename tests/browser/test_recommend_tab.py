@@ -170,3 +170,37 @@ def test_a_negative_part_is_drawn_negative(page, browser_app) -> None:
         label = ui.eventually(lambda: heat_label.first.inner_text(), lambda text: "lowered" in text,
                               what="the heatmap's label saying 'lowered'", fail=False)
         assert "lowered" in label
+
+
+def test_like_on_a_result_joins_the_liked_items_and_refreshes_the_results(page, browser_app) -> None:
+    """Likes at serving time: Like on a result stores the label, adds the item to "Items you like" and shows
+    the list for the new profile at once (no Recommend press); Dislike puts it in "Items you dislike"."""
+    before = _open_results(page)
+    expected = browser_app.client.predict(PROFILE, 10, api_name="/recommend")
+    liked = expected[0]
+    ui.select_result(page, 0)
+    page.get_by_text("item id:").first.wait_for()  # the selected result's details
+
+    ui.rate(page, "Like")
+
+    now = ui.eventually(lambda: ui.liked_titles(page), lambda titles: len(titles) == 3,
+                        what="the liked result in 'Items you like'")
+    assert now == ["Chess Master", "Checkers", liked["title"]]
+    refreshed = ui.eventually(lambda: ui.result_captions(page), lambda shown: shown and shown != before,
+                              what="the results for the new profile")
+    want = browser_app.client.predict(PROFILE + [liked["item_id"]], 10, api_name="/recommend")
+    assert refreshed == [f"{r['rank']} · {r['score']:.3f} · {r['title']}".replace("-", "\u2212") for r in want]
+    assert not any(caption.endswith(liked["title"]) for caption in refreshed)
+    text = ui.visible_text(page)
+    assert f"you 👍 liked {liked['title']}" in text and "joined Items you like" in text
+    assert "4 recommendations for 3 liked item(s)" in text
+
+    ui.select_result(page, 0)
+    page.get_by_text("item id:").first.wait_for()
+    ui.rate(page, "Dislike")
+    disliked = ui.eventually(lambda: ui.disliked_titles(page), lambda titles: len(titles) == 1,
+                             what="the disliked result in 'Items you dislike'")
+    assert disliked == [want[0]["title"]]
+    shown = ui.eventually(lambda: ui.result_captions(page), lambda s: len(s) == 3, what="the list without it")
+    assert not any(caption.endswith(want[0]["title"]) for caption in shown)
+    assert ui.liked_titles(page) == now

@@ -14,6 +14,7 @@ from storage import FeedbackIn
 from tests.studio_app import refusal
 from tests.studio_app import req as _req
 from tests.studio_app import studio_app
+from ui.handlers import FEEDBACK_NOTE
 
 
 @pytest.fixture
@@ -70,7 +71,8 @@ def _like_a_recommendation(app, request) -> None:
     """A 👍 on the Recommend tab: recommend for a profile, select the first result, press Like."""
     state = next(x for x in app.main.recommend(["noimage", "chess"], 3, request) if isinstance(x, dict))
     state, _ = app.main.select_result(state, SimpleNamespace(index=0))
-    assert app.main.like(state, request).startswith("Saved:")
+    rated = app.main.like(state, state["liked"], [], [], 3, 0.0, request)
+    assert rated[FEEDBACK_NOTE].startswith("Saved:")
 
 
 def _answer_a_task(app, campaign: str, request) -> None:

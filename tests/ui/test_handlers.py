@@ -13,7 +13,7 @@ import pytest
 from recsys_core.data.catalog import Item
 from storage import Repository
 from ui import render
-from ui.handlers import Handlers, _file_path
+from ui.handlers import FEEDBACK_NOTE, Handlers, _file_path
 
 
 def req(session_hash: str | None = "session-1") -> SimpleNamespace:
@@ -165,6 +165,19 @@ def _recommend(handlers, k: int = 3) -> dict:
     return _state(handlers.recommend(["noimage", "chess"], k, req()))
 
 
+def _rate(handlers, label: str, state, request=None, *, liked=None, disliked=None, k: int = 3) -> tuple:
+    """Like/Dislike as the page sends it: the result list's state, the liked and disliked boxes, the catalog page
+    shown, the two sliders."""
+    liked = list((state or {}).get("liked") or []) if liked is None else liked
+    rate = handlers.like if label == "like" else handlers.dislike
+    return rate(state, liked, disliked or [], ["chess", "checkers"], k, 0.0, request)
+
+
+def _note(outputs) -> str:
+    """The feedback note among a rating's outputs (a refusal's only value when it returns one)."""
+    return outputs[FEEDBACK_NOTE] if isinstance(outputs, tuple) else outputs
+
+
 def test_recommend_select_like_flow(handlers, repo, tiny_service) -> None:
     outputs = handlers.recommend(["noimage", "chess"], 3, req())
     gallery, table, status = outputs[0], outputs[1], outputs[-1]
@@ -184,13 +197,13 @@ def test_recommend_select_like_flow(handlers, repo, tiny_service) -> None:
     assert f"### {tiny_service.item(picked).title}" in shown
     assert "**Rank 2**" in shown
 
-    message = handlers.like(state, req())
+    message = _note(_rate(handlers, "like", state, req()))
     assert message.startswith("Saved: you 👍 liked **")
     assert repo.count_feedback() == 1
-    message = handlers.like(state, req())
+    message = _note(_rate(handlers, "like", state, req()))  # the same click again (the old list's state)
     assert message.startswith("Already saved: you 👍 liked **")
     assert repo.count_feedback() == 1
-    message = handlers.dislike(state, req())
+    message = _note(_rate(handlers, "dislike", state, req()))
     assert message.startswith("Saved: you 👎 disliked **")
     assert repo.count_feedback() == 2
     rows = repo.list_feedback()
@@ -202,10 +215,10 @@ def test_recommend_select_like_flow(handlers, repo, tiny_service) -> None:
 def test_same_click_in_a_new_result_list_is_a_new_label(handlers, repo) -> None:
     state = _recommend(handlers)
     state, _ = handlers.select_result(state, sel(0))
-    handlers.like(state, None)
+    _rate(handlers, "like", state)
     state2 = _recommend(handlers)
     state2, _ = handlers.select_result(state2, sel(0))
-    assert handlers.like(state2, None).startswith("Saved:")
+    assert _note(_rate(handlers, "like", state2)).startswith("Saved:")
     assert repo.count_feedback() == 2
 
 
@@ -222,8 +235,9 @@ def test_feedback_without_selection(handlers, repo) -> None:
     state = _recommend(handlers)
     for bad_state in (state, None, {}):
         with pytest.warns(UserWarning, match="select a recommendation first, then press Like or Dislike"):
-            note = handlers.like(bad_state, req())
-        assert note == "⚠ select a recommendation first, then press Like or Dislike"  # shown in the feedback note
+            outputs = _rate(handlers, "like", bad_state, req(), liked=["chess"])
+        assert _note(outputs) == "⚠ select a recommendation first, then press Like or Dislike"  # in the feedback note
+        assert all(v == gr.skip() for i, v in enumerate(outputs) if i != len(outputs) + FEEDBACK_NOTE)
     assert repo.count_feedback() == 0
 
 
@@ -399,7 +413,7 @@ def test_gradio_hands_a_broken_upload_to_the_handler_instead_of_failing_before_i
 def test_ui_mistakes_are_shown_in_place_not_raised(handlers, caplog) -> None:
     state = _recommend(handlers)
     with caplog.at_level(logging.INFO), pytest.warns(UserWarning, match="select a recommendation first"):
-        note = handlers.like(state, req())
+        note = _note(_rate(handlers, "like", state, req()))
     assert "select a recommendation first, then press Like or Dislike" in note
     _one_warning_line(caplog)
     with pytest.warns(UserWarning, match="no liked items given"):

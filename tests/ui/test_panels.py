@@ -41,6 +41,10 @@ def test_the_handlers_fill_the_panel_outputs_the_layout_wires(tiny_service) -> N
     explained = handlers.explain(state, "fast", progress=lambda *a, **k: None)
     assert len(explained) == outputs["ui_upload_explain"] == 7
     assert outputs["ui_explain"] == outputs["ui_explain_method"] == 6
+    # Like/Dislike: the liked and disliked items, the catalog tiles, then what Recommend fills
+    rated = handlers.like(dict(recommended[3], selected=recommended[3]["results"][0]), ["noimage", "chess"], [],
+                          [], 3, 0.0, request)
+    assert len(rated) == outputs["ui_like"] == outputs["ui_dislike"] == 3 + outputs["ui_recommend"]
 
 
 def _cleared(value) -> bool:
