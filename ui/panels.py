@@ -129,7 +129,7 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component]]
             query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=upload)
         with gr.Row():
             share = gr.BarPlot(x="part", y="score part", color="effect", title="Parts of the score", height=220,
-                               color_map=render.EFFECT_COLORS, sort=None)
+                               color_map=render.EFFECT_COLORS, sort=render.PART_ORDER)
             history = gr.BarPlot(x="liked item", y="contribution", color="effect", title="Contribution of each liked item",
                                  color_map=render.EFFECT_COLORS, sort=None, height=220, visible=not upload,
                                  x_label_angle=-20)

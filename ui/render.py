@@ -370,35 +370,49 @@ def history_frame(explanation, catalog: Catalog):
 
 
 PRIOR_ROW = "(no liked item: the item's own prior)"
+#: The order the parts chart draws its bars in: the equation's (Vega would sort them A-Z).
+PART_ORDER = ["text", "image", COLLAB_PART, OTHER_PART]
 
 
 def history_table(explanation, catalog: Catalog):
-    """The liked and disliked items behind the score, one row each, for a ``gr.Dataframe``.
+    """The liked and disliked items behind the score, one row each, for a ``gr.Dataframe`` (3 decimals, as the
+    panel prints numbers).
 
-    Every model: item, "liked"/"disliked" and its contribution (a disliked item's is what it took away). The
-    hybrid adds each one's content part, collaborative part and the item-item weight behind it, and a last
-    row for the item's prior (what no liked item gives), so the contributions add up to the score. The
-    zero-shot and fusion models get no collaborative columns (they would be all 0). None without a history
-    (uploads).
+    Every model: the item (a disliked one marked as in the chart) and its contribution (a disliked item's is
+    what it took away). The hybrid adds each one's content part, collaborative part and the item-item weight
+    behind it, and a last row for the item's prior (what no liked item gives), so the contributions add up
+    to the score (as printed: :func:`printed_terms`, and each row's two parts to its contribution). The
+    zero-shot and fusion models get no collaborative columns (they would be all 0). None
+    without a history (uploads).
     """
     import pandas as pd
 
     e = explanation
     if not e.history:
         return None
-    titles = [catalog.get(h.item_id).title for h in e.history]
-    kinds = ["disliked" if h.disliked else "liked" for h in e.history]
+    titles = _history_titles(e, catalog)
+    contributions = [h.contribution for h in e.history]
     if not is_hybrid(e):
-        return pd.DataFrame({"item": titles, "you": kinds, "contribution": [round(h.contribution, 4) + 0.0
-                                                                            for h in e.history]})
-    rows = [[t, k, round(h.contribution, 4) + 0.0, round(h.contribution - h.collaborative, 4) + 0.0,
-             round(h.collaborative, 4) + 0.0, round(h.item_weight, 4) + 0.0]
-            for t, k, h in zip(titles, kinds, e.history)]
-    prior = e.score - sum(h.contribution for h in e.history)
-    if round(prior, 4) != 0:
-        rows.append([PRIOR_ROW, "", round(prior, 4) + 0.0, 0.0, round(prior, 4) + 0.0, ""])
-    return pd.DataFrame(rows, columns=["item", "you", "contribution", "content part", "collaborative part",
+        # The zero-shot contributions add up to the score: printed so that they still do (the fusion model's
+        # leave-one-out drops do not add up, so they are only rounded).
+        adds_up = e.model_kind != "multimodal"
+        shown = printed_terms(e.score, contributions) if adds_up else [_r3(c) for c in contributions]
+        return pd.DataFrame({"item": titles, "contribution": shown})
+    prior = e.score - sum(contributions)
+    with_prior = round(prior, 3) != 0
+    totals = printed_terms(e.score, contributions + ([prior] if with_prior else []))
+    rows = []
+    for title, h, total in zip(titles, e.history, totals):
+        content, collab = printed_terms(total, [h.contribution - h.collaborative, h.collaborative])
+        rows.append([title, total, content, collab, _r3(h.item_weight)])
+    if with_prior:
+        rows.append([PRIOR_ROW, totals[-1], 0.0, totals[-1], None])
+    return pd.DataFrame(rows, columns=["item", "contribution", "content part", "collaborative part",
                                        "item-item weight"])
+
+
+def _r3(value: float) -> float:
+    return round(float(value), 3) + 0.0  # + 0.0: no "-0.0"
 
 
 def explanation_summary(explanation, catalog: Catalog) -> str:

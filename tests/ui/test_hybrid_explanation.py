@@ -73,16 +73,15 @@ def test_the_hybrid_panel_names_the_mix_and_each_liked_items_parts(handlers, hyb
     *_, table, summary = _explain(handlers, item)
     assert "Model mix: **content 0.60 + collaborative 0.40**" in summary
     assert "hybrid scores" in summary  # the scale line for this model
-    assert list(table.columns) == ["item", "you", "contribution", "content part", "collaborative part",
-                                   "item-item weight"]
+    assert list(table.columns) == ["item", "contribution", "content part", "collaborative part", "item-item weight"]
     rows = table.to_dict("records")
     for row, share in zip(rows, explanation.history):
-        assert row["item"] == hybrid.item(share.item_id).title and row["you"] == "liked"
-        assert row["collaborative part"] == pytest.approx(share.collaborative, abs=1e-4)
-        assert row["item-item weight"] == pytest.approx(share.item_weight, abs=1e-4)
-        assert row["content part"] + row["collaborative part"] == pytest.approx(row["contribution"], abs=2e-4)
-    # with the item's prior (the last row when it is not 0) the contributions add up to the score
-    assert sum(r["contribution"] for r in rows) == pytest.approx(explanation.score, abs=5e-4)
+        assert row["item"] == hybrid.item(share.item_id).title  # a liked item: no "(disliked)"
+        assert row["collaborative part"] == pytest.approx(share.collaborative, abs=5e-4)
+        assert row["item-item weight"] == pytest.approx(share.item_weight, abs=5e-4)
+        assert round(row["content part"] + row["collaborative part"], 3) == row["contribution"]  # as printed
+    # with the item's prior (the last row when it is not 0) the contributions add up to the printed score
+    assert round(sum(r["contribution"] for r in rows), 3) == round(explanation.score, 3)
 
 
 def test_a_cold_items_prior_is_its_own_row(handlers, hybrid) -> None:
@@ -92,7 +91,7 @@ def test_a_cold_items_prior_is_its_own_row(handlers, hybrid) -> None:
     prior = explanation.score - sum(h.contribution for h in explanation.history)
     assert abs(prior) > 1e-3
     last = table.to_dict("records")[-1]
-    assert last["item"] == render.PRIOR_ROW and last["contribution"] == pytest.approx(prior, abs=1e-4)
+    assert last["item"] == render.PRIOR_ROW and last["contribution"] == pytest.approx(prior, abs=5e-4)
 
 
 def test_the_results_table_and_chart_carry_the_collaborative_part(hybrid) -> None:
@@ -113,7 +112,7 @@ def test_the_zero_shot_panel_shows_nothing_collaborative(handlers, tiny_service)
     *_, parts, history, table, summary = _explain(handlers, item)
     assert "collaborative" not in summary.lower() and "mix" not in summary.lower()
     assert list(_bars(parts, "part", "score part")) == ["text", "image"]
-    assert list(table.columns) == ["item", "you", "contribution"]
+    assert list(table.columns) == ["item", "contribution"]
     assert list(render.results_frame(recs).columns) == render.results_headers([])  # no empty parts columns
     assert set(render.score_parts_frame(recs)["part"]) == {"text", "image"}
     score, terms = _printed(summary.split("\n\n")[0])
