@@ -120,8 +120,8 @@ def test_a_part_that_lowers_the_score_is_drawn_and_told_as_lowering_it(tiny_serv
     assert explanation.image_heatmap.max() == pytest.approx(1.0)  # the regions that lowered it
 
     handlers = Handlers(tiny_service, Repository.from_url("sqlite://"))
-    _, heat, parts, _, summary = handlers.explain({"liked": ["checkers"], "selected": "cards"}, "fast",
-                                                  progress=lambda *a, **k: None)
+    _, heat, parts, _, _, summary = handlers.explain({"liked": ["checkers"], "selected": "cards"}, "fast",
+                                                     progress=lambda *a, **k: None)
     frame = parts if not isinstance(parts, gr.BarPlot) else parts.constructor_args["value"]
     image_rows = frame[frame["part"] == "image"].set_index("effect")
     value_column = [c for c in frame.columns if c not in ("part", "effect")][0]
@@ -212,7 +212,7 @@ def test_handlers_render_the_explanation_panel(tiny_service) -> None:
     with pytest.raises(gr.Error, match="not allowed"):
         handlers.api_explain(["chess"], "checkers", "bogus")
     state = {"liked": ["chess"], "selected": "checkers"}
-    tokens, heat, share, history, summary = handlers.explain(state, "fast", progress=lambda *a, **k: None)
+    tokens, heat, share, history, _table, summary = handlers.explain(state, "fast", progress=lambda *a, **k: None)
     assert "".join(seg for seg, _ in tokens).startswith("Checkers")
     assert all(score is None or -1.0 <= score <= 1.0 for _, score in tokens)
     image_path, masks = heat.constructor_args["value"]
