@@ -213,15 +213,8 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
                   validate=validate, on_epoch=on_epoch)
     candidate_serving = FusionServing(trained.model.cpu(), trained.content.to("cpu"), known, "candidate",
                                       split_modalities=False)
-    cand_metrics, cand_scores, cand_likes = metrics_of(candidate_serving)
-    if offline is not None:
-        report(0.96, "offline evaluation")
-        cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate_serving, *offline)
-    p_worse = bootstrap_worse(base_scores, cand_scores, held_data, samples=config.bootstrap_samples,
-                              seed=config.seed, base_likes=base_likes, cand_likes=cand_likes)
-    cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
-    result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
-    report(0.97, "saving the candidate")
+    cand_metrics, result = _gate_candidate(candidate_serving, (base_metrics, base_scores, base_likes), held_data,
+                                           config, metrics_of, offline, report)
     save_checkpoint(trained, Path(out_dir), metrics={
         "heldout_base": base_metrics, "heldout_candidate": cand_metrics, "gate_passed": result.passed,
         "gate_reason": result.reason, "parent": parent, "n_train_labels": len(train_data.items),
@@ -231,6 +224,23 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     report(1.0, "done")
     return FinetuneResult(Path(out_dir), result, len(train_data.items), len(held_data.items),
                           time.perf_counter() - start, trained.history)
+
+
+def _gate_candidate(candidate, base, held_data, config: FinetuneConfig, metrics_of, offline, report
+                    ) -> tuple[dict[str, float], GateResult]:
+    """The candidate's held-out metrics and the gate's verdict against the base's (``base``: metrics, per-label
+    scores, per-context likes NDCG), the same for the fusion and the hybrid candidates."""
+    base_metrics, base_scores, base_likes = base
+    cand_metrics, cand_scores, cand_likes = metrics_of(candidate)
+    if offline is not None:
+        report(0.93, "offline evaluation")
+        cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate, *offline)
+    p_worse = bootstrap_worse(base_scores, cand_scores, held_data, samples=config.bootstrap_samples,
+                              seed=config.seed, base_likes=base_likes, cand_likes=cand_likes)
+    cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
+    result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
+    report(0.97, "saving the candidate")
+    return cand_metrics, result
 
 
 def _finetune_hybrid(*, examples, catalog, features, base_model, base_dir, out_dir, config: FinetuneConfig, train_data,
@@ -245,15 +255,7 @@ def _finetune_hybrid(*, examples, catalog, features, base_model, base_dir, out_d
     parent = checkpoint_version(Path(base_dir)) if base_dir is not None else getattr(base_model, "version", None)
     candidate, hybrid, zs_config, frame, table = fit_candidate(origin, examples, catalog, features, data=train_data,
                                                                seed=config.seed, progress=report)
-    cand_metrics, cand_scores, cand_likes = metrics_of(candidate)
-    if offline is not None:
-        report(0.93, "offline evaluation")
-        cand_metrics["offline_ndcg@20"] = offline_ndcg(candidate, *offline)
-    p_worse = bootstrap_worse(base_scores, cand_scores, held_data, samples=config.bootstrap_samples,
-                              seed=config.seed, base_likes=base_likes, cand_likes=cand_likes)
-    cand_metrics.update({f"p_worse_{name}": value for name, value in p_worse.items()})
-    result = gate(base_metrics, cand_metrics, config.tolerance, p_worse, config.gate_confidence)
-    report(0.97, "saving the candidate")
+    cand_metrics, result = _gate_candidate(candidate, base, held_data, config, metrics_of, offline, report)
     seconds = time.perf_counter() - start
     save_hybrid(Path(out_dir), config=hybrid, zeroshot=zs_config.to_dict(), collab=candidate.collab,
                 item_ids=catalog.ids, frame=frame, metrics={
