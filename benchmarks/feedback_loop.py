@@ -1,11 +1,12 @@
 """Does the product's feedback loop improve recommendations? Simulated annotators label MovieLens
 users' recommendations through the app's API, the app's own fine-tune job trains on the labels, and
-NDCG@20 on the users' unseen ratings is measured before and after.
+NDCG@20 on the users' unseen ratings is measured before and after, with the likes and dislikes read
+at serving time, learnt by the fine-tune, or both.
 
     .venv/bin/python benchmarks/feedback_loop.py --data-root ../shared/data/movielens-100k --labels 1000 \\
         --features-cache /tmp/dml/features --json feedback_loop.json
-    .venv/bin/python benchmarks/feedback_loop.py --data-root ../shared/data/movielens-100k --users 30 --labels 150 \\
-        --base-epochs 3 --finetune-epochs 3          # a quick end-to-end check
+    .venv/bin/python benchmarks/feedback_loop.py --data-root ../shared/data/movielens-100k --users 30 --labels 150
+                                                     # a quick end-to-end check
 
 Protocol
 --------
@@ -13,9 +14,14 @@ Protocol
    are drawn (seeded) among users with >= 40 ratings; each one's ratings are shuffled (seeded) into
    a *profile* (the first ``--profile-size`` items: what they "liked" in the app), a *label pool*
    (half of the rest) and an *eval set* (the other half).
-2. Base model: the fusion model trained in this process (``recsys_core.training.loop.fit``, frozen encoders,
-   ``--base-epochs``) on every rating of the other users plus only the profile items of the
-   held-out users, saved with ``save_checkpoint`` to ``<data-dir>/base``.
+2. Base model: the product's hybrid (``recsys_core.training.hybrid``: zero-shot content + EASE with
+   side information) fitted in this process on every rating of the other users plus only the
+   profile items of the held-out users. Its settings are chosen by ``select_config`` on a
+   validation carve of that training data alone: a seeded ``--val-fraction`` of each other user's
+   ratings is held out as targets (``--base-validation ratings``), or a seeded ``--val-fraction``
+   of the other users keep only ``--profile-size`` ratings and the rest are their targets
+   (``profiles``: the held-out users' situation). The held-out users' label pools and eval sets
+   are never read. Saved with ``save_hybrid`` to ``<data-dir>/base``.
 3. ``python app.py --catalog movielens-100k --model <data-dir>/base --auth-file users.csv`` runs as a
    subprocess, with three annotator accounts (ann1..ann3) and one admin; every call below goes
    through ``gradio_client`` with a login.
@@ -28,20 +34,33 @@ Protocol
    set (which a real user would have liked) are skipped (default ``--eval-hits skip``; ``dislike``
    labels them "dislike" as the first runs did). Users are
    visited again (a larger k, already labelled items skipped) until ``--labels`` labels were stored.
-6. Fine-tune with the app's job: admin ``/finetune``, then ``/finetune_status`` until it ends
-   (``python -m studio.finetune_job`` with its ``FinetuneConfig`` defaults; ``--finetune-epochs``
-   reaches the job as its ``JobOptions(epochs=N)`` through the app's own ``--finetune-epochs``). A candidate the gate
-   rejected is promoted with ``/promote(version, override=True)``, so that "after" always measures
-   the fine-tuned model; ``gate_passed``/``gate_reason`` say what the gate decided.
-7. After: step 4 again with the now-served candidate. The app is stopped.
+6. Serving only: ``/recommend(profile + likes, disliked_ids=dislikes)`` per user with the base model
+   still served (the likes after the profile, in labelling order). An app whose ``/recommend`` does
+   not take ``disliked_ids`` yet gets the likes only (``dislikes_at_serving`` false in the JSON).
+   Then a ceiling, an **oracle** and no product figure: ``/recommend(profile + the whole label pool)``
+   (``oracle`` in the JSON): what reading labels at serving time could give if labelling had found
+   every rating of the pool.
+7. Fine-tune with the app's job: admin ``/finetune``, then ``/finetune_status`` until it ends
+   (``python -m studio.finetune_job`` with its ``FinetuneConfig`` defaults; for a hybrid base it adds
+   the labelled profiles as pseudo-users to the EASE solve and cross-validates the mix on the training
+   labels; ``--finetune-epochs`` reaches the job through the app's own ``--finetune-epochs``). A candidate
+   the gate rejected is promoted with ``/promote(version, override=True)``, so that the last two lists
+   always come from the fine-tuned model; ``gate_passed``/``gate_reason`` say what the gate decided.
+8. Fine-tune only: step 4's ``/recommend(profile)`` with the now-served candidate.
+   After: step 6's ``/recommend(profile + likes, disliked_ids=dislikes)`` with the candidate.
+   The app is stopped.
+
+Every list is scored as in step 4: the profile, the labelled and the skipped items are removed from
+the list and from the eval set, so the four figures are on the same eval items.
 
 After labelling, ``<data-dir>/heldout_users.json`` holds every held-out user's profile, label pool,
 eval set, labels and skipped items, so a checkpoint can be scored by hand on the same protocol
 (:func:`ndcg_at_20`).
 
-Output: one JSON object on stdout (logs on stderr) with ``labels``, ``ndcg_before``, ``ndcg_after``,
-``finetune_seconds``, ``ratio`` (after / before), ``gate_passed``, ``gate_reason``,
-``base_train_seconds``, ``candidate_version`` and more detail.
+Output: one JSON object on stdout (logs on stderr) with ``labels``, ``ndcg_before`` (step 4),
+``ndcg_serving_only`` (6), ``ndcg_finetune_only`` and ``ndcg_after`` (8), ``finetune_seconds``,
+``ratio`` (after / before), ``ratio_serving_only`` and ``ratio_finetune_only`` (each over before),
+``gate_passed``, ``gate_reason``, ``base_train_seconds``, ``candidate_version``, ``oracle`` and more detail.
 """
 
 from __future__ import annotations
@@ -95,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "because the user did rate those items: with 'dislike', 60%% of the dislikes of a run "
                         "(seed 0) were such items, i.e. wrong labels that teach the model to bury what the eval "
                         "set rewards")
-    p.add_argument("--seed", type=int, default=0, help="user draw, rating shuffles, base training")
+    p.add_argument("--seed", type=int, default=0, help="user draw, rating shuffles, the base's validation carve")
     p.add_argument("--data-dir", type=Path, default=None,
                    help="work folder: the app's data dir (database, features, models), the base checkpoint "
                         "and users.csv (default: a fresh temp dir, removed afterwards unless --keep)")
@@ -103,9 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features-cache", type=Path, default=None,
                    help="a folder holding an existing MovieLens feature cache (e.g. an app's <data-dir>/features), "
                         "copied to <data-dir>/features; without it the features are extracted (minutes)")
-    p.add_argument("--base-epochs", type=int, default=20, help="epochs of the base model (in this process)")
+    p.add_argument("--val-fraction", type=float, default=0.2,
+                   help="share of the other users' ratings (--base-validation ratings) or of the other users "
+                        "(profiles) held out to choose the base hybrid's settings")
+    p.add_argument("--base-validation", choices=("ratings", "profiles"), default="ratings",
+                   help="the base model's validation carve (protocol step 2)")
+    p.add_argument("--dislike-weight", type=float, default=None,
+                   help="the base's ZeroShotConfig.dislike_weight (how far a dislike pushes its neighbours down; "
+                        "saved in the checkpoint, so the app serves it; default: the product's default)")
     p.add_argument("--finetune-epochs", type=int, default=DEFAULT_FINETUNE_EPOCHS,
-                   help="epochs of the app's fine-tune job (the job's own default is 15)")
+                   help="epochs of the app's fine-tune job (the job's own default is 15; a hybrid base has none)")
     p.add_argument("--port", type=int, default=None, help="port of the started app (default: a free one)")
     p.add_argument("--timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for the app's first page")
     p.add_argument("--finetune-timeout", type=float, default=7200.0, help="seconds to wait for the fine-tune job")
@@ -186,29 +212,78 @@ def prepare_features(args: argparse.Namespace, data_dir: Path) -> None:
     shutil.copytree(source, target)
 
 
-def train_base(args: argparse.Namespace, frame, data_dir: Path) -> tuple[Path, float, dict]:
+def validation_carve(frame, users: list[HeldOutUser], args: argparse.Namespace):
+    """(train, targets): the base model's validation split, carved from its own training data ``frame``
+    (:func:`base_frame`) and nothing else. Only the other users' ratings become targets: ``ratings``
+    holds out a seeded ``--val-fraction`` of each one's ratings, ``profiles`` a seeded ``--val-fraction``
+    of them keep ``--profile-size`` ratings and the rest are their targets. The held-out users' profile
+    rows stay in train, and their label pools and eval sets are not in ``frame`` at all."""
+    import numpy as np
+
+    held = {u.user_id for u in users}
+    users_col = frame["user_id"].astype(str)
+    groups = sorted(((u, np.asarray(sorted(rows))) for u, rows in frame[~users_col.isin(held)].groupby(
+        users_col[~users_col.isin(held)]).groups.items()), key=lambda g: _id_key(g[0]))
+    rng = np.random.default_rng([args.seed, 2])  # its own stream: the held-out users' draw is unchanged
+    targets: list[np.ndarray] = []
+    if args.base_validation == "ratings":
+        for _, rows in groups:
+            n = min(int(round(args.val_fraction * len(rows))), len(rows) - 1)  # one rating at least stays a profile
+            if n > 0:
+                targets.append(rng.choice(rows, n, replace=False))
+    else:
+        eligible = [rows for _, rows in groups if len(rows) > args.profile_size]
+        for g in rng.choice(len(eligible), int(round(args.val_fraction * len(eligible))), replace=False):
+            targets.append(rng.permutation(eligible[g])[args.profile_size:])
+    is_target = frame.index.isin(np.concatenate(targets) if targets else [])
+    return frame[~is_target], frame[is_target]
+
+
+def train_base(args: argparse.Namespace, frame, users: list[HeldOutUser], catalog, data_dir: Path
+               ) -> tuple[Path, float, dict]:
+    """The hybrid base model: settings chosen on :func:`validation_carve`, fitted on all of ``frame``."""
     from types import SimpleNamespace
 
-    from recsys_core.model.checkpoint import fingerprint, save_checkpoint
-    from recsys_core.training.config import TrainConfig
-    from recsys_core.training.loop import fit_for_split
+    from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
+    from recsys_core.encoders.features import encode_catalog
+    from recsys_core.model.checkpoint import fingerprint, save_hybrid
+    from recsys_core.serving.zeroshot import ZeroShotModel
+    from recsys_core.training.hybrid import catalog_genres, fit_hybrid, select_config, split_targets
 
     out = data_dir / "base"
-    log.info("training the base model: %d interactions, %d users, %d epochs", len(frame), frame.user_id.nunique(),
-             args.base_epochs)
     t0 = time.perf_counter()
-    trained, catalog = fit_for_split(SimpleNamespace(train=frame), args.data_root, data_dir,
-                                     train=TrainConfig(epochs=args.base_epochs, seed=args.seed, device=args.device),
-                                     progress=True)
-    seconds = time.perf_counter() - t0
-    best = max(h["val_ndcg@20"] for h in trained.history)
-    save_checkpoint(trained, out, metrics={"best_val_ndcg@20": best, "protocol": "feedback-loop base"},
-                    fingerprint_info=fingerprint(frame, catalog),
-                    encoders={"text": "minilm", "image": "efficientnet-lite0"})
-    log.info("base model saved to %s (best val NDCG@20 %.4f, %.0f s training, %.0f s with features)", out, best,
-             trained.seconds, seconds)
-    return out, trained.seconds, {"best_val_ndcg@20": round(best, 4), "epochs_run": len(trained.history),
-                                  "interactions": int(len(frame))}
+    # The app's default encoders and cache folder, so the app reads the same vectors.
+    features = encode_catalog(catalog, TextEncoderConfig(), ImageEncoderConfig(), data_dir / "features",
+                              device=args.device).features
+    features_s = time.perf_counter() - t0
+    zs_config = ZeroShotConfig() if args.dislike_weight is None else ZeroShotConfig(dislike_weight=args.dislike_weight)
+    zeroshot = ZeroShotModel(features, zs_config)
+    started = time.perf_counter()
+    train, targets = validation_carve(frame, users, args)
+    log.info("base hybrid: %d interactions of %d users; choosing its settings on a %s carve (%d of them held out, "
+             "%d users)", len(frame), frame.user_id.nunique(), args.base_validation, len(targets),
+             targets.user_id.nunique())
+    x, tests, _ = split_targets(SimpleNamespace(train=train, test=targets, candidate_items=None), catalog)
+    selection = select_config(x, tests, zeroshot, catalog_genres(catalog), seed=args.seed,
+                              label=f"feedback-loop base validation ({args.base_validation}, "
+                                    f"{args.val_fraction:g}, seed {args.seed})")
+    fitted = fit_hybrid(frame, catalog, zeroshot, selection.config, selection=selection, seed=args.seed,
+                        started=started)
+    seconds = time.perf_counter() - started
+    save_hybrid(out, config=fitted.config, zeroshot=zs_config.to_dict(), collab=fitted.collab, item_ids=catalog.ids,
+                frame=frame, metrics={"best_val_ndcg@20": selection.ndcg, "protocol": "feedback-loop base",
+                                      "selection": list(selection.table), "train_seconds": seconds},
+                fingerprint_info=fingerprint(frame, catalog), encoders={"text": "minilm", "image": "efficientnet-lite0"})
+    config = fitted.config
+    log.info("base model saved to %s (validation NDCG@20 %.4f, content share %.2f, lambda %g, %.0f s fit, "
+             "%.0f s features)", out, selection.ndcg, config.content_share, config.lambda_, seconds, features_s)
+    return out, seconds, {"kind": "hybrid", "val_ndcg@20": round(selection.ndcg, 4),
+                          "validation": {"carve": args.base_validation, "fraction": args.val_fraction,
+                                         "targets": int(len(targets)), "users": int(targets.user_id.nunique())},
+                          "config": {k: config.to_dict()[k] for k in ("lambda_", "side_content", "side_genre",
+                                                                     "content_share", "prior_weight")},
+                          "dislike_weight": zs_config.dislike_weight, "interactions": int(len(frame)),
+                          "features_seconds": round(features_s, 1)}
 
 
 # -- the app ------------------------------------------------------------------------------------------
@@ -223,15 +298,54 @@ def app_cmd(args: argparse.Namespace, data_dir: Path, base: Path, users_csv: Pat
     return [sys.executable, str(REPO_ROOT / "app.py"), *app_args]
 
 
-def recommend(client, profile: list[str], k: int) -> list[str]:
-    return [r["item_id"] for r in client.predict(profile, int(k), api_name="/recommend")]
+def recommend(client, liked: list[str], k: int, disliked: list[str] | None = None) -> list[str]:
+    """``/recommend``; ``disliked`` goes in ``disliked_ids`` (None: the call has no such argument)."""
+    extra = {} if disliked is None else {"disliked_ids": list(disliked)}
+    return [r["item_id"] for r in client.predict(list(liked), int(k), api_name="/recommend", **extra)]
+
+
+def takes_dislikes(client) -> bool:
+    """Whether the app's ``/recommend`` has a ``disliked_ids`` argument (apps before commit 64029fb have none)."""
+    endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"].get("/recommend", {})
+    return any(p.get("parameter_name") == "disliked_ids" for p in endpoint.get("parameters", []))
 
 
 # -- measuring ----------------------------------------------------------------------------------------
-def fetch_lists(client, users: list[HeldOutUser], k_of, desc: str) -> dict[str, list[str]]:
+def likes_of(user: HeldOutUser) -> list[str]:
+    return [item for item, verdict in user.labelled.items() if verdict == "like"]
+
+
+def dislikes_of(user: HeldOutUser) -> list[str]:
+    return [item for item, verdict in user.labelled.items() if verdict == "dislike"]
+
+
+def profile_of(user: HeldOutUser) -> list[str]:
+    return user.profile
+
+
+def profile_and_likes(user: HeldOutUser) -> list[str]:
+    """What the user liked at serving time after labelling: the profile, then the likes in labelling order."""
+    return [*user.profile, *likes_of(user)]
+
+
+def profile_and_pool(user: HeldOutUser) -> list[str]:
+    """**Oracle**: the profile and the user's whole label pool (every one of those ratings, found by labelling or not)."""
+    return [*user.profile, *sorted(user.pool, key=_id_key)]
+
+
+def k_after(user: HeldOutUser) -> int:
+    """A list long enough that 20 remain once the user's labelled and skipped items are cut from it."""
+    return min(100, EVAL_K + len(user.labelled) + len(user.skipped))
+
+
+def fetch_lists(client, users: list[HeldOutUser], k_of, desc: str, liked_of=profile_of,
+                disliked_of=None) -> dict[str, list[str]]:
+    """Each user's ``/recommend(liked_of(user), k_of(user))`` list, with ``disliked_ids=disliked_of(user)``
+    when ``disliked_of`` is given."""
     from tqdm.auto import tqdm
 
-    return {u.user_id: recommend(client, u.profile, k_of(u)) for u in tqdm(users, desc=desc, unit="user")}
+    return {u.user_id: recommend(client, liked_of(u), k_of(u), disliked_of(u) if disliked_of else None)
+            for u in tqdm(users, desc=desc, unit="user")}
 
 
 def ndcg_at_20(lists: dict[str, list[str]], users: list[HeldOutUser], item_ids: list[str]) -> tuple[float, int]:
@@ -362,8 +476,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.labels < 1 or args.users < 1 or args.k_label < 1 or args.profile_size < 1:
         raise SystemExit("--labels, --users, --k-label and --profile-size must be >= 1")
-    if args.base_epochs < 1 or args.finetune_epochs < 1:
-        raise SystemExit("--base-epochs and --finetune-epochs must be >= 1")
+    if args.finetune_epochs < 1:
+        raise SystemExit("--finetune-epochs must be >= 1")
+    if not 0 < args.val_fraction < 1:
+        raise SystemExit(f"--val-fraction is {args.val_fraction}; allowed 0 < f < 1")
     args.data_root = args.data_root.expanduser().resolve()
     setup(args)
     wall0 = time.perf_counter()
@@ -397,7 +513,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         log.warning("--labels %d may be more than these users can give", args.labels)
 
     prepare_features(args, data_dir)
-    base, base_seconds, base_info = train_base(args, base_frame(ratings, users), data_dir)
+    base, base_seconds, base_info = train_base(args, base_frame(ratings, users), users, catalog, data_dir)
 
     passwords = write_users_csv(data_dir / "users.csv", {**{name: "annotator" for name in ANNOTATORS}, ADMIN: "admin"})
     port = args.port or free_port()
@@ -411,7 +527,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         admin = connect(url, (ADMIN, passwords[ADMIN]))
         annotators = [connect(url, (name, passwords[name])) for name in ANNOTATORS]
         served_base = admin.predict(api_name="/finetune_status")["serving"]
-        log.info("serving %s", served_base)
+        dislikes = takes_dislikes(annotators[0])
+        log.info("serving %s; /recommend %s disliked_ids", served_base, "takes" if dislikes else "does NOT take")
 
         # Before: lists long enough that the items labelled later can be cut and 20 remain.
         planned_rounds = max(1, math.ceil(args.labels / (len(users) * args.k_label)))
@@ -423,11 +540,19 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         label_seconds = time.perf_counter() - t0
         short = [u for u in users if len(u.labelled) + len(u.skipped) > budget]
         if short:  # more rounds than planned: the base model is still served, fetch those lists again
-            before.update(fetch_lists(annotators[0], short,
-                                      lambda u: min(100, EVAL_K + len(u.labelled) + len(u.skipped)), "before (again)"))
+            before.update(fetch_lists(annotators[0], short, k_after, "before (again)"))
         ndcg_before, n_eval = ndcg_at_20(before, users, item_ids)
         write_users_json(data_dir / "heldout_users.json", users)
         log.info("NDCG@20 before: %.4f over %d users", ndcg_before, n_eval)
+        with_dislikes = dislikes_of if dislikes else None
+        serving_only = fetch_lists(annotators[0], users, k_after, "serving only", profile_and_likes, with_dislikes)
+        ndcg_serving, _ = ndcg_at_20(serving_only, users, item_ids)
+        log.info("NDCG@20 serving only (base model, profile + likes%s): %.4f", " + dislikes" if dislikes else "",
+                 ndcg_serving)
+        # The ceiling of reading labels at serving time: every rating of the label pool joins the profile.
+        oracle_pool = fetch_lists(annotators[0], users, k_after, "oracle: whole pool", profile_and_pool)
+        ndcg_oracle_pool, _ = ndcg_at_20(oracle_pool, users, item_ids)
+        log.info("NDCG@20 oracle (base model, profile + whole label pool): %.4f", ndcg_oracle_pool)
 
         status = run_finetune(admin, args.finetune_timeout)
         if status["state"] != "succeeded":
@@ -438,10 +563,12 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
             promoted = admin.predict(version, True, api_name="/promote")
             if promoted["serving"] != version:
                 raise RuntimeError(f"promoted {version} but the app serves {promoted['serving']}")
-        after = fetch_lists(annotators[0], users,
-                            lambda u: min(100, EVAL_K + len(u.labelled) + len(u.skipped)), "after")
+        finetune_only = fetch_lists(annotators[0], users, k_after, "fine-tune only")
+        ndcg_finetune, _ = ndcg_at_20(finetune_only, users, item_ids)
+        after = fetch_lists(annotators[0], users, k_after, "after", profile_and_likes, with_dislikes)
         ndcg_after, _ = ndcg_at_20(after, users, item_ids)
-        log.info("NDCG@20 after: %.4f (before %.4f)", ndcg_after, ndcg_before)
+        log.info("NDCG@20 before %.4f, serving only %.4f, fine-tune only %.4f, after %.4f", ndcg_before, ndcg_serving,
+                 ndcg_finetune, ndcg_after)
         for client in (admin, *annotators):
             if hasattr(client, "close"):
                 client.close()
@@ -452,13 +579,24 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         app.stop()
 
     changed = sum(before[u.user_id][:EVAL_K] != after[u.user_id][:EVAL_K] for u in users)
+
+    def over_before(value: float) -> float | None:
+        return round(value / ndcg_before, 4) if ndcg_before > 0 else None
+
     return {
         "benchmark": "feedback_loop",
         "labels": counts["stored"],
         "ndcg_before": round(ndcg_before, 5),
         "ndcg_after": round(ndcg_after, 5),
         "finetune_seconds": round(float(status["seconds"]), 1),
-        "ratio": round(ndcg_after / ndcg_before, 4) if ndcg_before > 0 else None,
+        "ratio": over_before(ndcg_after),
+        "ndcg_serving_only": round(ndcg_serving, 5),
+        "ndcg_finetune_only": round(ndcg_finetune, 5),
+        "ratio_serving_only": over_before(ndcg_serving),
+        "ratio_finetune_only": over_before(ndcg_finetune),
+        "dislikes_at_serving": dislikes,
+        "oracle": {"ndcg_pool_at_serving": round(ndcg_oracle_pool, 5), "ratio": over_before(ndcg_oracle_pool),
+                   "what": "base model, /recommend(profile + the user's whole label pool): not a product figure"},
         "users": len(users),
         "users_evaluated": n_eval,
         "gate_passed": status["gate_passed"],
@@ -472,7 +610,8 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "base": base_info,
         "candidate": candidate_metrics(data_dir, status["job_id"]),
         "settings": {"profile_size": args.profile_size, "k_label": args.k_label, "eval_hits": args.eval_hits,
-                     "seed": args.seed, "base_epochs": args.base_epochs, "finetune_epochs": args.finetune_epochs,
+                     "seed": args.seed, "base_validation": args.base_validation, "val_fraction": args.val_fraction,
+                     "finetune_epochs": args.finetune_epochs,
                      "eval_k": EVAL_K, "min_ratings": MIN_RATINGS},
         "app_ready_s": round(ready_s, 1),
         "machine": machine_facts(args),
