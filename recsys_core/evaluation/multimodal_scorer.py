@@ -94,7 +94,7 @@ class HybridScorer:
         from recsys_core.data.adapters import load_movielens_100k
         from recsys_core.encoders.features import encode_catalog
         from recsys_core.serving.zeroshot import ZeroShotModel
-        from recsys_core.training.hybrid import fit_hybrid, interaction_matrix, select_on_validation
+        from recsys_core.training.hybrid import fit_hybrid, select_on_validation
 
         started = time.perf_counter()
         self.data = data
@@ -107,8 +107,8 @@ class HybridScorer:
         self.fitted = fit_hybrid(self.split.train, catalog, zeroshot, selection.config, selection=selection,
                                  seed=self.seed, started=started)
         self.columns = np.array([data.item_index[i] for i in catalog.ids])
-        self._matrix, users = interaction_matrix(self.split.train, catalog)
-        self._rows = {u: r for r, u in enumerate(users)}
+        self._matrix = self.fitted.matrix
+        self._rows = {u: r for r, u in enumerate(self.fitted.users)}
         log.info("%s: %s (validation NDCG@20 %.4f)", self.name, selection.config.to_json(), selection.ndcg)
         return self
 

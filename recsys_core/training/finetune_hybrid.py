@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
@@ -325,7 +324,3 @@ def base_of(base_model, base_dir: Path | None) -> HybridBase:
     saved = load_hybrid(Path(base_dir))
     frame = read_interactions(Path(base_dir))
     return HybridBase(saved.config, ZeroShotConfig.from_dict(saved.zeroshot), frame if frame is not None else empty)
-
-
-def seconds_since(start: float) -> float:
-    return time.perf_counter() - start

@@ -168,13 +168,15 @@ class HybridFit:
     frame: pd.DataFrame  # the interactions it was fitted on (saved with the checkpoint)
     selection: Selection | None
     seconds: float
+    matrix: sp.csr_matrix  # ``frame`` as users x catalog items (rows in ``users`` order)
+    users: list[str]
 
 
 def fit_hybrid(frame: pd.DataFrame, catalog: Catalog, zeroshot: ZeroShotModel, config: HybridConfig, *,
                selection: Selection | None = None, seed: int = 0, started: float | None = None) -> HybridFit:
     """Fit the collaborative part of ``config`` on ``frame`` (all its interactions) for ``catalog``."""
     started = time.perf_counter() if started is None else started
-    x, _ = interaction_matrix(frame, catalog)
+    x, users = interaction_matrix(frame, catalog)
     part = fit_part(x, zeroshot, catalog_genres(catalog), config, seed)
     serving = HybridServing(zeroshot, part, config)
-    return HybridFit(serving, config, part, frame, selection, time.perf_counter() - started)
+    return HybridFit(serving, config, part, frame, selection, time.perf_counter() - started, x, users)
