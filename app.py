@@ -145,7 +145,8 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
         image=ImageEncoderConfig(model=args.image_encoder),
         zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight),
         limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_image_pixels=args.max_image_pixels,
-                            max_text_chars=args.max_text_chars),
+                            max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
+                            max_video_seconds=args.max_video_seconds),
         device=args.device,
         index=IndexConfig(kind=args.index),
         cache_dir=data_dir / "features",
@@ -250,8 +251,10 @@ def build_app(config: AppConfig) -> Studio:
     from ui.rate_limit import LabelRateLimit
 
     access = Access.from_options(config.auth_file, config.oauth_admins, on_space=bool(os.environ.get("SPACE_ID")))
-    catalog = resolve_catalog(config.catalog, data_root=config.data_root,
-                              max_image_pixels=config.service.limits.max_image_pixels)
+    limits = config.service.limits
+    catalog = resolve_catalog(config.catalog, data_root=config.data_root, max_image_pixels=limits.max_image_pixels,
+                              media_limits=CatalogArgs(max_audio_seconds=limits.max_audio_seconds,
+                                                       max_video_seconds=limits.max_video_seconds).media_limits())
     if catalog.problems:
         log.warning("catalog %s: %d row problem(s); see the About tab", catalog.name, len(catalog.problems))
     service = RecommenderService(catalog, config.service)
@@ -274,7 +277,9 @@ def build_app(config: AppConfig) -> Studio:
 def _job_catalog_args(config: AppConfig) -> list[str]:
     """What the fine-tune subprocess needs to rebuild the same catalog, encoders and features."""
     return CatalogArgs(catalog=config.catalog, data_root=config.data_root, text_encoder=config.service.text.model,
-                       image_encoder=config.service.image.model, device=config.service.device).to_argv()
+                       image_encoder=config.service.image.model, device=config.service.device,
+                       max_audio_seconds=config.service.limits.max_audio_seconds,
+                       max_video_seconds=config.service.limits.max_video_seconds).to_argv()
 
 
 def launch_kwargs(config: AppConfig, service: "RecommenderService", access=None) -> dict:

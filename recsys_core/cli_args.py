@@ -31,6 +31,11 @@ CATALOG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
                                                   "model name"}),
     "device": ("--device", {"choices": DEVICES, "default": "auto",
                             "help": "where encoders run: auto = CUDA if available, else CPU"}),
+    "max_audio_seconds": ("--max-audio-seconds", {"type": float, "default": 600.0,
+                                                  "help": "longest audio accepted (catalog tracks and uploads); a longer "
+                                                          "catalog track is listed and kept without its audio"}),
+    "max_video_seconds": ("--max-video-seconds", {"type": float, "default": 300.0,
+                                                  "help": "longest video accepted (catalog clips and uploads)"}),
 }
 
 
@@ -69,10 +74,20 @@ class CatalogArgs:
     text_encoder: str | None = None
     image_encoder: str | None = None
     device: str | None = None
+    max_audio_seconds: float | None = None
+    max_video_seconds: float | None = None
 
     @classmethod
     def from_namespace(cls, args: argparse.Namespace) -> "CatalogArgs":
         return cls(**{f.name: getattr(args, f.name, None) for f in fields(cls)})
+
+    def media_limits(self):
+        """The audio/video limits these flags ask for (``recsys_core.data.media.MediaLimits``; defaults where unset)."""
+        from recsys_core.data.media import MediaLimits
+
+        given = {name: float(getattr(self, name)) for name in ("max_audio_seconds", "max_video_seconds")
+                 if getattr(self, name) is not None}
+        return MediaLimits(**given)
 
     def to_argv(self) -> list[str]:
         """The flags that rebuild the same catalog, encoders and feature cache in another process."""

@@ -80,6 +80,57 @@ class ImageEncoderConfig(_Config):
 
 
 @dataclass(frozen=True)
+class AudioEncoderConfig(_Config):
+    # "aisfx" = the CNN of Ma & Lerch (ISMIR 2022) with the weights shipped inside the `aisfx` 0.1.2 wheel
+    # (aisfx/models/checkpoint.pth): 512-d per ~2.3 s block of a 96-band log-mel spectrogram at 44.1 kHz.
+    # "tiny-random" = a seeded few-thousand-parameter CNN of the same contract, for tests.
+    model: str = "aisfx"
+    # Blocks overlap by half (the package's own default hop, 0.5 x 100 spectrogram frames = 1.16 s):
+    # one attribution segment per hop.
+    hop_fraction: float = 0.5
+    # Longest audio the encoder reads per item or upload (the catalog's --max-audio-seconds may be larger:
+    # a longer track is encoded from its first max_seconds).
+    max_seconds: float = 600.0
+    batch_size: int = 32
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("audio encoder model must be a name")
+        if not 0.05 <= self.hop_fraction <= 1.0:
+            raise ValueError(f"hop_fraction is {self.hop_fraction}; allowed 0.05..1")
+        if self.max_seconds <= 0:
+            raise ValueError(f"max_seconds is {self.max_seconds}; it must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size is {self.batch_size}; it must be >= 1")
+
+
+@dataclass(frozen=True)
+class VideoEncoderConfig(_Config):
+    """Keyframes of a clip, each read by the image encoder, pooled over time by attention."""
+
+    # Keyframes at the centres of equal intervals (recsys_core.data.media.keyframe_times): about one a
+    # second, at least min_frames and at most max_frames, so a 30 s clip costs 16 image passes (~0.5 s).
+    frames_per_second: float = 1.0
+    min_frames: int = 4
+    max_frames: int = 16
+    # Keyframes are decoded at this longer side before the image encoder's own resize (224 px).
+    max_side: int = 320
+    # Temperature of the parameter-free attention over frames (recsys_core.encoders.video.attention_pool):
+    # frames far from the clip's average (black frames, fades, title cards) get less weight.
+    temperature: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.frames_per_second <= 0:
+            raise ValueError(f"frames_per_second is {self.frames_per_second}; it must be > 0")
+        if not 1 <= self.min_frames <= self.max_frames <= 256:
+            raise ValueError(f"min_frames {self.min_frames} / max_frames {self.max_frames}: need 1 <= min <= max <= 256")
+        if not 32 <= self.max_side <= 4096:
+            raise ValueError(f"max_side is {self.max_side}; allowed 32..4096")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature is {self.temperature}; it must be > 0")
+
+
+@dataclass(frozen=True)
 class ZeroShotConfig(_Config):
     """Weights of the two modalities in the fused item vector.
 
@@ -93,16 +144,21 @@ class ZeroShotConfig(_Config):
     # chance 0.151). Genre agreement favours text, so it is a floor for the value of images.
     text_weight: float = 0.8
     image_weight: float = 0.2
+    # Audio and video count only on a catalog that has them (their blocks exist only there). Chosen by
+    # benchmarks/fusion_weights.py --catalog media (README: "Audio and video").
+    audio_weight: float = 1.0
+    video_weight: float = 0.5
     # A disliked item's profile is subtracted from the query at this weight (its neighbours go down);
     # the hybrid model applies it to its collaborative block too.
     dislike_weight: float = 0.5
 
     def __post_init__(self) -> None:
-        if self.text_weight < 0 or self.image_weight < 0:
+        weights = (self.text_weight, self.image_weight, self.audio_weight, self.video_weight)
+        if min(weights) < 0:
             raise ValueError("modality weights must be >= 0")
         if self.dislike_weight < 0:
             raise ValueError(f"dislike_weight is {self.dislike_weight}; it must be >= 0")
-        if self.text_weight + self.image_weight <= 0:
+        if sum(weights) <= 0:
             raise ValueError("at least one modality weight must be > 0")
 
 
@@ -118,6 +174,9 @@ class LimitsConfig(_Config):
     max_text_chars: int = 10_000
     max_k: int = 100
     max_liked: int = 500
+    # Longest audio / video accepted, catalog media and uploads alike (--max-audio-seconds, --max-video-seconds).
+    max_audio_seconds: float = 600.0
+    max_video_seconds: float = 300.0
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -181,6 +240,8 @@ class ServiceConfig(_Config):
     text: TextEncoderConfig = field(default_factory=TextEncoderConfig)
     image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
     zeroshot: ZeroShotConfig = field(default_factory=ZeroShotConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    video: VideoEncoderConfig = field(default_factory=VideoEncoderConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     # Exact search for small catalogs, FAISS above a size threshold (see IndexConfig).
     index: IndexConfig = field(default_factory=IndexConfig)

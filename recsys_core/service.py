@@ -20,12 +20,17 @@ import torch
 from recsys_core.data.catalog import Catalog, Item
 from recsys_core.config import ServiceConfig
 from recsys_core.device import resolve_device
-from recsys_core.encoders.build import build_image_encoder, build_text_encoder
+from recsys_core.encoders.audio import AudioEncoder
+from recsys_core.encoders.build import build_audio_encoder, build_image_encoder, build_text_encoder, build_video_encoder
 from recsys_core.encoders.image import ImageEncoder
+from recsys_core.encoders.sequence import TimeSteps
 from recsys_core.encoders.text import TextEncoder
+from recsys_core.encoders.video import VideoEncoder
 from recsys_core.errors import EmptyProfileError, InvalidInputError, NotReadyError
 from recsys_core.serving.explain import METHODS, Explainer, ExplainConfig, Explanation, HistoryShare, modality_share
-from recsys_core.encoders.features import CatalogFeatures, ExtractionStats, ProgressFn, extract_catalog_features, text_hash
+from recsys_core.encoders.features import (CatalogFeatures, ExtractionStats, ProgressFn, catalog_has_audio,
+                                           catalog_has_video, extract_catalog_features, text_hash)
+from recsys_core.serving.explain_media import FrameAttribution, SegmentAttribution, attribute_steps
 from recsys_core.data.images import load_image
 from recsys_core.serving.index import VectorIndex, build_index
 from recsys_core.serving.load import load_model
@@ -34,6 +39,11 @@ from recsys_core.serving.rerank import mmr_search
 from recsys_core.serving.zeroshot import ZeroShotModel
 
 log = logging.getLogger(__name__)
+
+
+def _upload_name(source: object) -> str | None:
+    """The file name of an uploaded path, for messages (None for raw bytes: the decoder says "upload")."""
+    return Path(source).name if isinstance(source, (str, Path)) else None
 
 
 @dataclass(frozen=True)
@@ -50,12 +60,17 @@ class Recommendation:
     score_rank: int | None = None  # where ranking by score alone would have put it (1-based)
     diversity_gain: float | None = None  # 1 - its highest cosine to the items above it (rerank.diversity_gains)
     collaborative_score: float = 0.0  # the hybrid's item-item part of ``score`` (0 for other models)
+    audio_score: float = 0.0  # the audio part (0 where the catalog or the item has no audio)
+    video_score: float = 0.0  # the video part
+    has_audio: bool = False  # the item has audio (its own or its video's soundtrack): the UI shows a player
+    has_video: bool = False
 
     @property
     def other_score(self) -> float:
-        """What text, image and the collaborative part do not explain: the fusion model's item ID and bias
-        part, ~0 for the zero-shot and hybrid models."""
-        return self.score - self.text_score - self.image_score - self.collaborative_score
+        """What the modality parts and the collaborative part do not explain: the fusion model's item ID and
+        bias part, ~0 for the zero-shot and hybrid models."""
+        return (self.score - self.text_score - self.image_score - self.audio_score - self.video_score
+                - self.collaborative_score)
 
     def to_api(self) -> dict[str, object]:
         """The existing keys always; "score_rank" and "diversity_gain" as well when MMR re-ranked the list."""
@@ -86,6 +101,8 @@ class PrepareReport:
     stats: ExtractionStats
     model_version: str
     device: str
+    with_audio: int = 0
+    with_video: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,7 +122,7 @@ class PrepareStatus:
 
     def describe(self) -> str:
         """e.g. "image features 45%; 189 items, 12 s so far"."""
-        stage = self.stage if self.stage not in ("text features", "image features") else f"{self.stage} {self.fraction:.0%}"
+        stage = self.stage if not self.stage.endswith(" features") else f"{self.stage} {self.fraction:.0%}"
         since = f", {time.monotonic() - self.started_at:.0f} s so far" if self.started_at is not None else ""
         return f"{stage}; {self.items} items{since}"
 
@@ -120,6 +137,8 @@ class ExplanationInputs:
     collaborative_part: float  # the hybrid's item-item part (0 for other models)
     text_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled text vectors [B, Dt] -> full score [B]
     image_score_fn: Callable[[torch.Tensor], torch.Tensor]  # pooled image vectors [B, Di] -> full score [B]
+    audio_part: float = 0.0
+    video_part: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -127,6 +146,10 @@ class _Upload:
     title: str
     description: str
     image: object | None  # PIL image after validation
+    audio: TimeSteps | None = None  # the clip's segments (its own audio, else a video's soundtrack)
+    video: TimeSteps | None = None  # the clip's keyframes
+    frames: tuple = ()  # the keyframes themselves (PIL), for the heatmap inside the top one
+    key: str = ""  # content hash of the media, for the explanation cache
 
 
 @dataclass(frozen=True)
@@ -146,12 +169,15 @@ class RecommenderService:
         *,
         text_encoder: TextEncoder | None = None,
         image_encoder: ImageEncoder | None = None,
+        audio_encoder: AudioEncoder | None = None,
     ) -> None:
         self.catalog = catalog
         self.config = config or ServiceConfig()
         self.device = resolve_device(self.config.device)
         self._text_encoder = text_encoder
         self._image_encoder = image_encoder
+        self._audio_encoder = audio_encoder
+        self._video_encoder: VideoEncoder | None = None
         self._lock = threading.Lock()
         self._snapshot: _Snapshot | None = None
         self._explainer: Explainer | None = None
@@ -176,6 +202,26 @@ class RecommenderService:
             self._image_encoder = build_image_encoder(self.config.image, self.device)
         return self._image_encoder
 
+    @property
+    def audio_encoder(self) -> AudioEncoder:
+        if self._audio_encoder is None:
+            self._audio_encoder = build_audio_encoder(self.config.audio, self.device)
+        return self._audio_encoder
+
+    @property
+    def video_encoder(self) -> VideoEncoder:
+        if self._video_encoder is None:
+            self._video_encoder = build_video_encoder(self.config.video, self.image_encoder)
+        return self._video_encoder
+
+    @property
+    def media_limits(self):
+        """Size and duration limits of audio and video (``recsys_core.data.media.MediaLimits``)."""
+        from recsys_core.data.media import MediaLimits
+
+        limits = self.config.limits
+        return MediaLimits(max_audio_seconds=limits.max_audio_seconds, max_video_seconds=limits.max_video_seconds)
+
     def prepare(self, progress: ProgressFn | None = None) -> PrepareReport:
         """Load encoders, extract (or read cached) features, build the model and index. Idempotent.
 
@@ -193,6 +239,9 @@ class RecommenderService:
         try:
             with self._lock:
                 text_encoder, image_encoder = self.text_encoder, self.image_encoder
+                # Audio and video encoders only for a catalog with such media.
+                audio_encoder = self.audio_encoder if catalog_has_audio(self.catalog) else None
+                video_encoder = self.video_encoder if catalog_has_video(self.catalog) else None
                 features = extract_catalog_features(
                     self.catalog,
                     text_encoder,
@@ -201,6 +250,9 @@ class RecommenderService:
                     keep_regions=self.config.cache_feature_maps,
                     progress=track,
                     max_pixels=self.config.limits.max_image_pixels,
+                    audio_encoder=audio_encoder,
+                    video_encoder=video_encoder,
+                    media_limits=self.media_limits if (audio_encoder or video_encoder) else None,
                 )
                 self._set_status("building the index")
                 zeroshot = ZeroShotModel(features, self.config.zeroshot)
@@ -217,6 +269,8 @@ class RecommenderService:
             stats=features.stats,
             model_version=model.version,
             device=str(self.device),
+            with_audio=int(features.audio.present.sum()) if features.audio is not None else 0,
+            with_video=int(features.video.present.sum()) if features.video is not None else 0,
         )
         log.info("service ready: %d items (%d with image), model %s, %.1fs", report.items, report.with_image,
                  report.model_version, report.seconds)
@@ -436,36 +490,88 @@ class RecommenderService:
         return float(diversity)
 
     def recommend_for_upload(
-        self, *, image: str | Path | bytes | None, title: str = "", description: str = "", k: int = 10
+        self, *, image: str | Path | bytes | None, title: str = "", description: str = "", k: int = 10,
+        audio: str | Path | bytes | None = None, video: str | Path | bytes | None = None,
     ) -> list[Recommendation]:
-        """Catalog items most similar to a new item given by an image and/or text."""
+        """Catalog items most similar to a new item given by any of an image, a text, an audio clip and a video."""
         k = self._check_k(k)
-        upload = self._check_upload(image, title, description)
+        upload = self._check_upload(image, title, description, audio=audio, video=video)
         state = self._serving()
         return self._results(state, self._upload_query(state, upload), k, exclude=[])
 
-    def _check_upload(self, image: str | Path | bytes | None, title: str, description: str) -> "_Upload":
-        """Validate an uploaded item (text limits, at least one part, a safe image) before any encoding."""
+    def _check_upload(self, image: str | Path | bytes | None, title: str, description: str, *,
+                      audio: str | Path | bytes | None = None, video: str | Path | bytes | None = None) -> "_Upload":
+        """Validate an uploaded item (text limits, at least one part, safe media) and encode its audio/video."""
         limits = self.config.limits
         title, description = (title or "").strip(), (description or "").strip()
         if len(title) + len(description) > limits.max_text_chars:
             raise InvalidInputError(f"title + description is {len(title) + len(description):,} characters (title "
                                     f"{len(title):,}, description {len(description):,}); the limit is "
                                     f"{limits.max_text_chars:,} for both together")
-        if image is None and not title and not description:
-            raise InvalidInputError("give an image, a title or a description (or several) for the new item")
+        if image is None and audio is None and video is None and not title and not description:
+            raise InvalidInputError("give an image, a title or a description, an audio clip or a video (any of "
+                                    "them, or several) for the new item")
         pil = None
         if image is not None:
             pil = load_image(image, max_bytes=limits.max_upload_bytes, max_pixels=limits.max_image_pixels)
-        return _Upload(title=title, description=description, image=pil)
+        audio_steps = video_steps = None
+        frames: tuple = ()
+        key = ""
+        if audio is not None or video is not None:
+            audio_steps, video_steps, frames, key = self._encode_upload_media(audio, video)
+            if not (title or description or pil is not None) and audio_steps is None and video_steps is None:
+                raise InvalidInputError(self._no_media_message(audio is not None, video is not None))
+        return _Upload(title=title, description=description, image=pil, audio=audio_steps, video=video_steps,
+                       frames=frames, key=key)
+
+    def _no_media_message(self, audio: bool, video: bool) -> str:
+        what = " and ".join(w for w, given in (("audio", audio), ("video", video)) if given)
+        return (f"this catalog ({self.catalog.name}) has no {what}, so an uploaded clip matches nothing in it; "
+                "add a title, a description or an image, or serve a catalog with audio and video (--catalog media)")
+
+    def _encode_upload_media(self, audio, video) -> tuple[TimeSteps | None, TimeSteps | None, tuple, str]:
+        """Decode (with the upload limits) and encode an upload's audio and video. Media of a kind the catalog
+        does not have is still checked, so a bad file is refused the same way everywhere, but not encoded."""
+        from dataclasses import replace
+
+        limits = replace(self.media_limits, max_bytes=self.config.limits.max_upload_bytes)
+        features = self._serving().features
+        audio_steps = video_steps = None
+        frames: tuple = ()
+        digest = hashlib.sha256()
+        if video is not None:
+            decoded = self.video_encoder.decode(video, limits=limits, name=_upload_name(video))
+            frames = decoded.frames
+            digest.update(b"video" + b"".join(f.tobytes() for f in frames))
+            if features.video is not None:
+                video_steps = self.video_encoder.encode(decoded)
+        if features.audio is not None and (audio is not None or video is not None):
+            source = audio if audio is not None else video
+            try:
+                clip = self.audio_encoder.decode(source, limits=limits, name=_upload_name(source))
+            except InvalidInputError:
+                if audio is not None:
+                    raise
+                clip = None  # a silent video: no soundtrack to read
+            if clip is not None:
+                digest.update(b"audio" + clip.samples.tobytes())
+                audio_steps = self.audio_encoder.encode(clip.samples, clip.sample_rate)
+        elif audio is not None:
+            from recsys_core.data.media import decode_audio
+
+            clip = decode_audio(audio, limits=limits, name=_upload_name(audio), max_seconds=1.0)  # checked only
+            digest.update(b"audio" + clip.samples.tobytes())
+        return audio_steps, video_steps, frames, digest.hexdigest()
 
     def _upload_query(self, state: "_Snapshot", upload: "_Upload") -> torch.Tensor:
-        """The query for an uploaded item (either modality may be absent)."""
+        """The query for an uploaded item (any modality may be absent)."""
         item = Item(item_id="upload", title=upload.title, description=upload.description)
         has_text = bool(upload.title or upload.description)
         text_vec = self.text_encoder.encode([item.text])[0] if has_text else None
         return state.model.upload_query(item, text_vec, upload.image, text_encoder=self.text_encoder,
-                                        image_encoder=self.image_encoder)
+                                        image_encoder=self.image_encoder,
+                                        audio_vector=upload.audio.pooled if upload.audio is not None else None,
+                                        video_vector=upload.video.pooled if upload.video is not None else None)
 
     # -- explanations -----------------------------------------------------------------------------
     @property
@@ -527,20 +633,22 @@ class RecommenderService:
                                   disliked=d) for i, c, b, w, d in rows)
 
     def explain_upload(self, *, image: str | Path | bytes | None, title: str = "", description: str = "",
-                       item_id: str, method: str = "fast") -> Explanation:
-        """Why catalog item ``item_id`` matched an uploaded item; also maps the matching upload regions."""
+                       item_id: str, method: str = "fast", audio: str | Path | bytes | None = None,
+                       video: str | Path | bytes | None = None) -> Explanation:
+        """Why catalog item ``item_id`` matched an uploaded item; also maps the matching upload regions and which
+        seconds / keyframes of an uploaded clip matched."""
         method = self._check_method(method)
         target = self.catalog.index_of(str(item_id))
-        upload = self._check_upload(image, title, description)
+        upload = self._check_upload(image, title, description, audio=audio, video=video)
         state = self._serving()
         image_key = hashlib.sha256(upload.image.tobytes()).hexdigest() if upload.image is not None else ""
         text_key = text_hash(upload.title + "\x00" + upload.description)
-        key = (state.model.version, "upload", image_key, text_key, str(item_id), method)
+        key = (state.model.version, "upload", image_key, text_key, upload.key, str(item_id), method)
         hit = self.explainer.cached(key)
         if hit is not None:
             return hit
         explanation = self._explain_item(state, self._upload_query(state, upload), target, method, history=(),
-                                         upload_image=upload.image)
+                                         upload_image=upload.image, upload=upload)
         self.explainer.remember(key, explanation)
         return explanation
 
@@ -556,6 +664,8 @@ class RecommenderService:
         parts = model.modality_scores(query, torch.tensor([target]))
         text_part, image_part = float(parts.text[0]), float(parts.image[0])
         collab_part = float(parts.collaborative[0]) if parts.collaborative is not None else 0.0
+        audio_part = float(parts.audio[0]) if parts.audio is not None else 0.0
+        video_part = float(parts.video[0]) if parts.video is not None else 0.0
         has_image = bool(state.features.has_image[target])
         # Each attribution targets the full score of the item.
         text_fn, image_fn = model.score_fns(query, target)
@@ -568,10 +678,12 @@ class RecommenderService:
             collaborative_part=collab_part,
             text_score_fn=text_fn,
             image_score_fn=image_fn,
+            audio_part=audio_part,
+            video_part=video_part,
         )
 
     def _explain_item(self, state: _Snapshot, query: torch.Tensor, target: int, method: str, *,
-                      history: tuple[HistoryShare, ...], upload_image=None) -> Explanation:
+                      history: tuple[HistoryShare, ...], upload_image=None, upload: "_Upload | None" = None) -> Explanation:
         model = state.model
         inputs = self._inputs(state, query, target)
         # The heatmaps show the regions that moved the score the way the image part did.
@@ -583,7 +695,9 @@ class RecommenderService:
             region_fn=item_split,
         )
         query_heatmap = None
-        upload_score_fn = model.upload_image_score_fn(target, inputs.text_part) if upload_image is not None else None
+        score = float(model.item_vectors[target] @ query.to(model.item_vectors.dtype))
+        upload_score_fn = model.upload_image_score_fn(target, score - inputs.image_part - inputs.collaborative_part) \
+            if upload_image is not None else None
         if upload_score_fn is not None and bool(state.features.has_image[target]):
             # Attribute over the upload's pixels (only where the score is symmetric in the two items).
             _, query_heatmap, _, more = self.explainer.explain_parts(
@@ -591,11 +705,14 @@ class RecommenderService:
                 method=method, image_sign=sign, region_fn=upload_split,  # type: ignore[arg-type]
             )
             seconds += more
+        started = time.perf_counter()
+        steps = self._explain_steps(state, query, target, method, upload)
+        seconds += time.perf_counter() - started
         return Explanation(
             item_id=inputs.item.item_id,
             method=method,
             model_version=model.version,
-            score=float(model.item_vectors[target] @ query.to(model.item_vectors.dtype)),
+            score=score,
             text_score=inputs.text_part,
             image_score=inputs.image_part,
             text=text,
@@ -603,6 +720,9 @@ class RecommenderService:
             image_method=image_method,
             query_heatmap=query_heatmap,
             modality_share=modality_share({"text": inputs.text_part, "image": inputs.image_part,
+                                           **{name: part for name, part in (("audio", inputs.audio_part),
+                                                                            ("video", inputs.video_part))
+                                              if name in getattr(state.zeroshot, "modalities", ())},
                                            **({"collaborative": inputs.collaborative_part} if model.mix.get(
                                                "collaborative") else {})}),
             history=history,
@@ -611,7 +731,61 @@ class RecommenderService:
             model_kind=model.kind,
             collaborative_score=inputs.collaborative_part,
             mix=dict(model.mix),
+            audio_score=inputs.audio_part,
+            video_score=inputs.video_part,
+            **steps,
         )
+
+    def _explain_steps(self, state: _Snapshot, query: torch.Tensor, target: int, method: str,
+                       upload: "_Upload | None") -> dict:
+        """Attributions over the item's audio segments and video keyframes (and an upload's), adding up to each
+        part; the top keyframe gets a region heatmap. Keys are :class:`Explanation` fields."""
+        model = state.model
+        samples = self.explain_config.fast_steps if method == "fast" else self.explain_config.thorough_steps
+        out: dict = {}
+        deltas = []
+        for name in ("audio", "video"):
+            sides = [(f"{name}_segments" if name == "audio" else "video_frames", None)]
+            if upload is not None and getattr(upload, name) is not None:
+                sides.append((f"upload_{name}_segments" if name == "audio" else "upload_video_frames", getattr(upload, name)))
+            for field_name, upload_steps in sides:
+                found = model.sequence_score_fn(query, target, name, upload_steps)
+                if found is None:
+                    continue
+                fn, steps = found
+                attr = attribute_steps(fn, len(steps), samples=samples)
+                deltas.append(abs(attr.delta))
+                if name == "audio":
+                    out[field_name] = tuple(SegmentAttribution(float(a), float(b), float(v)) for a, b, v in
+                                            zip(steps.starts_s.tolist(), steps.ends_s.tolist(), attr.values))
+                else:
+                    frames = upload.frames if upload_steps is not None and upload is not None else None
+                    out[field_name] = self._frame_attributions(state, query, target, steps, attr.values, frames,
+                                                               upload_steps is not None)
+        out["steps_delta"] = max(deltas, default=0.0)
+        return out
+
+    def _frame_attributions(self, state: _Snapshot, query: torch.Tensor, target: int, steps: TimeSteps,
+                            values, frames, is_upload: bool) -> tuple[FrameAttribution, ...]:
+        """One attribution per keyframe; inside the keyframe that moved the score most, the regions (as for
+        images: the zero-shot split of the video part over the CNN's 7x7 map)."""
+        import numpy as np
+
+        top = int(np.argmax(np.abs(values)))
+        heatmap = None
+        zs = state.zeroshot
+        try:
+            if frames is None:
+                item = self.catalog.items[target]
+                frames = self.video_encoder.decode(item.video, limits=self.media_limits).frames if item.video else ()
+            if len(frames) == len(steps):
+                direction = zs.item_vectors[target] if is_upload else query[: zs.dim]
+                sign = -1.0 if values[top] < 0 else 1.0
+                heatmap, _ = self.explainer.explain_frame(frames[top], zs.region_split(direction, "video"), sign)
+        except InvalidInputError as exc:  # the clip changed or broke since its features were cached
+            log.warning("no keyframe heatmap for %s: %s", self.catalog.items[target].item_id, exc)
+        return tuple(FrameAttribution(float(t), float(v), heatmap if i == top else None)
+                     for i, (t, v) in enumerate(zip(steps.starts_s.tolist(), values)))
 
     def _results(self, state: _Snapshot, query: torch.Tensor, k: int, exclude: list[int],
                  diversity: float = 0.0) -> list[Recommendation]:
@@ -638,6 +812,10 @@ class RecommenderService:
                     score_rank=ranks[rank - 1] if ranks is not None else None,
                     diversity_gain=gains[rank - 1] if gains is not None else None,
                     collaborative_score=float(parts.collaborative[rank - 1]) if parts.collaborative is not None else 0.0,
+                    audio_score=float(parts.audio[rank - 1]) if parts.audio is not None else 0.0,
+                    video_score=float(parts.video[rank - 1]) if parts.video is not None else 0.0,
+                    has_audio=item.audio_source is not None,
+                    has_video=item.video is not None,
                 )
             )
         return out

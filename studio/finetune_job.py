@@ -294,7 +294,10 @@ def run_cli(args: argparse.Namespace) -> JobResult:
     train_part, heldout_part = split_heldout(labels, args.heldout, args.seed)
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
-    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
+    from recsys_core.cli_args import CatalogArgs
+
+    catalog = resolve_catalog(args.catalog, data_root=args.data_root,
+                              media_limits=CatalogArgs.from_namespace(args).media_limits())
     cache_dir = Path(args.data_dir) / "features"
     encoded = encode_catalog(catalog, TextEncoderConfig(model=args.text_encoder),
                              ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device)

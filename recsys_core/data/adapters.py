@@ -1,6 +1,7 @@
 """Named catalogs: the bundled demo catalog and adapters for datasets kept outside the repository.
 
-``resolve_catalog("demo")`` serves the bundled games catalog, ``resolve_catalog("movielens-100k",
+``resolve_catalog("demo")`` serves the bundled games catalog, ``resolve_catalog("media")`` the bundled game
+music and video catalog, ``resolve_catalog("movielens-100k",
 data_root=...)`` reads a MovieLens-100K copy (with posters and plots) in place; anything else is a
 folder in the generic format (see :mod:`recsys_core.data.catalog`).
 """
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CATALOG = REPO_ROOT / "assets" / "catalog"
-NAMED_CATALOGS = ("demo", "movielens-100k")
+MEDIA_CATALOG = REPO_ROOT / "assets" / "media"
+NAMED_CATALOGS = ("demo", "media", "movielens-100k")
 
 MOVIELENS_ATTRIBUTION = (
     "MovieLens 100K, GroupLens Research, University of Minnesota (F. M. Harper and J. A. Konstan, "
@@ -25,15 +27,19 @@ MOVIELENS_ATTRIBUTION = (
 )
 
 
-def resolve_catalog(spec: str | None, *, data_root: str | Path | None = None, max_image_pixels: int = 40_000_000) -> Catalog:
-    """Turn ``--catalog`` (+ ``--data-root``) into a loaded :class:`Catalog`."""
+def resolve_catalog(spec: str | None, *, data_root: str | Path | None = None, max_image_pixels: int = 40_000_000,
+                    media_limits=None) -> Catalog:
+    """Turn ``--catalog`` (+ ``--data-root``) into a loaded :class:`Catalog`; ``media_limits``: the audio/video
+    size and duration limits (``recsys_core.data.media.MediaLimits``, default limits when None)."""
     if spec in (None, "", "demo"):
-        return load_catalog_folder(DEMO_CATALOG, max_image_pixels=max_image_pixels)
+        return load_catalog_folder(DEMO_CATALOG, max_image_pixels=max_image_pixels, media_limits=media_limits)
+    if spec == "media":
+        return load_catalog_folder(MEDIA_CATALOG, max_image_pixels=max_image_pixels, media_limits=media_limits)
     if spec == "movielens-100k":
         if data_root is None:
             raise CatalogError("--catalog movielens-100k needs --data-root pointing at your MovieLens-100K copy")
         return load_movielens_100k(Path(data_root), max_image_pixels=max_image_pixels)
-    return load_catalog_folder(Path(spec), max_image_pixels=max_image_pixels)
+    return load_catalog_folder(Path(spec), max_image_pixels=max_image_pixels, media_limits=media_limits)
 
 
 def load_movielens_100k(root: Path, *, max_image_pixels: int = 40_000_000) -> Catalog:

@@ -10,6 +10,10 @@ Generic format (what users bring): a folder with ``items.csv`` or ``items.jsonl`
 ``tags``           optional  ``|``-separated or a list; searched and embedded, not filtered on
 ``image``          optional  path relative to the folder
 ``extra_images``   optional  ``|``-separated or a list of relative paths (screenshots)
+``audio``          optional  path of a sound file (ogg, oga, opus, mp3, wav, flac): a track, an excerpt
+``video``          optional  path of a clip (webm, ogv, mp4); its soundtrack counts as the item's audio
+                             when the item has no ``audio`` of its own
+``collection``     optional  the album, game or series the item belongs to (shown; used by benchmarks)
 ``license``        optional  short licence of the item's image/text
 ``license_file``   optional  relative path of the licence/copyright file
 ``attribution``    optional  who made it / where it comes from (shown in the app)
@@ -17,8 +21,9 @@ Generic format (what users bring): a folder with ``items.csv`` or ``items.jsonl`
 =================  ========  ==========================================================
 
 Bad rows never stop the catalog from loading: they are skipped (missing id or title, duplicate id)
-or kept without their image (missing/unreadable image), and every problem is reported with its
-row number (the line number in the file, header = line 1 for CSV).
+or kept without their image, audio or video (missing, unreadable, too long: only the header is read,
+see :func:`recsys_core.data.media.probe_media`), and every problem is reported with its row number
+(the line number in the file, header = line 1 for CSV).
 """
 
 from __future__ import annotations
@@ -28,15 +33,18 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from recsys_core.errors import CatalogError, UnknownItemError
+
+if TYPE_CHECKING:
+    from recsys_core.data.media import MediaLimits
 
 log = logging.getLogger(__name__)
 
 REQUIRED_COLUMNS = ("item_id", "title")
 OPTIONAL_COLUMNS = (
-    "description", "genres", "tags", "image", "extra_images",
+    "description", "genres", "tags", "image", "extra_images", "audio", "video", "collection",
     "license", "license_file", "attribution", "url",
 )
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff")
@@ -55,6 +63,17 @@ class Item:
     license_file: Path | None = None
     attribution: str = ""
     url: str = ""
+    audio: Path | None = None
+    video: Path | None = None
+    video_has_audio: bool = False  # the clip carries a soundtrack (read from its header when the catalog loads)
+    collection: str = ""
+
+    @property
+    def audio_source(self) -> Path | None:
+        """What the audio encoder reads: the item's own audio, else its video's soundtrack (None: no audio)."""
+        if self.audio is not None:
+            return self.audio
+        return self.video if self.video is not None and self.video_has_audio else None
 
     @property
     def text(self) -> str:
@@ -73,7 +92,8 @@ class Item:
         return {"item_id": self.item_id, "title": self.title, "description": self.description,
                 "genres": list(self.genres), "tags": list(self.tags), "has_image": self.image is not None,
                 "screenshots": len(self.extra_images), "license": self.license, "attribution": self.attribution,
-                "url": self.url}
+                "url": self.url, "has_audio": self.audio_source is not None, "has_video": self.video is not None,
+                "collection": self.collection}
 
 
 @dataclass(frozen=True)
@@ -148,7 +168,8 @@ class Catalog:
             if genre and genre not in item.genres:
                 continue
             title = item.title.lower()
-            haystack = " ".join([title, " ".join(item.genres), " ".join(item.tags), item.description]).lower()
+            haystack = " ".join([title, " ".join(item.genres), " ".join(item.tags), item.collection,
+                                 item.description]).lower()
             if all(w in haystack for w in words):
                 in_title = sum(w in title for w in words)
                 hits.append((-in_title, title, item))
@@ -276,8 +297,23 @@ def _check_image(folder: Path, relative: str, max_pixels: int) -> Path:
     return path
 
 
-def load_catalog_folder(folder: str | Path, *, max_image_pixels: int = 40_000_000) -> Catalog:
-    """Load a catalog in the generic format; see the module docstring."""
+def _check_media(folder: Path, relative: str, kind: str, limits: "MediaLimits | None"):
+    """Resolve and cheaply validate an audio or video file (header only); raises ValueError with the reason."""
+    from recsys_core.data.media import MediaLimits, probe_media
+    from recsys_core.errors import InvalidInputError
+
+    limits = limits or MediaLimits()
+    path = _resolve_inside(folder, relative)
+    try:
+        return path, probe_media(path, kind, limits, name=relative)
+    except InvalidInputError as exc:
+        raise ValueError(str(exc)) from exc
+
+
+def load_catalog_folder(folder: str | Path, *, max_image_pixels: int = 40_000_000,
+                        media_limits: "MediaLimits | None" = None) -> Catalog:
+    """Load a catalog in the generic format; see the module docstring. ``media_limits``: the size and
+    duration limits of audio and video (``--max-audio-seconds``, ``--max-video-seconds``)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CatalogError(f"catalog folder {folder} does not exist")
@@ -315,6 +351,15 @@ def load_catalog_folder(folder: str | Path, *, max_image_pixels: int = 40_000_00
                 extra.append(_check_image(folder, rel, max_image_pixels))
             except ValueError as exc:
                 problems.append(RowProblem(row, item_id, f"{exc}; extra image left out", False))
+        media: dict[str, Path | None] = {"audio": None, "video": None}
+        video_has_audio = False
+        for kind in ("audio", "video"):
+            if _as_text(record.get(kind)):
+                try:
+                    media[kind], info = _check_media(folder, _as_text(record.get(kind)), kind, media_limits)
+                    video_has_audio = video_has_audio or (kind == "video" and info.has_audio)
+                except ValueError as exc:
+                    problems.append(RowProblem(row, item_id, f"{exc}; item kept without its {kind}", False))
         license_file: Path | None = None
         if _as_text(record.get("license_file")):
             try:
@@ -334,6 +379,10 @@ def load_catalog_folder(folder: str | Path, *, max_image_pixels: int = 40_000_00
                 license_file=license_file,
                 attribution=_as_text(record.get("attribution")),
                 url=_as_text(record.get("url")),
+                audio=media["audio"],
+                video=media["video"],
+                video_has_audio=video_has_audio,
+                collection=_as_text(record.get("collection")),
             )
         )
     for problem in problems:

@@ -13,10 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
+from recsys_core.config import AudioEncoderConfig, ImageEncoderConfig, TextEncoderConfig, VideoEncoderConfig
+from recsys_core.encoders.audio import AudioEncoder
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.text import TextEncoder
-from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
+from recsys_core.encoders.tiny import TinyAudioNet, tiny_image_backbone, tiny_text_encoder
+from recsys_core.encoders.video import VideoEncoder
 
 log = logging.getLogger(__name__)
 
@@ -93,3 +95,21 @@ def build_image_encoder(config: ImageEncoderConfig, device: torch.device | str =
         else:
             log.warning("image encoder %s has random weights: pass a checkpoint for real features", config.model)
     return ImageEncoder(backbone, config, weights_id).to(device)
+
+
+def build_audio_encoder(config: AudioEncoderConfig, device: torch.device | str = "cpu") -> AudioEncoder:
+    """The aisfx CNN with the weights packaged in its wheel, or the tiny test encoder."""
+    if config.model == "tiny-random":
+        return AudioEncoder(TinyAudioNet(), config, "tiny-random", dim=16).to(device)
+    if config.model != "aisfx":
+        raise ValueError(f"audio encoder {config.model!r} is not known; use 'aisfx' (packaged weights) or 'tiny-random'")
+    from recsys_core.encoders.audio import load_aisfx_net
+
+    log.info("loading audio encoder aisfx (packaged weights)")
+    net, weights_id = load_aisfx_net()
+    return AudioEncoder(net, config, weights_id, dim=512).to(device)
+
+
+def build_video_encoder(config: VideoEncoderConfig, image_encoder: ImageEncoder) -> VideoEncoder:
+    """Keyframes through the catalog's own image encoder (no packaged video model exists: ARCHITECTURE.md)."""
+    return VideoEncoder(image_encoder, config)

@@ -1,7 +1,8 @@
 """Batched feature extraction with a progress bar and an on-disk cache.
 
 The cache lives under ``<cache_dir>/<encoder cache key>/`` and maps a *content hash* (of the text,
-or of the image file's bytes) to vectors, so a restart, a re-ordered catalog or a second catalog
+or of the image, audio or video file's bytes) to vectors (for audio and video: one per segment or
+keyframe, with their times), so a restart, a re-ordered catalog or a second catalog
 sharing items recomputes nothing, while any change of text, image or encoder recomputes exactly
 the items that changed. Shards are safetensors files written to a temporary name and renamed, so
 a crash never leaves a half-written shard; a shard that fails to load is deleted and recomputed.
@@ -15,20 +16,26 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from recsys_core.config import ImageEncoderConfig, TextEncoderConfig
+from recsys_core.config import AudioEncoderConfig, ImageEncoderConfig, TextEncoderConfig, VideoEncoderConfig
 from recsys_core.data.catalog import Catalog
 from recsys_core.device import resolve_device
-from recsys_core.encoders.build import build_image_encoder, build_text_encoder
+from recsys_core.encoders.audio import AudioEncoder
+from recsys_core.encoders.build import build_audio_encoder, build_image_encoder, build_text_encoder, build_video_encoder
 from recsys_core.encoders.image import ImageEncoder
+from recsys_core.encoders.sequence import TimeSteps
 from recsys_core.encoders.text import TextEncoder
+from recsys_core.encoders.video import VideoEncoder
 from recsys_core.errors import InvalidInputError
 from recsys_core.data.images import load_image
+
+if TYPE_CHECKING:
+    from recsys_core.data.media import MediaLimits
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +51,28 @@ class ExtractionStats:
     image_failed: int
     text_seconds: float
     image_seconds: float
+    audio_computed: int = 0
+    audio_cached: int = 0
+    audio_failed: int = 0
+    audio_seconds: float = 0.0
+    video_computed: int = 0
+    video_cached: int = 0
+    video_failed: int = 0
+    video_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SequenceFeatures:
+    """A time-ordered modality of the whole catalog (audio segments or video keyframes), row ``i`` = item ``i``."""
+
+    pooled: torch.Tensor  # [N, D] float32 pooled vectors; zeros where present is False
+    present: torch.Tensor  # [N] bool
+    steps: tuple[TimeSteps | None, ...]  # each item's segments / keyframes (None: the item has none)
+    key: str  # the encoder's cache key
+
+    @property
+    def dim(self) -> int:
+        return int(self.pooled.shape[1])
 
 
 @dataclass(frozen=True)
@@ -58,6 +87,8 @@ class CatalogFeatures:
     text_key: str
     image_key: str
     stats: ExtractionStats
+    audio: SequenceFeatures | None = None  # None: the catalog has no audio (nor video soundtracks)
+    video: SequenceFeatures | None = None  # None: the catalog has no video
 
 
 def text_hash(text: str) -> str:
@@ -202,6 +233,71 @@ def extract_image_features(
     return pooled, has_image, regions, computed, len(distinct) - len(todo), len(failed), seconds
 
 
+def extract_sequence_features(
+    sources: Sequence[Path | None],
+    encode: Callable[[Path], TimeSteps],
+    dim: int,
+    cache: FeatureCache,
+    kind: str,
+    progress: ProgressFn | None = None,
+) -> tuple[SequenceFeatures, int, int, int, float]:
+    """Per-item segment (audio) or keyframe (video) vectors of the files in ``sources``: cached ones read, the
+    rest decoded and encoded one file at a time (a clip is already a batch of segments). A file that cannot be
+    decoded is logged and the item served without that modality. Returns (features, computed, cached, failed,
+    seconds)."""
+    hashes = [file_hash(p) if p is not None and p.is_file() else None for p in sources]
+    todo: dict[str, Path] = {}
+    for h, path in zip(hashes, sources):
+        if h is not None and h not in todo and cache.get(h + ".vectors") is None:
+            todo[h] = path  # type: ignore[assignment]
+    start = time.perf_counter()
+    failed: set[str] = set()
+    stage = f"{kind} features"
+    if todo:
+        bar = _progress_bar(len(todo), stage, progress)
+        for done, (h, path) in enumerate(todo.items(), start=1):
+            try:
+                steps = encode(path)
+            except InvalidInputError as exc:
+                log.warning("%s: %s; the item is served without its %s", path, exc, kind)
+                failed.add(h)
+            else:
+                cache.put_many({f"{h}.vectors": steps.vectors.float().contiguous(), f"{h}.starts": steps.starts_s,
+                                f"{h}.ends": steps.ends_s, f"{h}.weights": steps.weights.float()})
+            bar.update(1)
+            if progress is not None:
+                progress(done / len(todo), stage)
+        bar.close()
+    seconds = time.perf_counter() - start
+    pooled = torch.zeros(len(sources), dim)
+    present = torch.zeros(len(sources), dtype=torch.bool)
+    steps_out: list[TimeSteps | None] = []
+    for i, h in enumerate(hashes):
+        if h is None or h in failed:
+            steps_out.append(None)
+            continue
+        steps = TimeSteps(vectors=cache.get(h + ".vectors"), starts_s=cache.get(h + ".starts"),  # type: ignore[arg-type]
+                          ends_s=cache.get(h + ".ends"), weights=cache.get(h + ".weights"))  # type: ignore[arg-type]
+        steps_out.append(steps)
+        pooled[i] = steps.pooled
+        present[i] = True
+    distinct = {h for h in hashes if h is not None}
+    features = SequenceFeatures(pooled=pooled, present=present, steps=tuple(steps_out), key=cache_key_of(cache))
+    return features, len(todo) - len(failed), len(distinct) - len(todo), len(failed), seconds
+
+
+def cache_key_of(cache: FeatureCache) -> str:
+    return cache.folder.name if cache.folder is not None else ""
+
+
+def catalog_has_audio(catalog: Catalog) -> bool:
+    return any(item.audio_source is not None for item in catalog.items)
+
+
+def catalog_has_video(catalog: Catalog) -> bool:
+    return any(item.video is not None for item in catalog.items)
+
+
 def extract_catalog_features(
     catalog: Catalog,
     text_encoder: TextEncoder,
@@ -211,7 +307,12 @@ def extract_catalog_features(
     keep_regions: bool = True,
     progress: ProgressFn | None = None,
     max_pixels: int = 40_000_000,
+    audio_encoder: AudioEncoder | None = None,
+    video_encoder: VideoEncoder | None = None,
+    media_limits: MediaLimits | None = None,
 ) -> CatalogFeatures:
+    """Every modality's features of ``catalog``. Audio (items' own audio, else their video's soundtrack) and
+    video are extracted when their encoder is given and the catalog has any; otherwise they are None."""
     text_cache = FeatureCache(cache_dir / text_encoder.cache_key if cache_dir else None)
     image_cache = FeatureCache(cache_dir / image_encoder.cache_key if cache_dir else None)
     texts = [item.text for item in catalog.items]
@@ -220,6 +321,34 @@ def extract_catalog_features(
     pooled, has_image, regions, image_new, image_cached, failed, image_s = extract_image_features(
         paths, image_encoder, image_cache, keep_regions, progress, max_pixels
     )
+    audio = video = None
+    media_stats: dict[str, float] = {}
+    if media_limits is None and (audio_encoder is not None or video_encoder is not None):
+        from recsys_core.data.media import MediaLimits
+
+        media_limits = MediaLimits()
+    limits = media_limits
+    if audio_encoder is not None and catalog_has_audio(catalog):
+        enc_audio = audio_encoder
+
+        def read_audio(path: Path) -> TimeSteps:
+            clip = enc_audio.decode(path, limits=limits)
+            return enc_audio.encode(clip.samples, clip.sample_rate)
+
+        audio, *counts = extract_sequence_features(
+            [item.audio_source for item in catalog.items], read_audio, audio_encoder.dim,
+            FeatureCache(cache_dir / audio_encoder.cache_key if cache_dir else None), "audio", progress)
+        media_stats.update(zip(("audio_computed", "audio_cached", "audio_failed", "audio_seconds"), counts))
+    if video_encoder is not None and catalog_has_video(catalog):
+        enc_video = video_encoder
+
+        def read_video(path: Path) -> TimeSteps:
+            return enc_video.encode(enc_video.decode(path, limits=limits))
+
+        video, *counts = extract_sequence_features(
+            [item.video for item in catalog.items], read_video, video_encoder.dim,
+            FeatureCache(cache_dir / video_encoder.cache_key if cache_dir else None), "video", progress)
+        media_stats.update(zip(("video_computed", "video_cached", "video_failed", "video_seconds"), counts))
     stats = ExtractionStats(
         text_computed=text_new,
         text_cached=len(set(map(text_hash, texts))) - text_new,
@@ -228,11 +357,17 @@ def extract_catalog_features(
         image_failed=failed,
         text_seconds=text_s,
         image_seconds=image_s,
+        **media_stats,  # type: ignore[arg-type]
     )
     log.info(
         "features: text %d computed / %d cached in %.1fs; images %d computed / %d cached / %d unreadable in %.1fs",
         stats.text_computed, stats.text_cached, text_s, stats.image_computed, stats.image_cached, failed, image_s,
     )
+    for kind, present in (("audio", audio), ("video", video)):
+        if present is not None:
+            log.info("features: %s %d computed / %d cached / %d unreadable in %.1fs", kind,
+                     getattr(stats, f"{kind}_computed"), getattr(stats, f"{kind}_cached"),
+                     getattr(stats, f"{kind}_failed"), getattr(stats, f"{kind}_seconds"))
     return CatalogFeatures(
         item_ids=tuple(catalog.ids),
         text=text,
@@ -242,6 +377,8 @@ def extract_catalog_features(
         text_key=text_encoder.cache_key,
         image_key=image_encoder.cache_key,
         stats=stats,
+        audio=audio,
+        video=video,
     )
 
 
@@ -252,6 +389,8 @@ class EncodedCatalog:
     text_encoder: TextEncoder
     image_encoder: ImageEncoder
     features: CatalogFeatures
+    audio_encoder: AudioEncoder | None = None  # built only for a catalog with audio
+    video_encoder: VideoEncoder | None = None  # built only for a catalog with video
 
 
 def encode_catalog(
@@ -264,6 +403,9 @@ def encode_catalog(
     *,
     keep_regions: bool = True,
     max_pixels: int = 40_000_000,
+    audio_config: AudioEncoderConfig | None = None,
+    video_config: VideoEncoderConfig | None = None,
+    media_limits: MediaLimits | None = None,
 ) -> EncodedCatalog:
     """Build the configured encoders on ``device`` and extract (or read cached) the catalog's features.
 
@@ -273,6 +415,11 @@ def encode_catalog(
     device = resolve_device(device) if isinstance(device, str) else device
     text_encoder = build_text_encoder(text_config, device)
     image_encoder = build_image_encoder(image_config, device)
+    # Audio and video encoders only where the catalog has such media, so a text + image catalog loads nothing more.
+    audio_encoder = build_audio_encoder(audio_config or AudioEncoderConfig(), device) if catalog_has_audio(catalog) else None
+    video_encoder = build_video_encoder(video_config or VideoEncoderConfig(), image_encoder) \
+        if catalog_has_video(catalog) else None
     features = extract_catalog_features(catalog, text_encoder, image_encoder, cache_dir, keep_regions=keep_regions,
-                                        progress=progress, max_pixels=max_pixels)
-    return EncodedCatalog(text_encoder, image_encoder, features)
+                                        progress=progress, max_pixels=max_pixels, audio_encoder=audio_encoder,
+                                        video_encoder=video_encoder, media_limits=media_limits)
+    return EncodedCatalog(text_encoder, image_encoder, features, audio_encoder, video_encoder)

@@ -69,3 +69,16 @@ class TinyCNN(nn.Module):
 def tiny_image_backbone(channels: int = 16, seed: int = 0) -> TinyCNN:
     torch.manual_seed(seed)
     return TinyCNN(channels)
+
+
+class TinyAudioNet(nn.Module):
+    """Spectrogram blocks [B, 100, 96] -> [B, 16]: the shape contract of the aisfx CNN, seeded and random."""
+
+    def __init__(self, dim: int = 16, seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.conv = nn.Sequential(nn.Conv2d(1, 8, 5, stride=4, padding=2), nn.ReLU(),
+                                  nn.Conv2d(8, dim, 3, stride=2, padding=1), nn.ReLU())
+
+    def forward(self, blocks: torch.Tensor) -> torch.Tensor:
+        return self.conv(blocks.unsqueeze(1)).amax(dim=(2, 3))

@@ -10,6 +10,8 @@ Numbers only; drawing happens in the UI. Every attribution targets the recommend
   where it has one (zero-shot: see :meth:`recsys_core.serving.zeroshot.ZeroShotModel.region_split`),
   else signed LayerGradCam on that map; (thorough) Occlusion of square patches; upsampled to the
   centre crop the CNN sees;
+- audio segments and video keyframes: Shapley values over which steps are kept, adding up to the
+  modality's part (:mod:`recsys_core.serving.explain_media`);
 - modality share and history: exact decompositions of the zero-shot score (see
   :meth:`recsys_core.serving.zeroshot.ZeroShotModel.history_contributions`).
 
@@ -33,6 +35,7 @@ from PIL import Image
 
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.text import TextEncoder
+from recsys_core.serving.explain_media import FrameAttribution, SegmentAttribution
 
 Method = Literal["fast", "thorough"]
 METHODS: tuple[str, ...] = ("fast", "thorough")
@@ -117,13 +120,25 @@ class Explanation:
     collaborative_score: float = 0.0
     # The model's mix, e.g. {"content": 0.6, "collaborative": 0.4} (the hybrid's weights after scaling).
     mix: dict[str, float] = field(default_factory=dict)
+    # Audio and video parts of the score (0 where the catalog or the item has none) and their attributions
+    # over the item's time segments / keyframes (recsys_core.serving.explain_media), adding up to the part.
+    audio_score: float = 0.0
+    video_score: float = 0.0
+    audio_segments: tuple[SegmentAttribution, ...] = ()
+    video_frames: tuple[FrameAttribution, ...] = ()
+    # Uploads: which seconds / keyframes of the uploaded clip matched the item.
+    upload_audio_segments: tuple[SegmentAttribution, ...] = ()
+    upload_video_frames: tuple[FrameAttribution, ...] = ()
+    # Sampling noise of the step attributions: their sum minus the part they split (0 = exact).
+    steps_delta: float = 0.0
 
     @property
     def other_score(self) -> float:
-        """What neither text, image nor the collaborative part explains: the fusion model's item ID and
-        bias part (the score of the item with no content); ~0 for the zero-shot and hybrid models, whose
-        scores are exactly text + image (+ collaborative)."""
-        return self.score - self.text_score - self.image_score - self.collaborative_score
+        """What neither text, image, audio, video nor the collaborative part explains: the fusion model's item
+        ID and bias part (the score of the item with no content); ~0 for the zero-shot and hybrid models,
+        whose scores are exactly the sum of their modality parts (+ collaborative)."""
+        return (self.score - self.text_score - self.image_score - self.audio_score - self.video_score
+                - self.collaborative_score)
 
     @property
     def delta(self) -> float:
@@ -139,11 +154,17 @@ class Explanation:
             "query_heatmap": np.round(self.query_heatmap, 4).tolist() if self.query_heatmap is not None else [],
             "image_heatmap_direction": self.image_direction,
             "modality_share": {k: round(v, 6) for k, v in self.modality_share.items()},
-            "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6)},
+            "modality_scores": {"text": round(self.text_score, 6), "image": round(self.image_score, 6),
+                                "audio": round(self.audio_score, 6), "video": round(self.video_score, 6)},
             # Adds up to "score": "collaborative" is the hybrid's item-item part, "item" the fusion model's
             # ID and bias part (each 0 where the model has none).
             "score_parts": {"text": round(self.text_score, 6), "image": round(self.image_score, 6),
+                            "audio": round(self.audio_score, 6), "video": round(self.video_score, 6),
                             "collaborative": round(self.collaborative_score, 6), "item": round(self.other_score, 6)},
+            "audio_segments": [a.to_api() for a in self.audio_segments],
+            "video_frames": [f.to_api() for f in self.video_frames],
+            "upload_audio_segments": [a.to_api() for a in self.upload_audio_segments],
+            "upload_video_frames": [f.to_api() for f in self.upload_video_frames],
             "model_kind": self.model_kind,
             "mix": {k: round(v, 6) for k, v in self.mix.items()},
             "history": [{"item_id": h.item_id, "share": round(h.share, 6), "contribution": round(h.contribution, 6),
@@ -363,6 +384,12 @@ class Explainer:
 
     def steps(self, method: Method) -> int:
         return self.config.fast_steps if method == "fast" else self.config.thorough_steps
+
+    def explain_frame(self, frame: Image.Image, region_fn: RegionFn, sign: float) -> tuple[np.ndarray, str]:
+        """Region heatmap inside one video keyframe: the exact split of the video part over its 7x7 map."""
+        with self.lock:
+            return explain_image(self.image_encoder, frame, lambda pooled: pooled.sum(-1), method="fast",
+                                 config=self.config, sign=sign, region_fn=region_fn)
 
     def explain_parts(
         self,

@@ -25,7 +25,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from recsys_core.errors import CatalogError
+from recsys_core.errors import CatalogError, InvalidInputError
 from recsys_core.model import checkpoint
 from recsys_core.model.fusion import FusionRecommender, ItemContent, ItemVectors
 from recsys_core.serving.protocol import ModalityScores, ScoreFn
@@ -151,8 +151,13 @@ class FusionServing:
         return self.model.items(content).vectors[0]
 
     def upload_query(self, item, text_vector: torch.Tensor | None, image, *, text_encoder,
-                     image_encoder) -> torch.Tensor:
+                     image_encoder, audio_vector=None, video_vector=None) -> torch.Tensor:
+        """The two-tower model reads text and images only: an upload's audio or video is not part of its query."""
         from recsys_core.model.content import token_text
+
+        if text_vector is None and image is None:
+            raise InvalidInputError("the served model (the two-tower fusion ablation) reads text and images only; "
+                                    "give the upload a title, a description or an image")
 
         parts = self.upload_parts(text_encoder, image_encoder, token_text(item) if text_vector is not None else None,
                                   text_vector, image)
@@ -197,6 +202,10 @@ class FusionServing:
 
     def upload_image_score_fn(self, target: int, text_part: float) -> None:
         """None: the two towers differ, so the score is not symmetric in the catalog item and the upload."""
+        return None
+
+    def sequence_score_fn(self, query: torch.Tensor, target: int, name: str, upload_steps=None) -> None:
+        """None: the two-tower model has no audio or video part."""
         return None
 
     def region_split_fns(self, query: torch.Tensor, target: int) -> tuple[None, None]:

@@ -19,7 +19,7 @@ import torch
 
 from recsys_core.model.hybrid import CollaborativePart, HybridConfig
 from recsys_core.serving.protocol import ModalityScores, RegionFn, ScoreFn
-from recsys_core.serving.zeroshot import ZeroShotModel
+from recsys_core.serving.zeroshot import ZeroShotModel, sequence_score_fn
 
 
 class HybridServing:
@@ -73,28 +73,38 @@ class HybridServing:
         return torch.cat([self.zeroshot.profile(indices, disliked), self._collab_query(indices, disliked),
                           torch.ones(int(self._prior_column))])
 
-    def upload_query(self, item, text_vector, image, *, text_encoder, image_encoder) -> torch.Tensor:
+    def upload_query(self, item, text_vector, image, *, text_encoder, image_encoder, audio_vector=None,
+                     video_vector=None) -> torch.Tensor:
         """An upload has no interactions: its query is its content (plus the items' priors)."""
         content = self.zeroshot.upload_query(item, text_vector, image, text_encoder=text_encoder,
-                                             image_encoder=image_encoder)
+                                             image_encoder=image_encoder, audio_vector=audio_vector,
+                                             video_vector=video_vector)
         return torch.cat([content, torch.zeros(self.collab_dim), torch.ones(int(self._prior_column))])
 
     # -- explanation pieces --------------------------------------------------------------------------
     def modality_scores(self, query: torch.Tensor, indices: torch.Tensor) -> ModalityScores:
         content = self.zeroshot.modality_scores(query[: self.content_dim], indices)
         rest = self.item_vectors[indices, self.content_dim:] @ query[self.content_dim:]
-        return ModalityScores(text=self.wc * content.text, image=self.wc * content.image, collaborative=rest)
+        scaled = {name: (self.wc * part if part is not None else None)
+                  for name, part in (("audio", content.audio), ("video", content.video))}
+        return ModalityScores(text=self.wc * content.text, image=self.wc * content.image, collaborative=rest,
+                              **scaled)
 
     def score_fns(self, query: torch.Tensor, target: int) -> tuple[ScoreFn, ScoreFn]:
         parts = self.modality_scores(query, torch.tensor([target]))
-        text_part, image_part = float(parts.text[0]), float(parts.image[0])
-        other = float(parts.collaborative[0])  # type: ignore[index]
+        total = float(self.item_vectors[target] @ query)
+        text_rest, image_rest = total - float(parts.text[0]), total - float(parts.image[0])
         q = query[: self.content_dim]
-        return (lambda pooled: self.wc * self.zeroshot.text_score(q, pooled) + (image_part + other),
-                lambda pooled: self.wc * self.zeroshot.image_score(q, pooled) + (text_part + other))
+        return (lambda pooled: self.wc * self.zeroshot.text_score(q, pooled) + text_rest,
+                lambda pooled: self.wc * self.zeroshot.image_score(q, pooled) + image_rest)
+
+    def sequence_score_fn(self, query: torch.Tensor, target: int, name: str, upload_steps=None):
+        return sequence_score_fn(self, query, target, name, upload_steps, scale=self.wc,
+                                 content=slice(0, self.content_dim))
 
     def upload_image_score_fn(self, target: int, text_part: float) -> ScoreFn:
-        """The content part is symmetric in the catalog item and the upload; the prior is the item's own."""
+        """The content part is symmetric in the catalog item and the upload; the prior is the item's own.
+        ``text_part``: the rest of the content score (every part but the image's)."""
         vector = self.zeroshot.item_vectors[target]
         other = self.wp * float(self.collab.prior[target])
         return lambda pooled: self.wc * self.zeroshot.image_score(vector, pooled) + (text_part + other)

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from recsys_core.data.catalog import Item
+    from recsys_core.encoders.sequence import TimeSteps
     from recsys_core.encoders.image import ImageEncoder
     from recsys_core.encoders.text import TextEncoder
 
@@ -32,6 +33,10 @@ class ModalityScores:
     # [N] the hybrid's collaborative part (item-item weights from the likes, plus the prior); None for models
     # without one. text + image + collaborative is the whole score of the hybrid.
     collaborative: torch.Tensor | None = None
+    # [N] audio / video parts, for a model whose catalog has that modality (None otherwise). The parts present
+    # add up to the whole score (plus the fusion model's item-ID part, which it keeps to itself).
+    audio: torch.Tensor | None = None
+    video: torch.Tensor | None = None
 
 
 class ServingModel(Protocol):
@@ -69,6 +74,12 @@ class ServingModel(Protocol):
     def region_split_fns(self, query: torch.Tensor, target: int) -> tuple[RegionFn | None, RegionFn | None]:
         """Exact splits of the image part over the regions of item ``target``'s image and of an upload's
         image (for the upload heatmap); None where the model has none (the explainer then uses Grad-CAM)."""
+        ...
+
+    def sequence_score_fn(self, query: torch.Tensor, target: int, name: str,
+                          upload_steps: "TimeSteps | None" = None) -> "tuple[ScoreFn, TimeSteps] | None":
+        """Item ``target``'s full score as a function of a mask [B, S] over the segments (``name`` "audio") or
+        keyframes ("video") of the item itself, or of an upload (``upload_steps``); None where there are none."""
         ...
 
     def history_contributions(self, liked: list[int], item: int) -> torch.Tensor:

@@ -1,11 +1,13 @@
-"""The zero-shot recommender: pretrained text and image vectors fused into one item vector.
+"""The zero-shot recommender: pretrained text, image, audio and video vectors fused into one item vector.
 
 Each modality is mean-centred over the catalog, then L2-normalised. Raw CNN and sentence vectors
 all point roughly the same way (every cosine is high), so centring is what makes cosines
-discriminative. The fused vector is ``[sqrt(w_t) * text, sqrt(w_i) * image]``, so the dot product
-of a profile and an item is exactly ``w_t * cos_text + w_i * cos_image``. A missing image is a zero
-block: after centring that is "an average image", so the item scores on its text, neither boosted
-nor penalised.
+discriminative. The fused vector is ``[sqrt(w_t) * text, sqrt(w_i) * image, sqrt(w_a) * audio,
+sqrt(w_v) * video]`` (audio and video blocks only for a catalog that has them), so the dot product of
+a profile and an item is exactly ``sum_m w_m * cos_m``. A modality an item lacks is *masked*: its block
+is left at zero after centring and normalising (never a zero feature vector pushed through them), so
+its term drops out of the sum and the item scores on what it has, neither boosted nor penalised; a
+profile whose items lack a modality has that block at zero too.
 """
 
 from __future__ import annotations
@@ -19,7 +21,11 @@ import torch.nn.functional as F
 
 from recsys_core.config import ZeroShotConfig
 from recsys_core.encoders.features import CatalogFeatures
+from recsys_core.encoders.sequence import TimeSteps, masked_pool
 from recsys_core.serving.protocol import ModalityScores, RegionFn, ScoreFn
+
+#: Modalities in the order of their blocks in the fused vector.
+MODALITIES = ("text", "image", "audio", "video")
 
 
 class ZeroShotModel:
@@ -29,45 +35,86 @@ class ZeroShotModel:
 
     def __init__(self, features: CatalogFeatures, config: ZeroShotConfig) -> None:
         self.config = config
+        raw: dict[str, tuple[torch.Tensor, torch.Tensor]] = {
+            "text": (features.text, torch.ones(features.text.shape[0], dtype=torch.bool)),
+            "image": (features.image, features.has_image),
+        }
+        for name, seq in (("audio", features.audio), ("video", features.video)):
+            if seq is not None:
+                raw[name] = (seq.pooled, seq.present)
+        self.modalities = tuple(raw)
+        self.weights = {name: float(getattr(config, f"{name}_weight")) for name in self.modalities}
+        self._sqrt = {name: math.sqrt(w) for name, w in self.weights.items()}
+        self.means: dict[str, torch.Tensor] = {}
+        self.blocks: dict[str, slice] = {}
+        parts, offset = [], 0
+        for name, (vectors, present) in raw.items():
+            dim = vectors.shape[1]
+            self.means[name] = vectors[present].mean(0) if bool(present.any()) else torch.zeros(dim)
+            self.blocks[name] = slice(offset, offset + dim)
+            offset += dim
+            parts.append(self._part(name, vectors) * present.unsqueeze(1))
+        self.present = {name: present for name, (_, present) in raw.items()}
         self.text_dim = features.text.shape[1]
         self.image_dim = features.image.shape[1]
-        self.text_mean = features.text.mean(0)
-        has = features.has_image
-        self.image_mean = features.image[has].mean(0) if bool(has.any()) else torch.zeros(self.image_dim)
-        self._wt = math.sqrt(config.text_weight)
-        self._wi = math.sqrt(config.image_weight)
-        text = self._text_part(features.text)
-        image = self._image_part(features.image) * has.unsqueeze(1)
-        self.item_vectors = torch.cat([text, image], dim=1).contiguous()
+        self.text_mean, self.image_mean = self.means["text"], self.means["image"]
+        self._wt, self._wi = self._sqrt["text"], self._sqrt["image"]
+        self.item_vectors = torch.cat(parts, dim=1).contiguous()
         self.diversity_vectors = self.item_vectors  # similarity for MMR re-ranking
+        self.steps = {"audio": features.audio.steps if features.audio is not None else (),
+                      "video": features.video.steps if features.video is not None else ()}
+        keys = [features.text_key, features.image_key] + [seq.key for seq in (features.audio, features.video)
+                                                           if seq is not None]
+        # A text + image catalog keeps its old version string (and so its cached index and explanations).
         digest = hashlib.sha256(
-            f"{features.text_key}|{features.image_key}|{config.to_json()}|{','.join(features.item_ids)}".encode()
+            f"{'|'.join(keys)}|{self._config_json()}|{','.join(features.item_ids)}".encode()
         ).hexdigest()[:10]
         self.version = f"zeroshot-{digest}"
 
+    def _config_json(self) -> str:
+        """The config as it enters the version: the audio/video weights only when the catalog has them."""
+        data = self.config.to_dict()
+        for name in ("audio", "video"):
+            if name not in self.modalities:
+                data.pop(f"{name}_weight", None)
+        import json
+
+        return json.dumps(data, sort_keys=True, default=str)
+
     @property
     def dim(self) -> int:
-        return self.text_dim + self.image_dim
+        return int(self.item_vectors.shape[1])
+
+    def _part(self, name: str, vectors: torch.Tensor) -> torch.Tensor:
+        """Modality ``name``'s block of raw vectors [.., D]: centred on the catalog, normalised, weighted."""
+        return self._sqrt[name] * F.normalize(vectors - self.means[name], dim=-1)
 
     def _text_part(self, text: torch.Tensor) -> torch.Tensor:
-        return self._wt * F.normalize(text - self.text_mean, dim=-1)
+        return self._part("text", text)
 
     def _image_part(self, image: torch.Tensor) -> torch.Tensor:
-        return self._wi * F.normalize(image - self.image_mean, dim=-1)
+        return self._part("image", image)
 
-    def embed_new(self, text: torch.Tensor | None, image: torch.Tensor | None) -> torch.Tensor:
-        """Fused vector of an item outside the catalog (an upload); either modality may be absent."""
-        t = self._text_part(text) if text is not None else torch.zeros(self.text_dim)
-        i = self._image_part(image) if image is not None else torch.zeros(self.image_dim)
-        return torch.cat([t.reshape(-1), i.reshape(-1)])
+    def embed_new(self, text: torch.Tensor | None, image: torch.Tensor | None, *, audio: torch.Tensor | None = None,
+                  video: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused vector of an item outside the catalog (an upload); any modality may be absent (its block stays
+        zero). Audio or video given to a model whose catalog has none is ignored: nothing in it could match."""
+        given = {"text": text, "image": image, "audio": audio, "video": video}
+        out = torch.zeros(self.dim)
+        for name in self.modalities:
+            if given[name] is not None:
+                out[self.blocks[name]] = self._part(name, given[name].reshape(-1))
+        return out
 
     def upload_query(self, item, text_vector: torch.Tensor | None, image, *, text_encoder,
-                     image_encoder) -> torch.Tensor:
-        """The upload's own fused vector: similar items are the ones someone who likes it would like."""
+                     image_encoder, audio_vector: torch.Tensor | None = None,
+                     video_vector: torch.Tensor | None = None) -> torch.Tensor:
+        """The upload's own fused vector: similar items are the ones someone who likes it would like.
+        ``audio_vector``/``video_vector``: the upload's pooled audio / video vectors (the service encodes them)."""
         image_vector = None
         if image is not None:
             image_vector = image_encoder.encode([image], keep_regions=False).pooled[0]
-        return self.embed_new(text_vector, image_vector)
+        return self.embed_new(text_vector, image_vector, audio=audio_vector, video=video_vector)
 
     def profile(self, indices: list[int], disliked: Sequence[int] = ()) -> torch.Tensor:
         """The liked items' mean direction per modality, renormalised so each block keeps its weight;
@@ -83,47 +130,82 @@ class ZeroShotModel:
         import numpy as np
 
         out = []
-        for block, weight in ((slice(0, self.text_dim), self._wt), (slice(self.text_dim, None), self._wi)):
+        for name in self.modalities:
+            block = self.blocks[name]
             summed = torch.from_numpy(np.asarray(matrix @ self.item_vectors[:, block].numpy(), dtype=np.float32))
             norm = summed.norm(dim=1, keepdim=True)
-            out.append(torch.where(norm > 0, weight * summed / norm.clamp_min(1e-12), torch.zeros_like(summed)))
+            out.append(torch.where(norm > 0, self._sqrt[name] * summed / norm.clamp_min(1e-12), torch.zeros_like(summed)))
         return torch.cat(out, dim=1)
 
     def _profile(self, indices: list[int]) -> torch.Tensor:
         liked = self.item_vectors[indices]
-        t = liked[:, : self.text_dim].mean(0)
-        i = liked[:, self.text_dim :].mean(0)
-        t = self._wt * F.normalize(t, dim=0) if t.norm() > 0 else t
-        # All liked items lacking images leave the image block at zero: images then don't count.
-        i = self._wi * F.normalize(i, dim=0) if i.norm() > 0 else i
-        return torch.cat([t, i])
+        out = []
+        for name in self.modalities:
+            mean = liked[:, self.blocks[name]].mean(0)
+            # All liked items lacking a modality leave its block at zero: that modality then doesn't count.
+            out.append(self._sqrt[name] * F.normalize(mean, dim=0) if mean.norm() > 0 else mean)
+        return torch.cat(out)
 
     # -- differentiable pieces of the score (explanations attribute through these) ---------------
+    def part_score(self, name: str, query: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Modality ``name``'s part of the score of items with raw pooled vectors ``pooled`` [B, D] -> [B]."""
+        return self._part(name, pooled) @ query[self.blocks[name]].to(pooled.dtype)
+
     def text_score(self, query: torch.Tensor, pooled_text: torch.Tensor) -> torch.Tensor:
         """Text part of the score of items with raw text vectors ``pooled_text`` [B, Dt] -> [B]."""
-        return self._text_part(pooled_text) @ query[: self.text_dim].to(pooled_text.dtype)
+        return self.part_score("text", query, pooled_text)
 
     def image_score(self, query: torch.Tensor, pooled_image: torch.Tensor) -> torch.Tensor:
         """Image part of the score of items with raw image vectors ``pooled_image`` [B, Di] -> [B]."""
-        return self._image_part(pooled_image) @ query[self.text_dim :].to(pooled_image.dtype)
+        return self.part_score("image", query, pooled_image)
+
+    def sequence_part_fn(self, name: str, direction: torch.Tensor, steps: TimeSteps) -> ScoreFn:
+        """Modality ``name`` ("audio" or "video")'s part of the score as a function of which of ``steps`` are kept:
+        ``mask`` [B, S] (1 kept, 0 left out) -> [B]. The pooled vector is the weighted mean of the kept steps
+        (:func:`recsys_core.encoders.sequence.masked_pool`, the formula the cached vector was made with), so the
+        all-ones mask gives the part itself and leaving every step out gives 0 (the modality masked).
+        ``direction``: the other side's fused vector (the query for a catalog item's own segments, the catalog
+        item's vector for an upload's segments)."""
+        d = direction[self.blocks[name]]
+
+        def part(mask: torch.Tensor) -> torch.Tensor:
+            pooled = masked_pool(steps.vectors, steps.weights, mask)
+            kept = mask.sum(1) > 0
+            return self._part(name, pooled) @ d.to(pooled.dtype) * kept
+
+        return part
+
+    def item_steps(self, name: str, target: int) -> TimeSteps | None:
+        """Item ``target``'s own segments ("audio") or keyframes ("video"); None if it has none."""
+        if name not in self.modalities or not bool(self.present[name][target]):
+            return None
+        return self.steps[name][target]
+
+    def sequence_score_fn(self, query: torch.Tensor, target: int, name: str,
+                          upload_steps: TimeSteps | None = None) -> tuple[ScoreFn, TimeSteps] | None:
+        """Item ``target``'s full score as a function of a mask over segments/keyframes of modality ``name``: its own
+        (``upload_steps`` None), or an upload's (``query`` = that upload's vector; similarity is symmetric).
+        None when there are none to attribute over (the catalog or the item lacks the modality)."""
+        return sequence_score_fn(self, query, target, name, upload_steps, scale=1.0)
 
     def score_fns(self, query: torch.Tensor, target: int):
         """Full score of item ``target`` as functions of its pooled text / pooled image vectors.
 
         The score is additive over modalities, so each function is its modality's part plus the
-        other part held constant.
+        other parts held constant.
         """
         parts = self.modality_scores(query, torch.tensor([target]))
-        text_part, image_part = float(parts.text[0]), float(parts.image[0])
-        return (lambda pooled: self.text_score(query, pooled) + image_part,
-                lambda pooled: self.image_score(query, pooled) + text_part)
+        total = float(self.item_vectors[target] @ query)
+        text_rest, image_rest = total - float(parts.text[0]), total - float(parts.image[0])
+        return (lambda pooled: self.text_score(query, pooled) + text_rest,
+                lambda pooled: self.image_score(query, pooled) + image_rest)
 
     def upload_image_score_fn(self, target: int, text_part: float) -> ScoreFn:
         """Similarity is symmetric: fix the catalog item and score the upload's pooled image vector."""
         item_vector = self.item_vectors[target]
         return lambda pooled: self.image_score(item_vector, pooled) + text_part
 
-    def region_split(self, direction: torch.Tensor) -> RegionFn:
+    def region_split(self, direction: torch.Tensor, name: str = "image") -> RegionFn:
         """The image part ``image_score(direction, mean of the regions)`` split exactly over the regions.
 
         The image part is ``sqrt(w_i) * d . (p - mu) / |p - mu|`` with ``p`` the mean of the final
@@ -135,16 +217,19 @@ class ZeroShotModel:
         catalog's average image, along the other side's image direction. These add up to the part.
         ``direction``: the other side's fused vector (the query for the item's image, the catalog
         item's vector for an upload's image).
+        ``name``: "video" splits one keyframe's share of the video part the same way (the caller scales it by
+        that frame's pooling weight).
         """
-        d = direction[self.text_dim :]
+        d = direction[self.blocks[name]]
+        mean, weight = self.means[name], self._sqrt[name]
 
         def split(regions: torch.Tensor) -> torch.Tensor:
-            centred = regions.float() - self.image_mean.to(regions.device)[:, None, None]
+            centred = regions.float() - mean.to(regions.device)[:, None, None]
             count = centred.shape[1] * centred.shape[2]
             norm = centred.mean(dim=(1, 2)).norm()
             if norm == 0:  # the average image itself: its image part is 0
                 return torch.zeros(centred.shape[1:])
-            return self._wi * torch.einsum("chw,c->hw", centred, d.to(centred)) / (count * norm)
+            return weight * torch.einsum("chw,c->hw", centred, d.to(centred)) / (count * norm)
 
         return split
 
@@ -162,7 +247,8 @@ class ZeroShotModel:
         liked_vectors = self.item_vectors[liked]
         target = self.item_vectors[item]
         out = torch.zeros(len(liked))
-        for block, weight in ((slice(0, self.text_dim), self._wt), (slice(self.text_dim, None), self._wi)):
+        for name in self.modalities:
+            block, weight = self.blocks[name], self._sqrt[name]
             mean_norm = liked_vectors[:, block].mean(0).norm()
             if mean_norm > 0:
                 out += weight * (liked_vectors[:, block] @ target[block]) / (len(liked) * mean_norm)
@@ -170,10 +256,9 @@ class ZeroShotModel:
 
     def modality_scores(self, query: torch.Tensor, indices: torch.Tensor) -> ModalityScores:
         vectors = self.item_vectors[indices]
-        return ModalityScores(
-            text=vectors[:, : self.text_dim] @ query[: self.text_dim],
-            image=vectors[:, self.text_dim :] @ query[self.text_dim :],
-        )
+        parts = {name: vectors[:, self.blocks[name]] @ query[self.blocks[name]] for name in self.modalities}
+        return ModalityScores(text=parts["text"], image=parts["image"], audio=parts.get("audio"),
+                              video=parts.get("video"))
 
     # -- what the zero-shot model has none of (a collaborative part) ---------------------------------
     def collaborative_contributions(self, liked: list[int], item: int) -> torch.Tensor:
@@ -189,3 +274,23 @@ class ZeroShotModel:
     @property
     def mix(self) -> dict[str, float]:
         return {"content": 1.0}
+
+
+def sequence_score_fn(model, query: torch.Tensor, target: int, name: str, upload_steps: TimeSteps | None,
+                      *, scale: float, content: slice | None = None) -> tuple[ScoreFn, TimeSteps] | None:
+    """The shared body of ``sequence_score_fn`` for models whose content block is a zero-shot vector
+    (``model.zeroshot`` or the model itself) scaled by ``scale`` and found at ``content`` of the query."""
+    zs: ZeroShotModel = getattr(model, "zeroshot", model)
+    if name not in zs.modalities:
+        return None
+    q = query[content] if content is not None else query
+    if upload_steps is None:
+        steps, direction = zs.item_steps(name, target), q
+    else:
+        steps, direction = upload_steps, zs.item_vectors[target]
+    if steps is None:
+        return None
+    part = zs.sequence_part_fn(name, direction, steps)
+    total = float(model.item_vectors[target] @ query.to(model.item_vectors.dtype))
+    rest = total - scale * float(part(torch.ones(1, len(steps)))[0])
+    return (lambda mask: scale * part(mask) + rest), steps
