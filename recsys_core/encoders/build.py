@@ -105,6 +105,13 @@ def build_audio_encoder(config: AudioEncoderConfig, device: torch.device | str =
         raise ValueError(f"audio encoder {config.model!r} is not known; use 'aisfx' (packaged weights) or 'tiny-random'")
     from recsys_core.encoders.audio import load_aisfx_net
 
+    try:
+        import aisfx  # noqa: F401  (only to say clearly what is missing)
+    except ImportError as exc:
+        from recsys_core.errors import RecsysError
+
+        raise RecsysError("the audio encoder's weights come from the aisfx wheel, which is not installed: run "
+                          "pip install --no-deps -r requirements-nodeps.txt (see README)") from exc
     log.info("loading audio encoder aisfx (packaged weights)")
     net, weights_id = load_aisfx_net()
     return AudioEncoder(net, config, weights_id, dim=512).to(device)
