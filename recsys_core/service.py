@@ -778,7 +778,7 @@ class RecommenderService:
             if frames is None:
                 item = self.catalog.items[target]
                 frames = self.video_encoder.decode(item.video, limits=self.media_limits).frames if item.video else ()
-            if len(frames) == len(steps):
+            if len(frames) == len(steps) and values[top] != 0:  # no heatmap for a frame that moved nothing
                 direction = zs.item_vectors[target] if is_upload else query[: zs.dim]
                 sign = -1.0 if values[top] < 0 else 1.0
                 heatmap, _ = self.explainer.explain_frame(frames[top], zs.region_split(direction, "video"), sign)

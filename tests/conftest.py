@@ -11,6 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import importlib.util
 import itertools
+import json
 import random
 import sys
 import uuid
@@ -26,7 +27,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Engine, make_url
 
 from recsys_core.data.catalog import load_catalog_folder
-from recsys_core.config import IndexConfig, ServiceConfig, TextEncoderConfig
+from recsys_core.config import AudioEncoderConfig, IndexConfig, ServiceConfig, TextEncoderConfig
 from recsys_core.encoders.image import ImageEncoder
 from recsys_core.encoders.tiny import tiny_image_backbone, tiny_text_encoder
 from recsys_core.config import ImageEncoderConfig
@@ -84,6 +85,29 @@ def write_tiny_catalog(folder: Path) -> Path:
     return folder
 
 
+def write_media_catalog(folder: Path) -> Path:
+    """Six items: four with audio (two low tones, two high: their own "collections"), one with a video that has a
+    soundtrack, one with text only, so every modality is present on some items and missing on others."""
+    from tests.media_fixtures import write_clip, write_tone
+
+    (folder / "media").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (freq, collection) in enumerate(((220.0, "low"), (247.0, "low"), (1760.0, "high"), (1976.0, "high"))):
+        write_tone(folder / "media" / f"t{i}.ogg", 3.0, frequency=freq, sample_rate=22050)
+        rows.append({"item_id": f"t{i}", "title": f"Track {i}", "description": f"A {collection} tone",
+                     "audio": f"media/t{i}.ogg", "collection": collection})
+    write_clip(folder / "media" / "clip.webm", 2.0, fps=8, with_audio=True)
+    rows.append({"item_id": "clip", "title": "Clip", "description": "A moving square", "video": "media/clip.webm"})
+    rows.append({"item_id": "plain", "title": "Plain", "description": "Text only"})
+    (folder / "items.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def tiny_media_catalog_dir(tmp_path: Path) -> Path:
+    return write_media_catalog(tmp_path / "media-catalog")
+
+
 @pytest.fixture
 def tiny_catalog_dir(tmp_path: Path) -> Path:
     return write_tiny_catalog(tmp_path / "catalog")
@@ -99,7 +123,8 @@ def make_tiny_service(catalog, cache_dir: Path | None, index: IndexConfig | None
     text_cfg = TextEncoderConfig(model="tiny-random", max_length=64, batch_size=4)
     image_cfg = ImageEncoderConfig(model="tiny-random", image_size=64, batch_size=4)
     extra = {} if index is None else {"index": index}
-    config = ServiceConfig(text=text_cfg, image=image_cfg, device="cpu", cache_dir=cache_dir, **extra)
+    config = ServiceConfig(text=text_cfg, image=image_cfg, audio=AudioEncoderConfig(model="tiny-random"), device="cpu",
+                           cache_dir=cache_dir, **extra)
     return RecommenderService(
         catalog,
         config,
