@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="weight of text similarity in the zero-shot score")
     p.add_argument("--image-weight", type=float, default=ZeroShotConfig.image_weight,
                    help="weight of image similarity in the zero-shot score")
+    p.add_argument("--audio-weight", type=float, default=ZeroShotConfig.audio_weight,
+                   help="weight of audio similarity in the zero-shot score (catalogs with audio)")
+    p.add_argument("--video-weight", type=float, default=ZeroShotConfig.video_weight,
+                   help="weight of video (keyframe) similarity in the zero-shot score (catalogs with video)")
     p.add_argument("--max-upload-mb", type=float, default=env("MAX_UPLOAD_MB", LimitsConfig.max_upload_bytes / 2**20),
                    help="largest accepted upload, in MiB (env MAX_UPLOAD_MB)")
     p.add_argument("--max-image-pixels", type=int, default=env("MAX_IMAGE_PIXELS", LimitsConfig.max_image_pixels),
@@ -143,7 +147,8 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
     service = ServiceConfig(
         text=TextEncoderConfig(model=args.text_encoder),
         image=ImageEncoderConfig(model=args.image_encoder),
-        zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight),
+        zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight,
+                                audio_weight=args.audio_weight, video_weight=args.video_weight),
         limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_image_pixels=args.max_image_pixels,
                             max_text_chars=args.max_text_chars, max_audio_seconds=args.max_audio_seconds,
                             max_video_seconds=args.max_video_seconds),

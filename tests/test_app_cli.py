@@ -93,7 +93,8 @@ def test_data_dir_expands_user(monkeypatch, tmp_path: Path) -> None:
     ("argv", "message"),
     [
         (["--text-weight", "-0.5"], "modality weights must be >= 0"),
-        (["--text-weight", "0", "--image-weight", "0"], "at least one modality weight must be > 0"),
+        (["--text-weight", "0", "--image-weight", "0", "--audio-weight", "0", "--video-weight", "0"],
+         "at least one modality weight must be > 0"),
         (["--port", "70000"], "port is 70000; allowed 0..65535"),
         (["--max-upload-mb", "0"], "max_upload_bytes must be >= 1"),
         (["--device", "tpu"], "invalid choice: 'tpu'"),

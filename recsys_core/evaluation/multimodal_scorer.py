@@ -100,6 +100,8 @@ class HybridScorer:
         self.data = data
         catalog = load_movielens_100k(self.data_root)
         features = encode_catalog(catalog, TextEncoderConfig(), ImageEncoderConfig(), self.data_dir / "features").features
+        # A one-modality ablation (e.g. multimodal-audio) on a catalog without that modality is refused here
+        # (ZeroShotModel: every present modality would have weight 0).
         zeroshot = ZeroShotModel(features, ZeroShotConfig(**self.zeroshot_options))
         selection = select_on_validation(self.data_root, self.split.protocol, catalog, zeroshot, fixed=self.fixed,
                                          seed=self.seed)

@@ -117,6 +117,11 @@ register_model("multimodal-collab", _hybrid("multimodal-collab", fixed={"content
 register_model("multimodal-noside", _hybrid("multimodal-noside", fixed={"side_content": 0.0, "side_genre": 0.0}))
 register_model("multimodal-text", _hybrid("multimodal-text", zeroshot={"text_weight": 1.0, "image_weight": 0.0}))
 register_model("multimodal-image", _hybrid("multimodal-image", zeroshot={"text_weight": 0.0, "image_weight": 1.0}))
+# One modality only, for audio and video (a catalog with interactions and that modality; refused otherwise).
+register_model("multimodal-audio", _hybrid("multimodal-audio", zeroshot={"text_weight": 0.0, "image_weight": 0.0,
+                                                                         "audio_weight": 1.0, "video_weight": 0.0}))
+register_model("multimodal-video", _hybrid("multimodal-video", zeroshot={"text_weight": 0.0, "image_weight": 0.0,
+                                                                         "audio_weight": 0.0, "video_weight": 1.0}))
 # The two-tower fusion model trained on interactions (the previous ``multimodal``) and its variants.
 register_model("fusion", _fusion("fusion"))
 register_model("fusion-text", _fusion("fusion-text", modalities="text"))

@@ -44,6 +44,12 @@ class ZeroShotModel:
                 raw[name] = (seq.pooled, seq.present)
         self.modalities = tuple(raw)
         self.weights = {name: float(getattr(config, f"{name}_weight")) for name in self.modalities}
+        if not any(w > 0 for w in self.weights.values()):
+            from recsys_core.errors import CatalogError
+
+            raise CatalogError(f"every modality this catalog has ({', '.join(self.modalities)}) has weight 0 in the "
+                               "zero-shot score; give at least one of them a weight > 0 (--text-weight, --image-weight, "
+                               "--audio-weight, --video-weight)")
         self._sqrt = {name: math.sqrt(w) for name, w in self.weights.items()}
         self.means: dict[str, torch.Tensor] = {}
         self.blocks: dict[str, slice] = {}
