@@ -1,8 +1,9 @@
 """Inputs of the fusion model's item tower, built from the frozen encoders (cached on disk).
 
 The item tower reads, per item: the text encoder's token states over a short text (title, genres,
-start of the description), the CNN's final feature map pooled to ``grid x grid`` regions, and the
-whole-item summaries (mean-pooled sentence vector, pooled CNN vector) that the feature cache holds.
+start of the description), the CNN's final feature map pooled to ``grid x grid`` regions, the
+whole-item summaries (mean-pooled sentence vector, pooled CNN vector) that the feature cache holds,
+and, for a catalog with audio or video, the cached segment / keyframe vectors pooled over time.
 Training, serving a checkpoint and embedding an upload all build these the same way, here.
 """
 
@@ -111,14 +112,39 @@ def lower_image_maps(catalog: Catalog, image_encoder, has_image: torch.Tensor, m
     return out
 
 
+def media_dims(features) -> dict[str, int]:
+    """``FusionConfig`` widths of the audio / video tokens of a catalog's features (0 where it has none)."""
+    return {"audio_dim": features.audio.dim if getattr(features, "audio", None) is not None else 0,
+            "video_dim": features.video.dim if getattr(features, "video", None) is not None else 0}
+
+
+def media_tokens(sequences, count: int) -> tuple[torch.Tensor, torch.Tensor] | tuple[None, None]:
+    """Each item's segments / keyframes average-pooled over time to at most ``count`` tokens: [N, count, D] float16
+    and a mask [N, count] (False past an item's own steps, all False for an item without the modality)."""
+    if sequences is None:
+        return None, None
+    n, dim = sequences.pooled.shape
+    tokens = torch.zeros(n, count, dim, dtype=torch.float16)
+    mask = torch.zeros(n, count, dtype=torch.bool)
+    for i, steps in enumerate(sequences.steps):
+        if steps is None:
+            continue
+        vectors = steps.vectors.float()
+        m = min(count, vectors.shape[0])
+        tokens[i, :m] = F.adaptive_avg_pool1d(vectors.T[None], m)[0].T.half()
+        mask[i, :m] = True
+    return tokens, mask
+
+
 def build_content(catalog: Catalog, text_encoder, regions: torch.Tensor | None, has_image: torch.Tensor,
                   config: FusionConfig, cache_dir: Path | None, text_pooled: torch.Tensor | None = None,
                   image_pooled: torch.Tensor | None = None, progress: bool = True, image_encoder=None,
-                  max_pixels: int = 40_000_000) -> ItemContent:
+                  max_pixels: int = 40_000_000, audio=None, video=None) -> ItemContent:
     """Inputs of the item tower from the frozen encoders, cached on disk (fp16).
 
     With ``config.text_top_layers`` the token states are those entering the trainable top blocks;
     with ``config.image_top`` the regions are the CNN maps entering its head (needs ``image_encoder``).
+    ``audio`` / ``video``: the catalog's ``SequenceFeatures`` (read when ``config.audio_dim`` / ``video_dim`` > 0).
     """
     texts = [token_text(item) for item in catalog.items]
     below = config.text_top_layers
@@ -139,7 +165,11 @@ def build_content(catalog: Catalog, text_encoder, regions: torch.Tensor | None, 
         pooled = torch.zeros(len(catalog), grid * grid, config.image_dim, dtype=torch.float16)
     else:
         pooled = pool_regions(regions, grid)
+    audio_tokens, audio_mask = media_tokens(audio if config.audio_dim else None, config.max_media_tokens)
+    video_tokens, video_mask = media_tokens(video if config.video_dim else None, config.max_media_tokens)
     return ItemContent(text_tokens=tokens, text_mask=mask, regions=pooled, has_image=has_image.clone(),
                        text_pooled=text_pooled,
                        # With a trainable head the summary is the mean of its output (computed in the tower).
-                       image_pooled=None if config.image_top else image_pooled)
+                       image_pooled=None if config.image_top else image_pooled,
+                       audio_tokens=audio_tokens, audio_mask=audio_mask, video_tokens=video_tokens,
+                       video_mask=video_mask)

@@ -50,6 +50,12 @@ class FusionConfig:
     text_top_layers: int = 0
     lora_rank: int = 0  # > 0: the text top is frozen and trains LoRA adapters of this rank
     image_top: bool = False
+    # Audio segments and video keyframes as tokens (0 = the catalog has none: no such tokens, and checkpoints
+    # written before audio and video existed load unchanged). Each item's steps are average-pooled over time
+    # to at most max_media_tokens tokens, so a long track costs the tower no more than a short one.
+    audio_dim: int = 0
+    video_dim: int = 0
+    max_media_tokens: int = 8
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
@@ -79,22 +85,32 @@ class ItemContent:
     # pooled CNN vector): the token budget above is short, these carry the rest.
     text_pooled: torch.Tensor | None = None  # [N, text_dim]
     image_pooled: torch.Tensor | None = None  # [N, image_dim]
+    # Audio segments / video keyframes pooled over time to [N, M, dim], and which of them are real ([N, M] bool;
+    # all False for an item without that modality: masked out of the attention, never zero tokens).
+    audio_tokens: torch.Tensor | None = None
+    audio_mask: torch.Tensor | None = None
+    video_tokens: torch.Tensor | None = None
+    video_mask: torch.Tensor | None = None
+
+    def _map(self, fn) -> "ItemContent":
+        from dataclasses import fields
+
+        return ItemContent(**{f.name: (None if getattr(self, f.name) is None else fn(getattr(self, f.name)))
+                              for f in fields(self)})
 
     def to(self, device: torch.device | str) -> "ItemContent":
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        return ItemContent(move(self.text_tokens), move(self.text_mask), move(self.regions), move(self.has_image),
-                           move(self.text_pooled), move(self.image_pooled))
+        return self._map(lambda t: t.to(device))
 
     def take(self, index: torch.Tensor) -> "ItemContent":
         """The rows ``index`` (a 1-d tensor of item indices), in that order."""
-        pick = lambda t: None if t is None else t[index.to(t.device)]  # noqa: E731
-        return ItemContent(pick(self.text_tokens), pick(self.text_mask), pick(self.regions), pick(self.has_image),
-                           pick(self.text_pooled), pick(self.image_pooled))
+        return self._map(lambda t: t[index.to(t.device)])
 
     def slice(self, sl: slice) -> "ItemContent":
-        return ItemContent(self.text_tokens[sl], self.text_mask[sl], self.regions[sl], self.has_image[sl],
-                           None if self.text_pooled is None else self.text_pooled[sl],
-                           None if self.image_pooled is None else self.image_pooled[sl])
+        return self._map(lambda t: t[sl])
+
+    def expand(self, b: int) -> "ItemContent":
+        """A one-item content repeated ``b`` times (views, no copy)."""
+        return self._map(lambda t: t.expand(b, *t.shape[1:]))
 
 
 class ItemVectors(NamedTuple):
@@ -119,6 +135,14 @@ class ItemTower(nn.Module):
         self.text_proj = nn.Sequential(nn.LayerNorm(config.text_dim), nn.Linear(config.text_dim, d))
         self.image_proj = nn.Sequential(nn.LayerNorm(config.image_dim), nn.Linear(config.image_dim, d))
         self.modality = nn.Parameter(torch.zeros(4, d))  # text token, image region, text summary, image summary
+        # Audio and video tokens only where the catalog has them (a text + image checkpoint keeps its state dict).
+        self.audio_proj = nn.Sequential(nn.LayerNorm(config.audio_dim), nn.Linear(config.audio_dim, d)) \
+            if config.audio_dim else None
+        self.video_proj = nn.Sequential(nn.LayerNorm(config.video_dim), nn.Linear(config.video_dim, d)) \
+            if config.video_dim else None
+        self.media_modality = nn.Parameter(torch.zeros(2, d)) if (config.audio_dim or config.video_dim) else None
+        if self.media_modality is not None:
+            nn.init.normal_(self.media_modality, std=0.02)
         self.item_token = nn.Parameter(torch.zeros(1, 1, d))
         nn.init.normal_(self.modality, std=0.02)
         nn.init.normal_(self.item_token, std=0.02)
@@ -168,6 +192,12 @@ class ItemTower(nn.Module):
             if content.image_pooled is not None:
                 parts.append(self.image_proj(content.image_pooled.float())[:, None] + self.modality[3])
                 masks.append(content.has_image[:, None])
+        if cfg.modalities == "both" and self.media_modality is not None:
+            for slot, proj, tokens, present in ((0, self.audio_proj, content.audio_tokens, content.audio_mask),
+                                                (1, self.video_proj, content.video_tokens, content.video_mask)):
+                if proj is not None and tokens is not None:
+                    parts.append(proj(tokens.float()) + self.media_modality[slot])
+                    masks.append(present)
         tokens = torch.cat(parts, dim=1)
         mask = torch.cat(masks, dim=1).to(tokens.device)
         if cfg.fusion == "transformer":

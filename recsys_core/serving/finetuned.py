@@ -187,10 +187,7 @@ class FusionServing:
             return rows @ query.to(rows.dtype)
 
         def expand(b: int) -> ItemContent:
-            return ItemContent(one.text_tokens.expand(b, -1, -1), one.text_mask.expand(b, -1),
-                               one.regions.expand(b, -1, -1), one.has_image.expand(b),
-                               None if one.text_pooled is None else one.text_pooled.expand(b, -1),
-                               None if one.image_pooled is None else one.image_pooled.expand(b, -1))
+            return one.expand(b)
 
         def text_fn(pooled: torch.Tensor) -> torch.Tensor:
             return score(replace(expand(pooled.shape[0]), text_pooled=pooled))
@@ -239,7 +236,7 @@ class FusionServing:
 def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, cache_dir: Path | None,
                  max_pixels: int = 40_000_000) -> FusionServing:
     """Load a checkpoint folder for ``catalog``. Item IDs are used only when the catalog is the one it trained on."""
-    from recsys_core.model.content import build_content
+    from recsys_core.model.content import build_content, media_dims
 
     folder = Path(folder)
     missing = checkpoint.missing_files(folder)
@@ -256,6 +253,11 @@ def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, c
         raise CatalogError(f"checkpoint {folder} expects text/image widths {fusion.text_dim}/{fusion.image_dim}; "
                            f"the app's encoders give {features.text.shape[1]}/{features.image.shape[1]} "
                            f"(trained with {config.get('encoders')})")
+    media = media_dims(features)
+    if (fusion.audio_dim, fusion.video_dim) != (media["audio_dim"], media["video_dim"]):
+        raise CatalogError(f"checkpoint {folder} was trained with audio/video widths {fusion.audio_dim}/"
+                           f"{fusion.video_dim}; this catalog's features give {media['audio_dim']}/{media['video_dim']} "
+                           "(0 = none): train it on this catalog")
     known = torch.zeros(len(catalog), dtype=torch.bool)
     saved = checkpoint.read_items(folder)
     if model.items.ids is not None and saved is not None:
@@ -266,5 +268,6 @@ def load_serving(folder: Path, catalog, features, text_encoder, image_encoder, c
             log.warning("checkpoint %s was trained on another catalog: serving from content only (no item IDs)", folder)
     content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
                             text_pooled=features.text, image_pooled=features.image, progress=False,
-                            image_encoder=image_encoder if fusion.image_top else None, max_pixels=max_pixels)
+                            image_encoder=image_encoder if fusion.image_top else None, max_pixels=max_pixels,
+                            audio=features.audio, video=features.video)
     return FusionServing(model, content, known, checkpoint.checkpoint_version(folder), source=folder)

@@ -118,7 +118,7 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
     """
     from recsys_core.model.checkpoint import (HYBRID, checkpoint_kind, checkpoint_version, load_checkpoint,
                                               read_interactions, read_items, save_checkpoint)
-    from recsys_core.model.content import build_content
+    from recsys_core.model.content import build_content, media_dims
     from recsys_core.model.fusion import FusionConfig, make_tops
     from recsys_core.serving.finetuned import FusionServing
     from recsys_core.training.loop import TrainedModel, fit
@@ -166,12 +166,14 @@ def finetune(*, examples: pd.DataFrame, heldout: pd.DataFrame, catalog: Catalog,
             known = saved_known
         parent = checkpoint_version(Path(base_dir))
     else:
-        fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], n_items=len(catalog))
+        fusion = FusionConfig(text_dim=features.text.shape[1], image_dim=features.image.shape[1], n_items=len(catalog),
+                              **media_dims(features))
         parent = getattr(base_model, "version", None)
         known[sorted(set(train_data.items) | {i for h in train_data.histories for i in h})] = True
     content = build_content(catalog, text_encoder, features.regions, features.has_image, fusion, cache_dir,
                             text_pooled=features.text, image_pooled=features.image, progress=False,
-                            image_encoder=image_encoder if fusion.image_top else None)
+                            image_encoder=image_encoder if fusion.image_top else None, audio=features.audio,
+                            video=features.video)
     lr = config.lr if base_dir is not None else config.new_model_lr
     train_cfg = TrainConfig(epochs=config.epochs, lr=lr, warmup_epochs=1, patience=config.patience,
                             seed=config.seed, label_weight=config.label_weight, batch_labels=config.batch_labels)

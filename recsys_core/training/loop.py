@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from recsys_core.data.catalog import Catalog
-from recsys_core.model.content import build_content
+from recsys_core.model.content import build_content, media_dims
 from recsys_core.model.fusion import FusionConfig, FusionRecommender, ItemContent, ItemVectors, make_tops
 from recsys_core.training.config import TrainConfig
 from recsys_core.training.data import Interactions, LabelData, pad_histories
@@ -306,11 +306,11 @@ def fit_for_split(split, data_root: Path, data_dir: Path, *, modalities: str = "
         features = encoded.features
         fusion = FusionConfig(n_items=len(catalog) if use_ids else 0, modalities=modalities, fusion=fusion_kind,  # type: ignore[arg-type]
                               text_dim=features.text.shape[1], image_dim=features.image.shape[1],
-                              **{**train.fusion_overrides(), **fusion_options})
+                              **media_dims(features), **{**train.fusion_overrides(), **fusion_options})
         content = build_content(catalog, encoded.text_encoder, features.regions, features.has_image, fusion,
                                 Path(data_dir) / "features", text_pooled=features.text, image_pooled=features.image,
                                 image_encoder=encoded.image_encoder if fusion.image_top else None,
-                                progress=progress and runtime.is_main)
+                                progress=progress and runtime.is_main, audio=features.audio, video=features.video)
     text_top, image_top = make_tops(fusion, encoded.text_encoder, encoded.image_encoder if fusion.image_top else None)
     trained = fit(split.train, catalog, content, fusion, train, progress=progress, text_top=text_top,
                   image_top=image_top, runtime=runtime)
