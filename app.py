@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 
 from recsys_core.cli_args import CatalogArgs, add_catalog_arguments
 from recsys_core.config import (
-    INDEX_KINDS, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig, ZeroShotConfig,
+    INDEX_KINDS, AudioEncoderConfig, ImageEncoderConfig, IndexConfig, LimitsConfig, ServiceConfig, TextEncoderConfig,
+    ZeroShotConfig,
 )
 from studio.backup import BackupConfig
 from studio.finetune_job import JobOptions
@@ -147,6 +148,7 @@ def _config_from_args(args: argparse.Namespace, data_dir: Path) -> AppConfig:
     service = ServiceConfig(
         text=TextEncoderConfig(model=args.text_encoder),
         image=ImageEncoderConfig(model=args.image_encoder),
+        audio=AudioEncoderConfig(model=args.audio_encoder),
         zeroshot=ZeroShotConfig(text_weight=args.text_weight, image_weight=args.image_weight,
                                 audio_weight=args.audio_weight, video_weight=args.video_weight),
         limits=LimitsConfig(max_upload_bytes=int(args.max_upload_mb * 2**20), max_image_pixels=args.max_image_pixels,
@@ -282,7 +284,8 @@ def build_app(config: AppConfig) -> Studio:
 def _job_catalog_args(config: AppConfig) -> list[str]:
     """What the fine-tune subprocess needs to rebuild the same catalog, encoders and features."""
     return CatalogArgs(catalog=config.catalog, data_root=config.data_root, text_encoder=config.service.text.model,
-                       image_encoder=config.service.image.model, device=config.service.device,
+                       image_encoder=config.service.image.model, audio_encoder=config.service.audio.model,
+                       device=config.service.device,
                        max_audio_seconds=config.service.limits.max_audio_seconds,
                        max_video_seconds=config.service.limits.max_video_seconds).to_argv()
 

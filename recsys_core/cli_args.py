@@ -29,6 +29,9 @@ CATALOG_FLAGS: dict[str, tuple[str, dict[str, Any]]] = {
     "image_encoder": ("--image-encoder", {"default": "efficientnet-lite0",
                                           "help": "'efficientnet-lite0' (packaged), 'tiny-random' (tests), or a timm "
                                                   "model name"}),
+    "audio_encoder": ("--audio-encoder", {"default": "aisfx",
+                                          "help": "'aisfx' (packaged, for catalogs with audio or video soundtracks) or "
+                                                  "'tiny-random' (tests)"}),
     "device": ("--device", {"choices": DEVICES, "default": "auto",
                             "help": "where encoders run: auto = CUDA if available, else CPU"}),
     "max_audio_seconds": ("--max-audio-seconds", {"type": float, "default": 600.0,
@@ -73,6 +76,7 @@ class CatalogArgs:
     data_dir: Path | str | None = None
     text_encoder: str | None = None
     image_encoder: str | None = None
+    audio_encoder: str | None = None
     device: str | None = None
     max_audio_seconds: float | None = None
     max_video_seconds: float | None = None

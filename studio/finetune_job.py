@@ -295,12 +295,16 @@ def run_cli(args: argparse.Namespace) -> JobResult:
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
     from recsys_core.cli_args import CatalogArgs
+    from recsys_core.config import AudioEncoderConfig
 
     catalog = resolve_catalog(args.catalog, data_root=args.data_root,
                               media_limits=CatalogArgs.from_namespace(args).media_limits())
     cache_dir = Path(args.data_dir) / "features"
+    catalog_args = CatalogArgs.from_namespace(args)
     encoded = encode_catalog(catalog, TextEncoderConfig(model=args.text_encoder),
-                             ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device)
+                             ImageEncoderConfig(model=args.image_encoder), cache_dir, device=args.device,
+                             audio_config=AudioEncoderConfig(model=catalog_args.audio_encoder or "aisfx"),
+                             media_limits=catalog_args.media_limits())
     # What the app serves from this base (the zero-shot model without one): the gate's baseline.
     state_model: ServingModel = ZeroShotModel(encoded.features, ZeroShotConfig())
     if args.base is not None:

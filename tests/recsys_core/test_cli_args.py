@@ -16,8 +16,8 @@ def test_parsed_values_round_trip_through_argv(tmp_path: Path) -> None:
     given = ["--catalog", "movielens-100k", "--data-root", str(tmp_path / "ml"), "--data-dir", str(tmp_path / "d"),
              "--text-encoder", "tiny-random", "--image-encoder", "tiny-random", "--device", "cpu"]
     values = CatalogArgs.from_namespace(parser.parse_args(given))
-    assert values == CatalogArgs("movielens-100k", tmp_path / "ml", tmp_path / "d", "tiny-random", "tiny-random", "cpu",
-                                 600.0, 300.0)  # the media limits' defaults travel too
+    assert values == CatalogArgs("movielens-100k", tmp_path / "ml", tmp_path / "d", "tiny-random", "tiny-random",
+                                 "aisfx", "cpu", 600.0, 300.0)  # the media limits' defaults travel too
     assert CatalogArgs.from_namespace(parser.parse_args(values.to_argv())) == values
     assert CatalogArgs(catalog="demo", device="cpu").to_argv() == ["--catalog", "demo", "--device", "cpu"]
 
@@ -33,8 +33,8 @@ def test_defaults_helps_required_and_subsets() -> None:
     assert (args.data_root, args.device) == (Path("x"), "cpu")
     with pytest.raises(ValueError, match="unknown catalog flag"):
         add_catalog_arguments(argparse.ArgumentParser(), only=("catalgo",))
-    assert list(CATALOG_FLAGS) == ["catalog", "data_root", "data_dir", "text_encoder", "image_encoder", "device",
-                                   "max_audio_seconds", "max_video_seconds"]
+    assert list(CATALOG_FLAGS) == ["catalog", "data_root", "data_dir", "text_encoder", "image_encoder",
+                                   "audio_encoder", "device", "max_audio_seconds", "max_video_seconds"]
 
 
 def test_media_limits_come_from_the_flags() -> None:
