@@ -12,6 +12,8 @@ from gradio_client import Client, handle_file
 from storage import Repository, default_database_url
 from tests.app_process import running
 from tests.conftest import REPO_ROOT
+from tests.media_fixtures import write_tone
+from tests.ui.media_catalog import write_media_catalog
 
 BOARD_PROFILE = ["org.gnome.Mahjongg", "org.kde.kmahjongg", "pychess", "org.gnome.Reversi"]
 
@@ -147,3 +149,38 @@ def test_disliked_ids_keep_an_item_out_and_old_callers_keep_working(running_app)
     assert explained["score_parts"]["collaborative"] == 0.0
     assert "both liked and disliked" in _error_of(client, BOARD_PROFILE, 5, 0.0, [BOARD_PROFILE[0]],
                                                   api_name="/recommend")
+
+
+@pytest.fixture(scope="module")
+def media_app(tmp_path_factory):
+    """The app on the tiny catalog with tones and clips (tests/ui/media_catalog.py), every encoder tiny: it
+    starts in seconds."""
+    root = tmp_path_factory.mktemp("media-app")
+    catalog = write_media_catalog(root / "catalog")
+    args = ["--catalog", str(catalog), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random",
+            "--audio-encoder", "tiny-random", "--data-dir", str(root / "data"), "--device", "cpu"]
+    with running(args, root / "app.log", timeout=120) as url:
+        yield Client(url, verbose=False)
+
+
+def test_an_uploaded_audio_clip_finds_the_items_that_sound_like_it(media_app, tmp_path: Path) -> None:
+    client = media_app
+    clip = write_tone(tmp_path / "my-tune.ogg", 3.0, frequency=880.0)  # the tone of "cards"
+    recs = client.predict(image=None, title="", description="", k=3, audio=handle_file(str(clip)),
+                          api_name="/recommend_upload")
+    assert [r["rank"] for r in recs] == [1, 2, 3] and recs[0]["item_id"] == "cards"
+    assert all(set(r) == {"item_id", "title", "score", "rank"} for r in recs)
+    explained = client.predict(image=None, title="", description="", item_id="cards", method="fast",
+                               audio=handle_file(str(clip)), api_name="/explain_upload")
+    parts, segments = explained["score_parts"], explained["upload_audio_segments"]
+    assert segments and sum(s["attribution"] for s in segments) == pytest.approx(parts["audio"], abs=1e-4)
+    assert explained["score"] == pytest.approx(recs[0]["score"], abs=1e-4)
+    item = client.predict("cards", api_name="/item")
+    assert item["has_audio"] is True and item["has_video"] is False and item["collection"] == "Board Album"
+    # An old caller's four values still work on the same endpoint.
+    assert len(client.predict(None, "Chess Master", "board game", 2, api_name="/recommend_upload")) == 2
+    fake = tmp_path / "notes.ogg"
+    fake.write_text("hello, I am text")
+    message = _error_of(client, None, "", "", 3, handle_file(str(fake)), None, api_name="/recommend_upload")
+    assert "notes.ogg" in message and "could not be opened" in message and "Traceback" not in message
+

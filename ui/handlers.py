@@ -18,11 +18,11 @@ from recsys_core.errors import InvalidInputError, RecsysError, UnknownItemError
 from recsys_core.serving.explain import Explanation
 from recsys_core.service import Recommendation, RecommenderService
 from storage import FeedbackIn, ImpressionIn, Repository
-from ui import render
+from ui import media, render
 from ui.access import Access
 from ui.errors import WARNING_SECONDS, note_text, ui_event, user_errors
 from ui.gpu import gpu_task
-from ui.panels import shown_count, shown_values
+from ui.panels import cleared_media, shown_count, shown_values
 from ui.rate_limit import LabelRateLimit
 
 log = logging.getLogger(__name__)
@@ -68,11 +68,11 @@ def _file_path(value: Any) -> str | None:
 
 
 # -- GPU work (ZeroGPU) ----------------------------------------------------------------------------
-# The three service calls that run the encoders (and Captum) on a request. On a ZeroGPU Space they
-# run under spaces.GPU (see ui/gpu.py); elsewhere gpu_task is a no-op. ZeroGPU reserves the declared
-# seconds and checks them against the visitor's daily GPU quota, so they are upper bounds, not
-# estimates: one upload encoding or one explanation should need a small fraction of them on a GPU
-# (benchmarks/gpu_check.py measures it); the headroom covers a fresh worker's start (weights moved
+# The three service calls that run the encoders (and Captum) on a request; an upload's audio and video are
+# encoded inside them too. On a ZeroGPU Space they run under spaces.GPU (see ui/gpu.py); elsewhere gpu_task
+# is a no-op. ZeroGPU reserves the declared seconds and checks them against the visitor's daily GPU quota, so
+# they are upper bounds, not estimates: one upload encoding or one explanation should need a small fraction of
+# them on a GPU (benchmarks/gpu_check.py measures it); the headroom covers a fresh worker's start (weights moved
 # onto the GPU). "thorough" runs Integrated Gradients and Occlusion, hence more time.
 UPLOAD_GPU_S = 20
 EXPLAIN_GPU_S = {"fast": 20, "thorough": 45}
@@ -95,9 +95,10 @@ def _explain_gpu_seconds(*_args: Any, method: str = "fast", **_kwargs: Any) -> i
 # user_errors inside gpu_task: in a ZeroGPU worker only a gr.Error keeps its message on the way back.
 @gpu_task(UPLOAD_GPU_S)
 @user_errors
-def gpu_recommend_upload(service_key: int, *, image: str | None, title: str, description: str,
-                         k: int) -> list[Recommendation]:
-    return _SERVICES[service_key].recommend_for_upload(image=image, title=title, description=description, k=k)
+def gpu_recommend_upload(service_key: int, *, image: str | None, title: str, description: str, k: int,
+                         audio: str | None = None, video: str | None = None) -> list[Recommendation]:
+    return _SERVICES[service_key].recommend_for_upload(image=image, title=title, description=description, k=k,
+                                                       audio=audio, video=video)
 
 
 @gpu_task(_explain_gpu_seconds)
@@ -110,9 +111,9 @@ def gpu_explain(service_key: int, liked_ids: list[str], item_id: str, *, method:
 @gpu_task(_explain_gpu_seconds)
 @user_errors
 def gpu_explain_upload(service_key: int, *, image: str | None, title: str, description: str, item_id: str,
-                       method: str) -> Explanation:
+                       method: str, audio: str | None = None, video: str | None = None) -> Explanation:
     return _SERVICES[service_key].explain_upload(image=image, title=title, description=description,
-                                                 item_id=item_id, method=method)
+                                                 item_id=item_id, method=method, audio=audio, video=video)
 
 
 class Handlers:
@@ -183,10 +184,16 @@ class Handlers:
 
     @user_errors
     def api_recommend_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
-                             k: int = 10, request: gr.Request = None) -> list[dict]:
-        """Top-k catalog items similar to a new item given by an image and/or a title/description."""
+                             k: int = 10, request: gr.Request = None, audio: gr.FileData | None = None,
+                             video: gr.FileData | None = None) -> list[dict]:
+        """Top-k catalog items similar to a new item given by any of an image, a title/description, an ``audio``
+        clip (ogg, oga, opus, mp3, wav, flac) and a ``video`` (webm, ogv, mp4; its soundtrack counts as its
+        audio when no clip is given); each optional, at least one. Clips are bounded by the app's
+        --max-audio-seconds / --max-video-seconds and the upload size limit; a clip on a catalog without
+        audio or video is refused with the reason. Each result: {"item_id", "title", "score", "rank"}."""
         recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
-                                    description=description or "", k=int(k))
+                                    description=description or "", k=int(k), audio=_file_path(audio),
+                                    video=_file_path(video))
         self._record_impressions(recs, [], _session_key(request), "api")
         return [r.to_api() for r in recs]
 
@@ -203,9 +210,14 @@ class Handlers:
     def api_explain(self, liked_ids: list[str], item_id: str, method: str = "fast",
                     disliked_ids: list[str] | None = None) -> dict:
         """Why ``item_id`` is recommended for ``liked_ids`` (and optional ``disliked_ids``): token scores, a
-        region heatmap (rows x cols in [0, 1]), signed modality shares, the score's parts (text, image,
-        collaborative, item: they add up to the score), the model's mix, per-liked-item shares (disliked items
-        too, with what they took away). ``method``: "fast" or "thorough"."""
+        region heatmap (rows x cols in [0, 1]), signed modality shares, the score's parts ("score_parts": text,
+        image, audio, video, collaborative, item; they add up to "score"), the model's mix, per-liked-item
+        shares (disliked items too, with what they took away). Where the catalog has audio/video:
+        "audio_segments" [{"start_s", "end_s", "attribution"}], the item's ~2.3 s audio segments (they overlap
+        by half), whose attributions add up to score_parts["audio"], and "video_frames" [{"t_s",
+        "attribution", "heatmap"}], its keyframes, whose attributions add up to score_parts["video"] (the
+        keyframe that moved the score most has its regions as "heatmap", rows x cols in [0, 1]; the others
+        []); both [] for an item without them. ``method``: "fast" or "thorough" (more Shapley samples)."""
         return gpu_explain(self._gpu_key, _as_id_list(liked_ids, "liked_ids"), str(item_id), method=str(method),
                            disliked_ids=_as_id_list(disliked_ids, "disliked_ids")).to_api()
 
@@ -220,7 +232,8 @@ class Handlers:
     @user_errors
     def api_item(self, item_id: str) -> dict:
         """One item's metadata: {"item_id", "title", "description", "genres", "tags", "has_image",
-        "screenshots" (how many), "license", "attribution", "url"}."""
+        "screenshots" (how many), "license", "attribution", "url", "has_audio" (a track, or a clip's soundtrack),
+        "has_video", "collection" (album, game or series; "" for none)}."""
         return self.service.item(str(item_id)).to_api()
 
     @user_errors
@@ -232,11 +245,16 @@ class Handlers:
 
     @user_errors
     def api_explain_upload(self, image: gr.FileData | None = None, title: str = "", description: str = "",
-                           item_id: str = "", method: str = "fast") -> dict:
-        """Why catalog item ``item_id`` matched an upload (image and/or title/description, as for
-        /recommend_upload): the same fields as /explain, plus "query_heatmap" (the upload's matching regions)."""
+                           item_id: str = "", method: str = "fast", audio: gr.FileData | None = None,
+                           video: gr.FileData | None = None) -> dict:
+        """Why catalog item ``item_id`` matched an upload (any of image, title/description, ``audio``, ``video``,
+        as for /recommend_upload): the same fields as /explain, plus "query_heatmap" (the upload's matching
+        regions), "upload_audio_segments" (which seconds of the uploaded clip matched: [{"start_s", "end_s",
+        "attribution"}], adding up to score_parts["audio"]) and "upload_video_frames" (its keyframes, as
+        "video_frames")."""
         return gpu_explain_upload(self._gpu_key, image=_file_path(image), title=title or "",
-                                  description=description or "", item_id=str(item_id), method=str(method)).to_api()
+                                  description=description or "", item_id=str(item_id), method=str(method),
+                                  audio=_file_path(audio), video=_file_path(video)).to_api()
 
     # -- catalog picker ----------------------------------------------------------------------------
     # The picker shows one page of the items that match the search. Two states travel with it: ``view``
@@ -312,6 +330,14 @@ class Handlers:
             return gr.Gallery(value=None, visible=False)
         images = render.item_images(self.service.item(selected))
         return gr.Gallery(value=images or None, visible=bool(images), selected_index=None)
+
+    @ui_event(outputs=2)
+    def item_media(self, state: dict | None) -> tuple:
+        """The selected result's audio and video players; each hidden (and emptied) when nothing is selected (a new
+        result list) or the item has no such file."""
+        selected = (state or {}).get("selected")
+        item = self.service.item(selected) if selected and self.service.has_item(selected) else None
+        return media.players(item)
 
     def pick(self, shown_ids: list[str], liked: list[str] | None, evt: gr.SelectData) -> list[str]:
         """Clicking a catalog tile toggles it in the liked set (the UI event is :meth:`pick_and_mark`)."""
@@ -409,10 +435,8 @@ class Handlers:
         values[FEEDBACK_NOTE] = f"{saved} {done}"  # the same place from the end: the panel's note, then the status
         return (liked, disliked, self.mark_liked(shown_ids, liked), *values)
 
-    @ui_event()  # a toast only: the two tabs' explanations have different outputs
-    def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
-        """Explanation panel for the selected recommendation (catalog profile or upload), in the order of
-        ``ResultsPanel.explanation`` (:mod:`ui.panels`)."""
+    def _explained(self, state: dict | None, method: str, progress) -> Explanation:
+        """The service's explanation of the selected result (for the profile it was made for, or the upload)."""
         if not state or not state.get("selected"):
             raise InvalidInputError("select a recommendation first")
         item_id = state["selected"]
@@ -421,13 +445,31 @@ class Handlers:
             up = state["upload"]
             explanation = gpu_explain_upload(self._gpu_key, image=up.get("image"),
                                              title=up.get("title", ""), description=up.get("description", ""),
-                                             item_id=item_id, method=method)
+                                             item_id=item_id, method=method, audio=up.get("audio"),
+                                             video=up.get("video"))
         else:
             explanation = gpu_explain(self._gpu_key, list(state.get("liked") or []), item_id, method=method,
                                       disliked_ids=list(state.get("disliked") or []))
         progress(0.95, desc="Drawing")
+        return explanation
+
+    @ui_event()  # a toast only: the two tabs' explanations have different outputs
+    def explain_panel(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        """The whole "why" panel for the selected result from one explanation: :meth:`explain`'s values, then the
+        audio plot and keyframe strip (``ResultsPanel.explanation`` + ``ResultsPanel.media``)."""
+        explanation = self._explained(state, method, progress)
+        return self._explanation_values(state, explanation) + self._media_values(state, explanation)
+
+    @ui_event()  # a toast only: the two tabs' explanations have different outputs
+    def explain(self, state: dict | None, method: str, progress: gr.Progress = gr.Progress()) -> tuple:
+        """Explanation panel for the selected recommendation (catalog profile or upload), in the order of
+        ``ResultsPanel.explanation`` (:mod:`ui.panels`): the words, regions, parts, history and summary
+        (:meth:`explain_panel` adds the audio and video pictures)."""
+        return self._explanation_values(state, self._explained(state, method, progress))
+
+    def _explanation_values(self, state: dict, explanation: Explanation) -> tuple:
         catalog = self.service.catalog
-        item = catalog.get(item_id)
+        item = catalog.get(explanation.item_id)
         caption = render.heatmap_caption(explanation)
         outputs = (
             render.highlighted_text(explanation),
@@ -446,6 +488,43 @@ class Handlers:
                                           label=caption),)
         return outputs
 
+    def _media_values(self, state: dict, explanation: Explanation) -> tuple:
+        """The audio plot and keyframe strip of ``explanation`` (+ the upload's, on the Upload tab), each hidden
+        when there is nothing to draw (an item without audio or video, a catalog without them)."""
+        service = self.service
+        item = service.catalog.get(explanation.item_id)
+        limits = service.media_limits
+        hidden_plot, hidden_strip = cleared_media(False)
+        plot, strip = hidden_plot, hidden_strip
+        title = item.title
+        audio_part = render.printed_parts(explanation).get("audio", explanation.audio_score)  # as the summary says
+        if explanation.audio_segments and item.audio_source is not None:
+            samples = media.catalog_waveform(item.audio_source, limits=limits,
+                                             seconds=media.segments_end(explanation.audio_segments))
+            plot = gr.Image(value=media.audio_attribution_image(
+                samples, explanation.audio_segments, part=audio_part,
+                title=f"{title}: which seconds moved the score"), visible=True)
+        if explanation.video_frames and item.video is not None:
+            frames = media.catalog_keyframes(item.video, config=service.config.video, limits=limits)
+            strip = gr.Gallery(value=media.keyframe_strip(frames, explanation.video_frames), visible=True,
+                               selected_index=None)
+        if "upload" not in state:
+            return plot, strip
+        up = state["upload"]
+        up_plot, up_strip = hidden_plot, hidden_strip
+        sound = up.get("audio") or up.get("video")
+        if explanation.upload_audio_segments and sound:
+            samples = media.waveform(sound, limits=limits,
+                                     seconds=media.segments_end(explanation.upload_audio_segments))
+            up_plot = gr.Image(value=media.audio_attribution_image(
+                samples, explanation.upload_audio_segments, part=audio_part,
+                title=f"Your clip: which seconds matched {title}"), visible=True)
+        if explanation.upload_video_frames and up.get("video"):
+            frames = media.keyframes(up["video"], config=service.config.video, limits=limits)
+            up_strip = gr.Gallery(value=media.keyframe_strip(frames, explanation.upload_video_frames), visible=True,
+                                  selected_index=None)
+        return plot, strip, up_plot, up_strip
+
     def like(self, state: dict | None, liked: list[str] | None, disliked: list[str] | None,
              shown_ids: list[str] | None, k: float, diversity: float, request: gr.Request) -> tuple:
         return self.rate("like", state, liked, disliked, shown_ids, k, diversity, request)
@@ -456,11 +535,15 @@ class Handlers:
 
     @ui_event(outputs=UPLOAD_OUTPUTS, note=-1)
     def recommend_upload(self, image: str | None, title: str, description: str, k: float,
-                         request: gr.Request) -> tuple:
+                         request: gr.Request, audio: str | None = None, video: str | None = None) -> tuple:
+        """Find similar items: any of image, text, audio clip and video (a refusal is said in the status line)."""
+        audio, video = _file_path(audio), _file_path(video)
         recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
-                                    description=description or "", k=int(k))
+                                    description=description or "", k=int(k), audio=audio, video=video)
         self._record_impressions(recs, [], _session_key(request), "ui")
         state = {"results": [r.item_id for r in recs], "recs": {r.item_id: r for r in recs}, "selected": None,
-                 "upload": {"image": _file_path(image), "title": title or "", "description": description or ""}}
+                 "upload": {"image": _file_path(image), "title": title or "", "description": description or "",
+                            "audio": audio, "video": video}}
         return (*shown_values(recs, state, details="Select an item to see why it is similar.", upload=True),
                 f"{len(recs)} catalog items similar to your upload")
+

@@ -106,6 +106,33 @@ def _wire_rating(handlers: Handlers, panel, picker: CatalogPicker, profile: list
     panel.dislike.click(handlers.dislike, inputs, outputs, api_name=f"{panel.events}_dislike", **rating)
 
 
+def catalog_media(catalog) -> tuple[bool, bool]:
+    """(has audio, has video): whether any item has a track (or a clip's soundtrack) / a clip."""
+    return (any(i.audio_source is not None for i in catalog.items), any(i.video is not None for i in catalog.items))
+
+
+def upload_intro(has_audio: bool, has_video: bool) -> str:
+    """The Upload tab's first line: the kinds of upload this catalog can match (a video's soundtrack matches its
+    audio, so a video upload is offered wherever there is audio or video)."""
+    if not (has_audio or has_video):
+        return ("Give an image and/or a text for an item that is not in the catalog; "
+                "the studio finds the catalog items most like it.")
+    clips = "an audio clip, a video" if has_audio else "a video"
+    return (f"Give any of an image, a text, {clips} for an item that is not in the catalog (each optional: a clip "
+            "with or without a title and text); the studio finds the catalog items most like it.")
+
+
+def media_limits_note(limits) -> str:
+    from recsys_core.data.media import AUDIO_SUFFIXES, VIDEO_SUFFIXES
+
+    def formats(suffixes):
+        return ", ".join(s.lstrip(".") for s in suffixes)
+
+    return (f"<small>Audio: {formats(AUDIO_SUFFIXES)}, at most {limits.max_audio_seconds:g} s. "
+            f"Video: {formats(VIDEO_SUFFIXES)}, at most {limits.max_video_seconds:g} s (its soundtrack counts as "
+            f"its audio). Each file at most {limits.max_upload_bytes / 2**20:g} MiB.</small>")
+
+
 def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation Studio", labelling=None,
                admin=None) -> gr.Blocks:
     """The app. ``labelling`` / ``admin``: :class:`ui.labelling.LabellingHandlers` / :class:`ui.admin.AdminHandlers`
@@ -149,12 +176,21 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                                                   details="Select a recommendation to see details and rate it.")
 
             with gr.Tab("Upload a new item"):
-                gr.Markdown("Give an image and/or a text for an item that is not in the catalog; "
-                            "the studio finds the catalog items most like it.")
+                has_audio, has_video = catalog_media(catalog)
+                gr.Markdown(upload_intro(has_audio, has_video))
                 with gr.Row():
                     with gr.Column(scale=2):
                         # Its file reaches the handler unopened: the service says what is wrong with a bad one.
                         up_image = upload_image(label="Image (optional)", sources=["upload", "clipboard"], height=240)
+                        # Shown where the catalog has something for them to match (a video's soundtrack
+                        # matches the catalog's audio); the handler gets the paths, the service checks the files.
+                        with gr.Row():
+                            up_audio = gr.Audio(label="Audio clip (optional)", sources=["upload"], type="filepath",
+                                                visible=has_audio, elem_id="upload-audio")
+                            up_video = gr.Video(label="Video clip (optional)", sources=["upload"], include_audio=True,
+                                                visible=has_audio or has_video, height=200, elem_id="upload-video")
+                        if has_audio or has_video:
+                            gr.Markdown(media_limits_note(limits), elem_id="upload-media-limits")
                         # No max_length: the browser would cut longer text silently; the service refuses it
                         # with both numbers, and the fields say the limit.
                         text_limit = f"Title and description together: at most {limits.max_text_chars:,} characters."
@@ -201,7 +237,8 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                  concurrency_limit=8, concurrency_id="recommend", api_name="ui_recommend", **ui)
         rec_panel.wire(handlers, **ui)  # select, explain, explain again with another method
         _wire_rating(handlers, rec_panel, picker, [liked, disliked, k, diversity], status, **ui)
-        up_go.click(handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
+        upload_inputs = [up_image, up_title, up_description, up_k, up_audio, up_video]
+        up_go.click(handlers.recommend_upload, upload_inputs, [*up_panel.shown, up_status],
                     concurrency_limit=4, concurrency_id="upload", api_name="ui_upload", **ui)
         up_panel.wire(handlers, **ui)  # select, explain, explain again
         # One-click examples run what the tab's button runs, on what the example filled in.
@@ -210,8 +247,9 @@ def build_demo(handlers: Handlers, *, title: str = "Multimodal Recommendation St
                 handlers.recommend, [liked, k, diversity, disliked], [*rec_panel.shown, status],
                 concurrency_limit=8, concurrency_id="recommend", api_name="ui_example_recommend", **ui)
         if upload_examples is not None:
+            # What is on screen is what is searched: a clip already there goes with the example's image and text.
             upload_examples.load_input_event.then(
-                handlers.recommend_upload, [up_image, up_title, up_description, up_k], [*up_panel.shown, up_status],
+                handlers.recommend_upload, upload_inputs, [*up_panel.shown, up_status],
                 concurrency_limit=4, concurrency_id="upload", api_name="ui_example_upload_run", **ui)
         # While the catalog is prepared after launch, the header shows how far; the timer stops once ready.
         startup_timer, startup_tick = startup.poller(service, lambda: model_line(service), about_text)

@@ -39,10 +39,22 @@ def genres_text(genres: Sequence[str]) -> str:
     return ", ".join(genre_label(g) for g in genres)
 
 
+# Before the title of an item with a track or a clip (in DejaVu Sans, so they show without an emoji font).
+AUDIO_MARK, VIDEO_MARK = "\u266a", "\u25b6"
+
+
+def media_marks(has_audio: bool, has_video: bool) -> str:
+    """"♪ " / "▶ " / "♪▶ " for an item that has audio / a video / both ("" for neither)."""
+    marks = (AUDIO_MARK if has_audio else "") + (VIDEO_MARK if has_video else "")
+    return marks + " " if marks else ""
+
+
 def results_gallery(recs: Sequence[Recommendation]) -> list[tuple[str | None, str]]:
     """Result tiles captioned "rank · score · title": the caption is one line (ui/layout.py CSS) and a long
-    title is cut at its end, so rank and score stay readable on a phone."""
-    return [(str(r.image or NO_IMAGE), f"{r.rank} · {num(r.score)} · {r.title}") for r in recs]
+    title is cut at its end, so rank and score stay readable on a phone. Items with audio or video have their
+    marks (:func:`media_marks`) before the title: their players are in the details."""
+    return [(str(r.image or NO_IMAGE),
+             f"{r.rank} · {num(r.score)} · {media_marks(r.has_audio, r.has_video)}{r.title}") for r in recs]
 
 
 def item_images(item: Item) -> list[tuple[str, str]]:
@@ -54,23 +66,21 @@ def item_images(item: Item) -> list[tuple[str, str]]:
 OTHER_PART = "item ID & bias"  # what a fine-tuned (fusion) score has besides text and image
 COLLAB_PART = "collaborative"  # the hybrid's item-item part (what people who liked your items also liked)
 # A part whose every value rounds to 0 at the table's precision is left out: the zero-shot model shows text
-# and image only, the hybrid adds its collaborative part, the fusion model its ID & bias part.
+# and image only (and audio and video on a catalog with them), the hybrid adds its collaborative part, the
+# fusion model its ID & bias part.
 _SHOWN = 5e-5
+#: The parts besides text and image, in the order of the score's equation.
+EXTRA_PARTS = ("audio", "video", COLLAB_PART, OTHER_PART)
 
 
 def result_parts(recs: Sequence[Recommendation]) -> list[str]:
     """The parts the scores of ``recs`` have besides text and image, in the order they are shown."""
-    extra = []
-    if any(abs(r.collaborative_score) >= _SHOWN for r in recs):
-        extra.append(COLLAB_PART)
-    if any(abs(r.other_score) >= _SHOWN for r in recs):
-        extra.append(OTHER_PART)
-    return extra
+    return [part for part in EXTRA_PARTS if any(abs(_part_values(r)[part]) >= _SHOWN for r in recs)]
 
 
 def _part_values(r: Recommendation) -> dict[str, float]:
-    return {"text": r.text_score, "image": r.image_score, COLLAB_PART: r.collaborative_score,
-            OTHER_PART: r.other_score}
+    return {"text": r.text_score, "image": r.image_score, "audio": r.audio_score, "video": r.video_score,
+            COLLAB_PART: r.collaborative_score, OTHER_PART: r.other_score}
 
 
 def results_headers(recs: Sequence[Recommendation]) -> list[str]:
@@ -152,22 +162,35 @@ def printed_terms(score: float, values: Sequence[float], digits: int = 3) -> lis
     return [v + 0.0 for v in rounded]  # + 0.0: no "-0.000"
 
 
-def score_parts(score: float, text: float, image: float, collaborative: float = 0.0) -> list[tuple[str, float]]:
-    """The named parts of a score: text and image always; the collaborative part and the ID & bias part (the
-    rest) when they are not 0 at the printed precision."""
+def score_parts(score: float, text: float, image: float, collaborative: float = 0.0, audio: float = 0.0,
+                video: float = 0.0) -> list[tuple[str, float]]:
+    """The named parts of a score: text and image always; audio, video, the collaborative part and the ID & bias
+    part (the rest) when they are not 0 at the printed precision."""
     parts = [("text", text), ("image", image)]
-    if round(collaborative, 3) != 0:
-        parts.append((COLLAB_PART, collaborative))
-    other = score - text - image - collaborative
+    for name, value in (("audio", audio), ("video", video), (COLLAB_PART, collaborative)):
+        if round(value, 3) != 0:
+            parts.append((name, value))
+    other = score - text - image - audio - video - collaborative
     if round(other, 3) != 0:
         parts.append((OTHER_PART, other))
     return parts
 
 
-def score_equation(score: float, text: float, image: float, collaborative: float = 0.0) -> str:
-    """"score = text t + image i [+ collaborative c] [+ item ID & bias b]": the terms add up to the score as
-    printed (:func:`printed_terms`); a collaborative or ID/bias term is shown whenever it is not 0."""
-    parts = score_parts(score, text, image, collaborative)
+def printed_parts(explanation) -> dict[str, float]:
+    """The explanation's score parts as its equation prints them (:func:`score_equation`): what every other
+    place that names a part prints too (the audio plot, the keyframe lines), so one part never shows as
+    0.699 in one place and 0.700 in another."""
+    e = explanation
+    parts = score_parts(e.score, e.text_score, e.image_score, e.collaborative_score, e.audio_score, e.video_score)
+    return dict(zip([name for name, _ in parts], printed_terms(e.score, [v for _, v in parts])))
+
+
+def score_equation(score: float, text: float, image: float, collaborative: float = 0.0, audio: float = 0.0,
+                   video: float = 0.0) -> str:
+    """"score = text t + image i [+ audio a] [+ video v] [+ collaborative c] [+ item ID & bias b]": the terms add
+    up to the score as printed (:func:`printed_terms`); a term besides text and image is shown whenever it is
+    not 0."""
+    parts = score_parts(score, text, image, collaborative, audio, video)
     terms = printed_terms(score, [v for _, v in parts])
     return f"**{num(score)}** = " + " + ".join(f"{name} {num(v)}" for (name, _), v in zip(parts, terms))
 
@@ -187,11 +210,14 @@ def item_details(item: Item, rec: Recommendation | None = None) -> str:
     lines = [f"### {esc(item.title)}"]
     if rec is not None:
         lines.append(f"**Rank {rec.rank}** · score " + score_equation(rec.score, rec.text_score, rec.image_score,
-                                                                        rec.collaborative_score))
+                                                                        rec.collaborative_score, rec.audio_score,
+                                                                        rec.video_score))
         if rec.score_rank is not None and rec.diversity_gain is not None:
             lines.append(f"Diversity re-ranking: rank {rec.score_rank} by score alone · relevance score "
                          f"{num(rec.score)} · diversity gain {num(rec.diversity_gain)} (1 \u2212 its highest "
                          "similarity to the results above it)")
+    if item.collection:
+        lines.append("**Collection:** " + esc(item.collection))
     if item.genres:
         lines.append("**Genres:** " + esc(genres_text(item.genres)))
     if item.tags:
@@ -207,12 +233,29 @@ def item_details(item: Item, rec: Recommendation | None = None) -> str:
         credit.append(esc(item.attribution))
     if item.extra_images:
         credit.append(f"{len(item.extra_images)} screenshot(s)")
+    media = media_note(item)
+    if media:
+        credit.append(media)
     if item.url and item.url.startswith(("http://", "https://")):
         credit.append(f'<a href="{esc(item.url)}" target="_blank" rel="noopener">home page</a>')
     if credit:
         lines.append("<small>" + " · ".join(credit) + "</small>")
     lines.append(f"<small>item id: <code>{esc(item.item_id)}</code></small>")
     return "\n\n".join(lines)
+
+
+def media_note(item: Item) -> str:
+    """"audio and a video clip (players below)" for the details' credit line ("" without media)."""
+    kinds = []
+    if item.audio is not None:
+        kinds.append("audio")
+    elif item.audio_source is not None:
+        kinds.append("a soundtrack")
+    if item.video is not None:
+        kinds.append("a video clip")
+    if not kinds:
+        return ""
+    return " and ".join(kinds).capitalize() + " (players below)"
 
 
 def catalog_summary(catalog: Catalog, model_version: str, device: str) -> str:
@@ -314,9 +357,11 @@ def modality_frame(explanation):
     """The signed parts of the score (score units, adding up to it), for a sign-coloured bar chart; the
     collaborative part (the hybrid) and the ID & bias part (fusion models) get their bars when not 0."""
     e = explanation
-    parts = score_parts(e.score, e.text_score, e.image_score, e.collaborative_score)
+    parts = score_parts(e.score, e.text_score, e.image_score, e.collaborative_score, e.audio_score, e.video_score)
     if is_hybrid(e) and COLLAB_PART not in dict(parts):  # a hybrid always shows its collaborative bar
-        parts.insert(2, (COLLAB_PART, e.collaborative_score))
+        names = [name for name, _ in parts]
+        where = names.index(OTHER_PART) if OTHER_PART in names else len(parts)  # before the ID & bias part
+        parts.insert(where, (COLLAB_PART, e.collaborative_score))
     return signed_bars([name for name, _ in parts], [value for _, value in parts], "part", "score part")
 
 
@@ -371,7 +416,7 @@ def history_frame(explanation, catalog: Catalog):
 
 PRIOR_ROW = "(no liked item: the item's own prior)"
 #: The order the parts chart draws its bars in: the equation's (Vega would sort them A-Z).
-PART_ORDER = ["text", "image", COLLAB_PART, OTHER_PART]
+PART_ORDER = ["text", "image", *EXTRA_PARTS]
 
 
 def history_table(explanation, catalog: Catalog):
@@ -421,11 +466,13 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
     share = ", ".join(f"{k} {num(v, '.0%')}" for k, v in e.modality_share.items())
     of = " + ".join(f"|{k}|" for k in e.modality_share)
     lines = [
-        "Score " + score_equation(e.score, e.text_score, e.image_score, e.collaborative_score)
+        "Score " + score_equation(e.score, e.text_score, e.image_score, e.collaborative_score, e.audio_score,
+                                  e.video_score)
         + f" (signed shares of {of}: {share}).",
     ]
     if hybrid:
-        lines.append(f"Model mix: **{mix_text(e)}**. Text and image are the content side (pretrained encoders); "
+        content = " and ".join(k for k in e.modality_share if k != "collaborative").capitalize()
+        lines.append(f"Model mix: **{mix_text(e)}**. {content} are the content side (pretrained encoders); "
                      "the collaborative part comes from item-item weights learned from interactions (what people "
                      "who liked your items also liked), plus a prior for items nobody interacted with.")
     lines += [
@@ -448,6 +495,7 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
                          "that lowered it.")
         if float(e.image_heatmap.max()) == 0.0:
             lines.append(f"No image region on its own {e.image_direction} the score.")
+    lines += media_summary(e, printed_parts(e))
     liked = [h for h in e.history if not h.disliked]
     if liked:
         best = max(liked, key=lambda h: h.contribution)
@@ -463,6 +511,43 @@ def explanation_summary(explanation, catalog: Catalog) -> str:
         took = ", ".join(f"**{esc(catalog.get(h.item_id).title)}** {num(h.contribution)}" for h in disliked)
         lines.append(f"Your dislikes moved it by: {took} (a dislike pushes its look-alikes down).")
     return "\n\n".join(lines)
+
+
+def _span(segment) -> str:
+    return f"{segment.start_s:.1f}\u2013{segment.end_s:.1f} s"
+
+
+def _strongest(steps):
+    return max(steps, key=lambda step: abs(step.attribution))
+
+
+def media_summary(explanation, printed: dict[str, float] | None = None) -> list[str]:
+    """Lines on the audio segments and video keyframes behind the audio and video parts (none without them).
+    ``printed``: the parts as the equation prints them (:func:`printed_parts`)."""
+    e = explanation
+    printed = printed if printed is not None else printed_parts(e)
+    lines = []
+    if e.audio_segments:
+        top = _strongest(e.audio_segments)
+        lines.append(f"Audio part {num(printed.get('audio', e.audio_score))}, split over {len(e.audio_segments)} "
+                     f"segment(s) of the item's track: {_span(top)} moved it most ({num(top.attribution, '+.3f')}).")
+    if e.upload_audio_segments:
+        top = _strongest(e.upload_audio_segments)
+        lines.append(f"Of your clip's sound, {_span(top)} moved it most ({num(top.attribution, '+.3f')}; "
+                     f"{len(e.upload_audio_segments)} segment(s) adding up to the audio part).")
+    if e.video_frames:
+        top = _strongest(e.video_frames)
+        lines.append(f"Video part {num(printed.get('video', e.video_score))}, split over {len(e.video_frames)} "
+                     f"keyframe(s): the one at {top.t_s:.1f} s moved it most ({num(top.attribution, '+.3f')}); the "
+                     "strip shows its regions.")
+    if e.upload_video_frames:
+        top = _strongest(e.upload_video_frames)
+        lines.append(f"Of your clip's keyframes, the one at {top.t_s:.1f} s moved it most "
+                     f"({num(top.attribution, '+.3f')}).")
+    if lines:
+        lines.append("Segments and keyframes: Shapley values over which of them are kept, so each set adds up to "
+                     f"its part (sampling noise {e.steps_delta:.2g}).")
+    return lines
 
 
 def model_note(service) -> str:
@@ -481,5 +566,15 @@ def model_note(service) -> str:
                 "regions and whole-item summaries with attention; a user tower attends over your liked items; "
                 f"score = scaled cosine + item bias. Encoders: {encoders}. The text/image parts of a score are "
                 "exact two-player Shapley values; the rest is the item's ID and bias part.")
-    return ("Scores are `text weight × cosine(text) + image weight × cosine(image)` between your profile "
-            f"(the mean of the liked items) and each item, using pretrained encoders ({encoders}).")
+    modalities = tuple(getattr(service.zeroshot_model, "modalities", ("text", "image")))
+    terms = " + ".join(f"{m} weight × cosine({m})" for m in modalities)
+    note = (f"Scores are `{terms}` between your profile (the mean of the liked items) and each item, using "
+            f"pretrained encoders ({encoders}")
+    if "audio" in modalities:
+        note += f", audio: `{esc(service.config.audio.model)}` over ~2.3 s segments"
+    if "video" in modalities:
+        note += ", video: keyframes through the image encoder"
+    note += ")."
+    if len(modalities) > 2:
+        note += " An item without a track or a clip scores on the modalities it has (its audio or video part is 0)."
+    return note

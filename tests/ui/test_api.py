@@ -39,7 +39,8 @@ def test_item_gives_metadata_without_server_paths(handlers, tiny_catalog_dir: Pa
     item = handlers.api_item("chess")
     assert item == {"item_id": "chess", "title": "Chess Master", "description": "board game chess strategy",
                     "genres": ["BoardGame", "StrategyGame"], "tags": [], "has_image": True, "screenshots": 0,
-                    "license": "CC0-1.0", "attribution": "test fixture", "url": ""}
+                    "license": "CC0-1.0", "attribution": "test fixture", "url": "", "has_audio": False,
+                    "has_video": False, "collection": ""}
     assert str(tiny_catalog_dir) not in str(item)
     assert handlers.api_item("noimage")["has_image"] is False
     with pytest.raises(gr.Error) as info:

@@ -19,8 +19,16 @@ def test_the_two_tabs_get_the_same_block_but_for_rating_and_the_upload_heatmap()
     assert rec.events == "ui" and up.events == "ui_upload"
     assert [type(c) for c in rec.shown[:5]] == [type(c) for c in up.shown[:5]] == [gr.Gallery, gr.Dataframe,
                                                                                     gr.BarPlot, gr.State, gr.Markdown]
-    assert rec.shown[5:] == rec.explanation + [rec.feedback_note] and up.shown[5:] == up.explanation
+    assert rec.shown[5:] == rec.explanation + rec.media + [rec.feedback_note]
+    assert up.shown[5:] == up.explanation + up.media
     assert [type(c) for c in up.explanation] == [type(c) for c in rec.explanation] + [gr.AnnotatedImage]
+    # the audio plot and keyframe strip; the Upload tab has its clip's two as well
+    assert [type(c) for c in rec.media] == [gr.Image, gr.Gallery]
+    assert [type(c) for c in up.media] == [gr.Image, gr.Gallery] * 2
+    assert not any(c.visible for c in rec.media + up.media)  # until an explanation has audio or video
+    for panel in (rec, up):  # players of the selected item, hidden until one with media is selected
+        assert isinstance(panel.audio, gr.Audio) and isinstance(panel.video, gr.Video)
+        assert not panel.audio.visible and not panel.video.visible and not panel.audio.interactive
     assert rec.like is not None and rec.dislike is not None and up.like is None and up.feedback_note is None
     assert rec.gallery.elem_id == "results-gallery" and up.gallery.elem_id is None
     assert rec.details.value == "pick one" and up.details.value is None
@@ -33,14 +41,16 @@ def test_the_handlers_fill_the_panel_outputs_the_layout_wires(tiny_service) -> N
     outputs = {fn.api_name: len(fn.outputs) for fn in demo.fns.values() if fn.api_name}
     recommended = handlers.recommend(["noimage", "chess"], 3, request)
     uploaded = handlers.recommend_upload(None, "Chess Master", "board game", 3, request)
-    # the panel's results (4), details, explanation (6; 7 on the Upload tab), the feedback note (Recommend tab
-    # only), the status line
-    assert len(recommended) == outputs["ui_recommend"] == 13
-    assert len(uploaded) == outputs["ui_upload"] == 13
+    # the panel's results (4), details, explanation (6; 7 on the Upload tab), its audio plot and keyframe strip
+    # (2; 4 on the Upload tab), the feedback note (Recommend tab only), the status line
+    assert len(recommended) == outputs["ui_recommend"] == 15
+    assert len(uploaded) == outputs["ui_upload"] == 17
     state = dict(uploaded[3], selected=uploaded[3]["results"][0])
-    explained = handlers.explain(state, "fast", progress=lambda *a, **k: None)
-    assert len(explained) == outputs["ui_upload_explain"] == 7
-    assert outputs["ui_explain"] == outputs["ui_explain_method"] == 6
+    assert len(handlers.explain(state, "fast", progress=lambda *a, **k: None)) == 7
+    explained = handlers.explain_panel(state, "fast", progress=lambda *a, **k: None)
+    assert len(explained) == outputs["ui_upload_explain"] == 7 + 4
+    assert outputs["ui_explain"] == outputs["ui_explain_method"] == 6 + 2
+    assert outputs["ui_players"] == outputs["ui_upload_players"] == 2
     # Like/Dislike: the liked and disliked items, the catalog tiles, then what Recommend fills
     rated = handlers.like(dict(recommended[3], selected=recommended[3]["results"][0]), ["noimage", "chess"], [],
                           [], 3, 0.0, request)
