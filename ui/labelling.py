@@ -16,7 +16,7 @@ import gradio as gr
 from recsys_core.errors import InvalidInputError
 from storage import InvalidTaskError, Repository, TaskOut
 from studio.campaigns import campaign_guidelines, campaign_scale
-from ui import render
+from ui import media, render
 from ui.access import Access, AccessDenied
 from ui.errors import ui_event, user_errors
 from ui.rate_limit import LabelRateLimit
@@ -154,7 +154,9 @@ class LabellingHandlers:
                     gr.update(choices=choices, value=None), {}, self._progress(campaign, username))
         items = [self.service.item(i) for i in task.context_ids if self.service.has_item(i)]
         target = self.service.item(task.item_id)
-        profile = render.catalog_gallery(items)  # (image, title): the titles are the tiles' captions
+        # (image, title): the titles are the tiles' captions, marked for the items that can be played.
+        profile = [(image, render.media_marks(item.audio_source is not None, item.video is not None) + title)
+                   for (image, title), item in zip(render.catalog_gallery(items), items)]
         card = (f"### {render.esc(target.title)}\n{render.esc(cut_at_word(target.description))}\n\n"
                 f"*Genres:* {render.esc(render.genres_text(target.genres) or '—')}")
         previous = None
@@ -163,7 +165,8 @@ class LabellingHandlers:
             previous = grade if scale == "graded" else label
             card = ("> You re-opened this answer: choose again and submit, and your new answer replaces it "
                     "(the earlier one stays in the history). **S** keeps it as it was.\n\n" + card)
-        state = {"task_id": task.task_id, "campaign": campaign, "scale": scale, "request_id": uuid.uuid4().hex}
+        state = {"task_id": task.task_id, "campaign": campaign, "scale": scale, "request_id": uuid.uuid4().hex,
+                 "item_id": task.item_id, "profile": [i.item_id for i in items]}  # the tiles' order
         image = str(target.image) if target.image is not None else str(render.NO_IMAGE)
         return (profile, image, card, gr.update(choices=choices, value=previous), state,
                 self._progress(campaign, username))
@@ -217,6 +220,35 @@ class LabellingHandlers:
             return self._next_task(campaign, request) + ("Nothing to undo: you have not answered a task here yet.",)
         return self._show(campaign, caller.username, task) + ("Undone: your last answer is open again.",)
 
+    # -- players -----------------------------------------------------------------------------------
+    @ui_event(outputs=5)
+    def task_media(self, state: dict | None) -> tuple:
+        """A new task on screen (its state changed): the item's players, the profile's players emptied, and a hint
+        when profile items can be played. Everything hidden that has nothing to play."""
+        state = state or {}
+        target = self._item(state.get("item_id"))
+        playable = [i for i in map(self._item, state.get("profile") or ()) if i is not None and _has_media(i)]
+        hint = (f"{render.AUDIO_MARK}/{render.VIDEO_MARK} {len(playable)} profile item(s) can be played: click one "
+                "to hear or watch it before you judge." if playable else "")
+        return (*media.players(target), *media.players(None), hint)
+
+    @ui_event(outputs=3, note=2)
+    def play_profile_item(self, state: dict | None, evt: gr.SelectData) -> tuple:
+        """A click on a profile tile: its players (hidden when it has no media) and which item they play."""
+        ids = (state or {}).get("profile") or []
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if index is None or not 0 <= int(index) < len(ids):
+            return (*media.players(None), "")
+        item = self._item(ids[int(index)])
+        if item is None:
+            return (*media.players(None), "")
+        if not _has_media(item):
+            return (*media.players(None), f"*{render.esc(item.title)}* has no audio or video.")
+        return (*media.players(item), f"Playing profile item **{render.esc(item.title)}**.")
+
+    def _item(self, item_id: str | None):
+        return self.service.item(item_id) if item_id and self.service.has_item(item_id) else None
+
     # -- API (any logged-in user) ------------------------------------------------------------------
     @user_errors
     def api_next(self, campaign: str, request: gr.Request = None) -> dict:
@@ -268,6 +300,10 @@ class LabellingHandlers:
         return rows
 
 
+def _has_media(item) -> bool:
+    return item.audio is not None or item.video is not None
+
+
 def _task_dict(task: TaskOut, scale: str) -> dict:
     return {"task_id": task.task_id, "context_ids": list(task.context_ids), "item_id": task.item_id, "scale": scale}
 
@@ -295,8 +331,19 @@ def build_labelling_tab(handlers: LabellingHandlers) -> None:
             with gr.Column(scale=3):
                 profile = gr.Gallery(label="Profile: this person likes", columns=4, height=260, allow_preview=False,
                                      object_fit="contain", show_label=True, elem_id="label-profile")
+                # One pair of players for the profile: a click on a tile loads that item into them.
+                profile_hint = gr.Markdown(elem_id="label-profile-hint")
+                with gr.Row():
+                    profile_audio = gr.Audio(label="Profile item: listen", type="filepath", interactive=False,
+                                             visible=False, elem_id="label-profile-audio")
+                    profile_video = gr.Video(label="Profile item: watch", interactive=False, visible=False,
+                                             height=200, elem_id="label-profile-video")
             with gr.Column(scale=2):
                 target_image = gr.Image(label="Item to judge", height=260, interactive=False)
+                target_audio = gr.Audio(label="Item to judge: listen", type="filepath", interactive=False,
+                                        visible=False, elem_id="label-item-audio")
+                target_video = gr.Video(label="Item to judge: watch", interactive=False, visible=False, height=200,
+                                        elem_id="label-item-video")
         target_card = gr.Markdown(elem_id="label-card")
         answer = gr.Radio(GRADES, label="How relevant is the item to this profile?", elem_id="label-answer")
         with gr.Row():
@@ -319,6 +366,11 @@ def build_labelling_tab(handlers: LabellingHandlers) -> None:
     skip.click(handlers.skip, [state], outputs + [note], api_name="ui_label_skip", **label_queue, **ui)
     undo.click(handlers.undo, [campaign], outputs + [note], api_name="ui_label_undo", **label_queue, **ui)
     refresh_mine.click(handlers.my_labels, None, [mine], api_name="ui_label_mine", **ui)
+    # Every way to a new task (get, submit, skip, undo) sets the state: the players follow it.
+    players = [target_audio, target_video, profile_audio, profile_video, profile_hint]
+    state.change(handlers.task_media, [state], players, api_name="ui_label_players", show_progress="hidden", **ui)
+    profile.select(handlers.play_profile_item, [state], [profile_audio, profile_video, profile_hint],
+                   api_name="ui_label_play_profile", show_progress="hidden", **ui)
 
 
 def register_labelling_api(handlers: LabellingHandlers) -> None:

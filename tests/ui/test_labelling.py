@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 import pytest
 
 from recsys_core.labels.aggregation import aggregate
 from tests.studio_app import refusal, req, studio_app
+from tests.ui.media_catalog import AUDIO_ITEMS
+from ui import render
 from ui.labelling import ALL_DONE, KEYS_JS, NO_CAMPAIGN, cut_at_word, progress_bar
 
 PROFILE, IMAGE, CARD, ANSWER, STATE, PROGRESS, NOTE = range(7)
@@ -133,3 +137,39 @@ def test_progress_bar_is_answered_out_of_assigned() -> None:
     html = progress_bar("ann<1>", "c", {"answered": 3, "open": 1, "skipped": 2, "remaining": 6})
     assert 'aria-valuenow="3"' in html and 'aria-valuemax="10"' in html and "width:30.0%" in html
     assert "3 of 10 answered · 2 skipped" in html and "ann&lt;1&gt;" in html
+
+
+def test_an_annotator_can_play_the_item_and_the_profile_before_judging(media_service, tmp_path) -> None:
+    """On a catalog with audio and video (tests/ui/media_catalog.py): the task's item has players, and a click on a
+    profile tile plays that item; players are hidden for what has nothing to play."""
+    app = studio_app(media_service, tmp_path)
+    app.admin.create_campaign("m", 2, 2, 0, 0, 1, "graded", req("boss"), "")
+    seen = {"item player": 0, "profile player": 0}
+    for _ in range(8):  # every task of the campaign (4): profiles and items drawn from the whole catalog
+        view = app.label.next_task("m", req("ann1"))
+        state = view[4]
+        if not state:
+            break
+        target_audio, target_video, profile_audio, profile_video, hint = app.label.task_media(state)
+        item = media_service.item(state["item_id"])
+        assert target_audio.visible == (item.audio is not None) and target_video.visible == (item.video is not None)
+        seen["item player"] += target_audio.visible or target_video.visible
+        assert not profile_audio.visible and not profile_video.visible  # until a tile is clicked
+        assert state["profile"] and all(media_service.has_item(i) for i in state["profile"])
+        captions = [caption for _, caption in view[PROFILE]]  # tiles in the order of state["profile"]
+        for caption, item_id in zip(captions, state["profile"]):
+            assert caption.endswith(media_service.item(item_id).title)
+            assert caption.startswith(render.AUDIO_MARK) == (media_service.item(item_id).audio_source is not None)
+        playable = [i for i in state["profile"] if i in AUDIO_ITEMS or media_service.item(i).video is not None]
+        assert bool(hint) == bool(playable)
+        for index, item_id in enumerate(state["profile"]):
+            audio, video, note = app.label.play_profile_item(state, SimpleNamespace(index=index))
+            profile_item = media_service.item(item_id)
+            assert audio.visible == (profile_item.audio is not None)
+            assert video.visible == (profile_item.video is not None)
+            assert render.esc(profile_item.title) in note
+            seen["profile player"] += audio.visible or video.visible
+        app.label.answer(state, 2, req("ann1"))
+    assert all(seen.values()), seen  # the catalog is mostly media: both kinds of player were shown
+    audio, video, note = app.label.play_profile_item({}, SimpleNamespace(index=3))  # no task: nothing to play
+    assert not audio.visible and not video.visible and note == ""
