@@ -237,7 +237,7 @@ def media_faithfulness(args) -> dict:
         recs = [r for r in service.recommend(liked, 20) if r.item_id in set(has)][:5]
         if recs:
             pairs.append((liked, recs[rng.randrange(len(recs))].item_id))
-    top_drops, random_drops, seconds, steps_count, deltas = [], [], [], [], []
+    top_drops, random_drops, seconds, steps_count, deltas, positive = [], [], [], [], [], []
     for liked, item_id in tqdm(pairs, desc=f"{name}: explain + delete", unit="pair"):
         explanation = service.explain(liked, item_id, "fast")
         seconds.append(explanation.seconds)
@@ -257,8 +257,11 @@ def media_faithfulness(args) -> dict:
         random_drops.append(statistics.fmean(base - delete_steps(fn, count, rng.sample(range(count), m))
                                              for _ in range(args.random_draws)))
         steps_count.append(count)
+        positive.append(values.sum() > 0)  # the modality raised this item's score: "why was it recommended"
     upload_seconds = _upload_timing(service, catalog, has, args) if name == "audio" and args.n_upload else []
     mean_random = statistics.fmean(random_drops) if random_drops else 0.0
+    pos_top = [d for d, p in zip(top_drops, positive) if p]
+    pos_random = [d for d, p in zip(random_drops, positive) if p]
     return {
         "catalog": catalog.name,
         "modality": name,
@@ -267,6 +270,10 @@ def media_faithfulness(args) -> dict:
         "deletion_ratio": round(statistics.fmean(top_drops) / mean_random, 3) if mean_random else None,
         "drop_top_mean": round(statistics.fmean(top_drops), 5),
         "drop_random_mean": round(mean_random, 5),
+        # The same over the pairs whose modality part is positive (the modality helped recommend the item).
+        "deletion_ratio_positive_part": round(statistics.fmean(pos_top) / statistics.fmean(pos_random), 3)
+        if pos_random and statistics.fmean(pos_random) else None,
+        "n_positive_part": len(pos_top),
         "steps_median": statistics.median(steps_count),
         "p50_seconds_fast": round(statistics.median(seconds), 4),
         "p95_seconds_fast": round(float(np.percentile(seconds, 95)), 4),
