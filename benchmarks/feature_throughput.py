@@ -1,6 +1,7 @@
-"""Feature-extraction throughput (items/s) of the text and image encoders over a whole catalog, in-process.
+"""Feature-extraction throughput (items/s) of the text, image, audio and video encoders over a whole catalog, in-process.
 
     .venv/bin/python benchmarks/feature_throughput.py --json features.json
+    .venv/bin/python benchmarks/feature_throughput.py --catalog media --json throughput-media.json
     .venv/bin/python benchmarks/feature_throughput.py --text-encoder tiny-random --image-encoder tiny-random --repeats 1
 
 Loads the catalog and the encoders (timed), warms each encoder up with one batch, then runs the app's own
@@ -8,6 +9,15 @@ Loads the catalog and the encoders (timed), warms each encoder up with one batch
 (``FeatureCache(None)``) ``--repeats`` times and reports the median rate (distinct texts / image files
 encoded per second; duplicates are encoded once, as in the app). Image timings include hashing,
 reading and decoding the files, as in the app.
+
+A catalog with audio (items' own audio, else their video's soundtrack) or video (e.g. ``--catalog media``)
+also gets ``audio`` / ``video``: the app's ``extract_sequence_features`` over the catalog's audio sources /
+clips, the same way (empty in-memory cache, one untimed warm-up file, median of ``--repeats``), timed with
+hashing, decoding (PyAV, resampling to 44.1 kHz; keyframe seeking) and encoding. ``items_per_s`` counts
+distinct files encoded, ``audio_s_per_wall_s`` / ``video_s_per_wall_s`` the seconds of media they hold
+(what the encoder read: at most ``AudioEncoderConfig.max_seconds`` of a track; a clip's duration) per
+second of wall time. Both are null when the catalog has none. The video encoder is the image encoder on
+keyframes, so its figures depend on ``--image-encoder``.
 """
 
 from __future__ import annotations
@@ -34,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="benchmarks/feature_throughput.py",
-        description="Text and image feature-extraction throughput over a catalog, cold cache, in-process.",
+        description="Text, image, audio and video feature-extraction throughput over a catalog, cold cache, in-process.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_app_args(p)
@@ -45,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-regions", dest="keep_regions", action="store_false",
                    default=ServiceConfig.cache_feature_maps,
                    help="do not keep the image feature maps (the app keeps them by default)")
+    p.add_argument("--audio-encoder", default="aisfx", choices=("aisfx", "tiny-random"),
+                   help="audio encoder for a catalog with audio (tiny-random for a smoke test)")
     add_common_args(p)
     return p
 
@@ -157,8 +169,90 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "machine": machine_facts(args),
     }
+    result.update(media_throughput(args, catalog, device, image_encoder))
     emit(result, args.json)
     return 0
+
+
+def media_throughput(args: argparse.Namespace, catalog, device, image_encoder) -> dict:
+    """``audio`` and ``video`` throughput (None where the catalog has none); see the module docstring."""
+    from recsys_core.config import AudioEncoderConfig, VideoEncoderConfig
+    from recsys_core.data.media import MediaLimits
+    from recsys_core.encoders.build import build_audio_encoder, build_video_encoder
+    from recsys_core.encoders.features import FeatureCache, extract_sequence_features
+
+    limits = MediaLimits()
+    out: dict = {"audio": None, "video": None}
+    audio_sources = [item.audio_source for item in catalog.items]
+    videos = [item.video for item in catalog.items]
+    if any(p is not None for p in audio_sources):
+        t0 = time.perf_counter()
+        encoder = build_audio_encoder(AudioEncoderConfig(model=args.audio_encoder), device)
+        load_s = time.perf_counter() - t0
+        seconds_read: dict[Path, float] = {}
+
+        def read_audio(path: Path):
+            clip = encoder.decode(path, limits=limits)
+            seconds_read[path] = min(len(clip.samples) / clip.sample_rate, encoder.config.max_seconds)
+            return encoder.encode(clip.samples, clip.sample_rate)
+
+        out["audio"] = time_sequence(args, "audio", audio_sources, read_audio, encoder.dim, seconds_read,
+                                     extract_sequence_features, FeatureCache)
+        out["audio"].update({"encoder": args.audio_encoder, "load_s": round(load_s, 3),
+                             "hop_s": round(encoder.hop_frames * 1024 / 44100, 3), "dim": encoder.dim,
+                             "with_own_audio": sum(item.audio is not None for item in catalog.items),
+                             "from_video_soundtrack": sum(item.audio is None and item.audio_source is not None
+                                                          for item in catalog.items)})
+    if any(p is not None for p in videos):
+        video_encoder = build_video_encoder(VideoEncoderConfig(), image_encoder)
+        seconds_read = {}
+        frame_counts: dict[Path, int] = {}
+
+        def read_video(path: Path):
+            frames = video_encoder.decode(path, limits=limits)
+            seconds_read[path] = frames.duration_s
+            frame_counts[path] = len(frames.frames)
+            return video_encoder.encode(frames)
+
+        out["video"] = time_sequence(args, "video", videos, read_video, video_encoder.dim, seconds_read,
+                                     extract_sequence_features, FeatureCache)
+        out["video"].update({"encoder": f"keyframes through {args.image_encoder}",
+                             "keyframes_total": sum(frame_counts.values()),
+                             "keyframes_per_s": (round(sum(frame_counts.values()) / out["video"]["median_s"], 2)
+                                                 if out["video"]["median_s"] else None)})
+    return out
+
+
+def time_sequence(args: argparse.Namespace, kind: str, sources, read, dim: int, seconds_read: dict,
+                  extract_sequence_features, FeatureCache) -> dict:
+    """One untimed warm-up file, then ``--repeats`` cold passes of ``extract_sequence_features`` over ``sources``."""
+    files = [p for p in sources if p is not None]
+    t0 = time.perf_counter()
+    try:
+        read(files[0])
+    except Exception as exc:  # an unreadable first file: the timed passes report it as failed
+        log.warning("%s warm-up on %s failed: %s", kind, files[0], exc)
+    warmup_s = time.perf_counter() - t0
+    runs, computed, failed = [], 0, 0
+    for r in range(args.repeats):
+        seconds_read.clear()
+        t0 = time.perf_counter()
+        _, computed, _, failed, _ = extract_sequence_features(sources, read, dim, FeatureCache(None), kind)
+        runs.append(time.perf_counter() - t0)
+        log.info("repeat %d/%d: %s %.2fs (%d files)", r + 1, args.repeats, kind, runs[-1], computed)
+    median_s = statistics.median(runs)
+    media_s = sum(seconds_read.values())
+    return {
+        "items_per_s": round(computed / median_s, 2) if median_s > 0 else None,
+        f"{kind}_s_per_wall_s": round(media_s / median_s, 2) if median_s > 0 else None,
+        "median_s": round(median_s, 3),
+        "runs_s": [round(s, 3) for s in runs],
+        "computed": computed,  # distinct files encoded per pass
+        "failed": failed,
+        "with_" + kind: len(files),
+        f"{kind}_seconds_total": round(media_s, 1),
+        "warmup_s": round(warmup_s, 3),
+    }
 
 
 if __name__ == "__main__":

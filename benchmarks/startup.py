@@ -11,7 +11,9 @@ before the app launched ahead of preparing, the first page came only at this mom
 the meaning "time to first page" had), stops the app, then starts it again on the same data directory. The app's
 output goes to ``<data dir>/app-run<N>.log``. Feature-extraction throughput of the cold run (text and
 image items/s) comes from the app's own ``features: ...`` log line (seconds logged to 0.1 s, so rates
-below about a second of work are rough; ``benchmarks/feature_throughput.py`` measures them in-process).
+below about a second of work are rough; ``benchmarks/feature_throughput.py`` measures them in-process),
+and, for a catalog with audio or video (``--catalog media``), from its ``features: audio ...`` /
+``features: video ...`` lines.
 """
 
 from __future__ import annotations
@@ -42,6 +44,10 @@ FEATURES_LINE = re.compile(
     r"features: text (?P<text_computed>\d+) computed / (?P<text_cached>\d+) cached in (?P<text_s>[0-9.]+)s; "
     r"images (?P<image_computed>\d+) computed / (?P<image_cached>\d+) cached / (?P<image_failed>\d+) unreadable "
     r"in (?P<image_s>[0-9.]+)s")
+# ... and one line per audio / video extraction, for a catalog with audio or video (e.g. --catalog media).
+MEDIA_FEATURES_LINE = re.compile(
+    r"features: (?P<kind>audio|video) (?P<computed>\d+) computed / (?P<cached>\d+) cached / (?P<failed>\d+) "
+    r"unreadable in (?P<s>[0-9.]+)s")
 
 
 def read_log(log_path: Path) -> str | None:
@@ -60,7 +66,14 @@ def parse_feature_stats(log_text: str | None) -> dict | None:
     if not found:
         return None
     stats: dict = {k: (float(v) if k.endswith("_s") else int(v)) for k, v in found[-1].groupdict().items()}
-    for part in ("text", "image"):
+    # The audio/video lines that follow the last text/image line belong to the same extraction.
+    for line in MEDIA_FEATURES_LINE.finditer(log_text, found[-1].end()):
+        kind = line["kind"]
+        stats.update({f"{kind}_computed": int(line["computed"]), f"{kind}_cached": int(line["cached"]),
+                      f"{kind}_failed": int(line["failed"]), f"{kind}_s": float(line["s"])})
+    for part in ("text", "image", "audio", "video"):
+        if f"{part}_s" not in stats:
+            continue
         seconds, computed = stats[f"{part}_s"], stats[f"{part}_computed"]
         stats[f"{part}_items_per_s"] = round(computed / seconds, 2) if seconds > 0 and computed else None
     return stats
@@ -135,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         "first_run_features": first["features"],
         "first_run_text_items_per_s": (first["features"] or {}).get("text_items_per_s"),
         "first_run_image_items_per_s": (first["features"] or {}).get("image_items_per_s"),
+        # Catalogs with audio / video only (null otherwise).
+        "first_run_audio_items_per_s": (first["features"] or {}).get("audio_items_per_s"),
+        "first_run_video_items_per_s": (first["features"] or {}).get("video_items_per_s"),
         "restart_prepare_s": [r["prepare_s"] for r in restarts],
         "restart_runs_s": [r["seconds"] for r in restarts],
         "catalog": args.catalog,

@@ -49,3 +49,34 @@ def test_feedback_loop_passes_its_finetune_epochs_through_the_apps_own_flag(tmp_
     cmd = loop.app_cmd(args, tmp_path / "data", tmp_path / "base", tmp_path / "users.csv", 7999)
     assert cmd[:2] == [sys.executable, str(REPO_ROOT / "app.py")]  # app.py itself, no launcher around it
     assert app_parser().parse_args(cmd[2:]).finetune_epochs == 3
+
+
+def test_fusion_weights_media_mode_reports_collection_agreement(tmp_path: Path) -> None:
+    """On a catalog with audio, fusion_weights.py scores collection agreement per modality and an audio-weight
+    grid, and suggests audio/video weights (tiny encoders, the six-item media catalog: a smoke test)."""
+    import json
+
+    from tests.conftest import write_media_catalog
+
+    catalog = write_media_catalog(tmp_path / "media")
+    result = subprocess.run(
+        [sys.executable, "benchmarks/fusion_weights.py", "--catalog", str(catalog), "--data-dir", str(tmp_path / "data"),
+         "--text-encoder", "tiny-random", "--image-encoder", "tiny-random", "--audio-encoder", "tiny-random",
+         "--device", "cpu", "--k", "3", "--audio-weights", "0,1,2", "--json", str(tmp_path / "out.json")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = json.loads(result.stdout)
+    assert out == json.loads((tmp_path / "out.json").read_text())
+    assert out["mode"] == "media" and out["k"] == 3
+    agreement = out["collection_agreement_at_3"]
+    assert set(agreement) >= {"audio", "text", "image", "text_blind", "chance"}
+    # Four tracks in two collections of two: for each, 1 of the 5 other items shares its collection.
+    assert agreement["chance"] == 0.2
+    assert all(0.0 <= v <= 1.0 for v in agreement.values())
+    assert set(out["audio_weight_grid"]) == set(out["audio_weight_grid_text_blind"]) == {"0.00", "1.00", "2.00"}
+    assert out["suggested_audio_weight"] in (0.0, 1.0, 2.0)
+    # One clip, no collection: too few to measure, said so, and the fallback is the image weight.
+    assert "note" in out["video"] and out["video"]["clips"] == 1
+    assert out["suggested_video_weight"] == out["video"]["suggested_video_weight"]
+    # The leak-free control's text has the collection's name removed ("A low tone" -> "A tone").
+    assert "low" in out["text_blind_example"]["text"] and "low" not in out["text_blind_example"]["text_blind"]
