@@ -7,7 +7,7 @@ Shapley value: the values add up to ``f(all kept) - f(none kept)``, and with non
 is masked out of the score, so **the steps' attributions add up to the modality's part** of the score
 (up to sampling noise, which the ``delta`` reports). "thorough" samples more permutations.
 
-Steps are the encoder's own inputs (2.32 s audio blocks every 1.16 s; keyframes), read from the
+Steps are the encoder's own inputs (2.32 s audio blocks; keyframes), read from the
 feature cache, so no encoder runs again: a 30 s clip is explained in milliseconds. Inside the
 keyframe with the largest attribution, the regions are shown as for images (the exact split of the
 part over the CNN's 7x7 map, see ``ZeroShotModel.region_split``).

@@ -21,14 +21,20 @@ def _tone(seconds: float, freq: float = 440.0) -> np.ndarray:
     return (0.5 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def test_a_30_s_clip_gives_a_segment_every_1_16_s_covering_it() -> None:
+def test_a_30_s_clip_gives_back_to_back_segments_covering_it() -> None:
     encoder = build_audio_encoder(AudioEncoderConfig(model="tiny-random"))
     steps = encoder.encode(_tone(30.0))
-    assert len(steps) == 25
-    assert steps.starts_s[1] == pytest.approx(50 * HOP / SAMPLE_RATE)
+    assert len(steps) == 13  # 1292 spectrogram frames in blocks of 100
+    assert steps.starts_s[1] == pytest.approx(100 * HOP / SAMPLE_RATE)
     assert float(steps.ends_s[0] - steps.starts_s[0]) == pytest.approx(BLOCK_FRAMES * HOP / SAMPLE_RATE)
     assert float(steps.ends_s[-1]) >= 30.0  # the last block is padded, never dropped
-    assert torch.equal(steps.weights, torch.ones(25))
+    assert torch.equal(steps.weights, torch.ones(13))
+
+
+def test_half_overlapping_segments_as_the_package_cuts_them() -> None:
+    encoder = build_audio_encoder(AudioEncoderConfig(model="tiny-random", hop_fraction=0.5))
+    steps = encoder.encode(_tone(30.0))
+    assert len(steps) == 25 and steps.starts_s[1] == pytest.approx(50 * HOP / SAMPLE_RATE)
 
 
 def test_a_clip_shorter_than_one_block_is_one_padded_segment() -> None:
@@ -112,6 +118,6 @@ def test_packaged_aisfx_weights_load_offline_and_tell_sounds_apart() -> None:
     assert encoder.dim == 512 and encoder.weights_id.startswith("aisfx")
     low, low2, noise = encoder.encode(_tone(5.0, 220.0)), encoder.encode(_tone(5.0, 233.0)), \
         encoder.encode(np.random.default_rng(0).uniform(-0.5, 0.5, 5 * SAMPLE_RATE).astype(np.float32))
-    assert low.vectors.shape == (4, 512) and (low.vectors >= 0).all()  # ReLU outputs
+    assert low.vectors.shape == (3, 512) and (low.vectors >= 0).all()  # 5 s = 3 blocks; ReLU outputs
     cos = torch.nn.functional.cosine_similarity
     assert float(cos(low.pooled, low2.pooled, dim=0)) > float(cos(low.pooled, noise.pooled, dim=0))
