@@ -498,31 +498,32 @@ class Handlers:
         plot, strip = hidden_plot, hidden_strip
         title = item.title
         audio_part = render.printed_parts(explanation).get("audio", explanation.audio_score)  # as the summary says
-        if explanation.audio_segments and item.audio_source is not None:
+        # Only what moved the score: a part that counts for nothing (no liked item has audio) is not drawn.
+        if media.moved(explanation.audio_segments) and item.audio_source is not None:
             samples = media.catalog_waveform(item.audio_source, limits=limits,
                                              seconds=media.segments_end(explanation.audio_segments))
             plot = gr.Image(value=media.audio_attribution_image(
                 samples, explanation.audio_segments, part=audio_part,
-                title=f"{title}: which seconds moved the score"), visible=True)
-        if explanation.video_frames and item.video is not None:
+                title=title), visible=True)
+        if media.moved(explanation.video_frames) and item.video is not None:
             frames = media.catalog_keyframes(item.video, config=service.config.video, limits=limits)
             strip = gr.Gallery(value=media.keyframe_strip(frames, explanation.video_frames), visible=True,
-                               selected_index=None)
+                               selected_index=None, **media.strip_layout(len(explanation.video_frames)))
         if "upload" not in state:
             return plot, strip
         up = state["upload"]
         up_plot, up_strip = hidden_plot, hidden_strip
         sound = up.get("audio") or up.get("video")
-        if explanation.upload_audio_segments and sound:
+        if media.moved(explanation.upload_audio_segments) and sound:
             samples = media.waveform(sound, limits=limits,
                                      seconds=media.segments_end(explanation.upload_audio_segments))
             up_plot = gr.Image(value=media.audio_attribution_image(
                 samples, explanation.upload_audio_segments, part=audio_part,
-                title=f"Your clip: which seconds matched {title}"), visible=True)
-        if explanation.upload_video_frames and up.get("video"):
+                title=f"Your clip \u2192 {title}"), visible=True)
+        if media.moved(explanation.upload_video_frames) and up.get("video"):
             frames = media.keyframes(up["video"], config=service.config.video, limits=limits)
             up_strip = gr.Gallery(value=media.keyframe_strip(frames, explanation.upload_video_frames), visible=True,
-                                  selected_index=None)
+                                  selected_index=None, **media.strip_layout(len(explanation.upload_video_frames)))
         return plot, strip, up_plot, up_strip
 
     def like(self, state: dict | None, liked: list[str] | None, disliked: list[str] | None,

@@ -26,6 +26,7 @@ CSS = """
     grid-template-columns: repeat(3, minmax(0, 1fr)) !important; } }
 .results-gallery .caption-label { white-space: nowrap; overflow: hidden; text-overflow: ellipsis;
   max-width: calc(100% - 8px); }
+.keyframe-strip .caption-label { max-width: calc(100% - 8px); }
 #catalog-gallery .caption-label { white-space: normal; display: -webkit-box; -webkit-line-clamp: 2;
   -webkit-box-orient: vertical; overflow: hidden; max-width: calc(100% - 8px); }
 footer { visibility: hidden; }

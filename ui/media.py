@@ -40,6 +40,8 @@ WAVEFORM_COLUMNS = 480
 RAISED_COLOR, LOWERED_COLOR = "#dc2626", "#2563eb"
 RAISED_LABEL, LOWERED_LABEL = "raised the score", "lowered the score"
 _NEUTRAL = "#9ca3af"
+#: The audio plot's size in inches at 100 dpi (640 x 360 px).
+FIGSIZE = (6.4, 3.6)
 #: Side of a keyframe tile in the strip (the longer side; the gallery shows it scaled).
 FRAME_SIDE = 240
 
@@ -62,6 +64,28 @@ def players(item: "Item | None") -> tuple:
     audio = item_audio_file(item) if item is not None else None
     video = item_video_file(item) if item is not None else None
     return gr.Audio(value=audio, visible=audio is not None), gr.Video(value=video, visible=video is not None)
+
+
+#: Below this no step is said to have moved the score: it would print as 0.000 (a part that counts for nothing,
+#: e.g. the audio of an item explained for a profile without audio).
+MOVED = 5e-4
+
+
+def moved(steps) -> bool:
+    """Whether any segment or keyframe in ``steps`` moved the score by a printed amount."""
+    return any(abs(step.attribution) >= MOVED for step in steps)
+
+
+#: Keyframe tiles per row of the strip, and the height of one row (tile and caption) in pixels.
+STRIP_COLUMNS, STRIP_ROW_PX = 4, 130
+#: Before the caption of the keyframe that moved the score most (the one with its regions drawn).
+TOP_FRAME_MARK = "\u2605"
+
+
+def strip_layout(count: int) -> dict:
+    """``gr.Gallery`` sizes that show all ``count`` keyframes without a scroll bar."""
+    rows = max(1, -(-count // STRIP_COLUMNS))
+    return {"columns": STRIP_COLUMNS, "height": 40 + rows * STRIP_ROW_PX}
 
 
 def segments_end(segments: Sequence["SegmentAttribution"]) -> float:
@@ -154,7 +178,8 @@ def audio_attribution_image(samples: np.ndarray | None, segments: Sequence["Segm
                             title: str, sample_rate: int = DISPLAY_RATE) -> Image.Image:
     """The waveform of ``samples`` (None: the segments alone), each moment coloured by the attribution per
     second of the segments covering it (red raised the score, blue lowered it, pale = little effect), over one
-    bar per segment (its Shapley value). ``part``: the audio part the bars add up to, said in the legend."""
+    bar per segment (its Shapley value). ``part``: the audio part the bars add up to, said under the bars with
+    ``title`` (the item's name)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
@@ -162,7 +187,8 @@ def audio_attribution_image(samples: np.ndarray | None, segments: Sequence["Segm
     end = segments_end(segments)
     duration = len(samples) / sample_rate if samples is not None and len(samples) else end
     duration = max(duration, 1e-3)
-    fig = Figure(figsize=(8.0, 3.0), dpi=100)
+    # Sized for the results column (about 470 px wide on a laptop, 310 px high): the fonts stay readable there.
+    fig = Figure(figsize=FIGSIZE, dpi=100)
     FigureCanvasAgg(fig)
     wave_ax, bar_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1.3], "hspace": 0.08})
     edges = np.linspace(0.0, duration, WAVEFORM_COLUMNS + 1)
@@ -172,7 +198,9 @@ def audio_attribution_image(samples: np.ndarray | None, segments: Sequence["Segm
     colors = [_mix(RAISED_COLOR if d > 0 else LOWERED_COLOR, abs(d) / peak) if d else _mix(_NEUTRAL, 0.0)
               for d in density]
     if samples is not None and len(samples):
-        cols = np.array_split(np.asarray(samples, dtype=np.float32), WAVEFORM_COLUMNS)
+        samples = np.asarray(samples, dtype=np.float32)
+        samples = samples / (float(np.abs(samples).max()) or 1.0)  # an outline: quiet tracks fill the height too
+        cols = np.array_split(samples, WAVEFORM_COLUMNS)
         low = np.array([c.min() if c.size else 0.0 for c in cols])
         high = np.array([c.max() if c.size else 0.0 for c in cols])
         high = np.maximum(high, low + 2e-3)  # silence still shows as a thin line
@@ -181,10 +209,9 @@ def audio_attribution_image(samples: np.ndarray | None, segments: Sequence["Segm
         wave_ax.set_ylim(-1.05, 1.05)
     else:  # no waveform: colour the time line itself
         wave_ax.bar(centres, 2.0, bottom=-1.0, width=(edges[1] - edges[0]) * 1.05, color=colors, linewidth=0)
-        wave_ax.text(duration / 2, 0, "waveform unavailable", ha="center", va="center", fontsize=9, color="#374151")
+        wave_ax.text(duration / 2, 0, "waveform unavailable", ha="center", va="center", fontsize=10, color="#374151")
         wave_ax.set_ylim(-1.05, 1.05)
     wave_ax.set_yticks([])
-    wave_ax.set_title(title, fontsize=10, loc="left")
     for side in ("top", "right", "left"):
         wave_ax.spines[side].set_visible(False)
 
@@ -198,24 +225,28 @@ def audio_attribution_image(samples: np.ndarray | None, segments: Sequence["Segm
     bar_ax.axhline(0.0, color="#6b7280", linewidth=0.8)
     if segments:
         top = max(segments, key=lambda s: abs(s.attribution))
-        bar_ax.annotate(f"{top.attribution:+.3f}".replace("-", "\u2212"),
-                        ((top.start_s + top.end_s) / 2, top.attribution),
+        centre = (top.start_s + top.end_s) / 2
+        edge = "right" if centre > duration * 0.92 else "left" if centre < duration * 0.08 else "center"
+        bar_ax.annotate(f"{top.attribution:+.3f}".replace("-", "\u2212"), (min(centre, duration), top.attribution),
                         textcoords="offset points", xytext=(0, 3 if top.attribution >= 0 else -10),
-                        ha="center", fontsize=8)
+                        ha=edge, fontsize=9)
         lim = max(abs(s.attribution) for s in segments) * 1.3 or 1.0
         bar_ax.set_ylim(-lim if any(s.attribution < 0 for s in segments) else -lim * 0.08, lim)
     bar_ax.set_xlim(0.0, duration)
-    bar_ax.set_xlabel("seconds", fontsize=9, loc="right")
-    bar_ax.set_ylabel("per segment", fontsize=8)
-    bar_ax.tick_params(labelsize=8)
+    bar_ax.set_xlabel("seconds", fontsize=10, loc="right")
+    bar_ax.set_ylabel("per segment", fontsize=9)
+    bar_ax.tick_params(labelsize=9)
     for side in ("top", "right"):
         bar_ax.spines[side].set_visible(False)
     legend = [Patch(color=RAISED_COLOR, label=RAISED_LABEL), Patch(color=LOWERED_COLOR, label=LOWERED_LABEL)]
-    wave_ax.legend(handles=legend, loc="upper right", fontsize=8, frameon=False, ncol=2, bbox_to_anchor=(1.0, 1.32))
+    wave_ax.legend(handles=legend, loc="lower right", fontsize=9, frameon=False, ncol=2, bbox_to_anchor=(1.0, 1.0),
+                   borderaxespad=0.1, handlelength=1.2, columnspacing=1.0)
     total = f"{part:+.3f}".replace("-", "\u2212")
-    bar_ax.text(0.0, -0.62, f"{len(segments)} segment(s); their bars add up to the audio part {total}",
-                transform=bar_ax.transAxes, ha="left", fontsize=8, color="#374151")
-    fig.subplots_adjust(left=0.07, right=0.98, top=0.84, bottom=0.25)
+    # The title goes with the numbers at the bottom: Gradio floats the component's label over the top left.
+    name = title if len(title) <= 40 else title[:39] + "\u2026"
+    bar_ax.text(0.0, -0.66, f"{name}: {len(segments)} segment(s), adding up to the audio part {total}",
+                transform=bar_ax.transAxes, ha="left", fontsize=9, color="#374151")
+    fig.subplots_adjust(left=0.14, right=0.98, top=0.88, bottom=0.22)
     return _to_image(fig)
 
 
@@ -266,7 +297,8 @@ def keyframe_strip(frames: Sequence[tuple[float, Image.Image]], attributions: Se
                    ) -> list[tuple[Image.Image, str]]:
     """(tile, caption) per keyframe for a ``gr.Gallery``: the frame nearest each attribution's time, a bar for its
     share of the largest attribution (red raised, blue lowered), and on the frame with a heatmap (the one that
-    moved the score most) its regions. Captions: time · attribution (they add up to the video part)."""
+    moved the score most) its regions, its caption marked with :data:`TOP_FRAME_MARK`. Captions: time · attribution
+    (they add up to the video part); short, so that they fit a tile."""
     peak = max((abs(a.attribution) for a in attributions), default=0.0)
     out = []
     for a in attributions:
@@ -275,6 +307,6 @@ def keyframe_strip(frames: Sequence[tuple[float, Image.Image]], attributions: Se
         if frame is not None and a.heatmap is not None:
             frame = _overlay(frame, a.heatmap, color)
         value = f"{a.attribution:+.3f}".replace("-", "\u2212")
-        caption = f"{a.t_s:.1f} s · {value}" + (" · regions shown" if a.heatmap is not None else "")
+        caption = (f"{TOP_FRAME_MARK} " if a.heatmap is not None else "") + f"{a.t_s:.1f} s · {value}"
         out.append((_tile(frame, a.attribution, peak), caption))
     return out

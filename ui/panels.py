@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import gradio as gr
 
+from ui import media as media_display
 from ui import render
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ class ResultsPanel:
     # The selected item's players (follow state["selected"]; hidden when it has no such media).
     audio: gr.Audio | None = None
     video: gr.Video | None = None
-    # The audio plot and keyframe strip of the explanation (+ the upload's), in the order Handlers.explain_media
+    # The audio plot and keyframe strip of the explanation (+ the upload's), in the order Handlers.explain_panel
     # returns them; hidden when the explained item (or upload) has no audio / video.
     media: list[gr.components.Component] = field(default_factory=list)
 
@@ -146,17 +147,17 @@ def results_panel(*, label: str, elem_id: str | None = None, details: str | None
 
 def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component], list[gr.components.Component]]:
     """The "why" panel: the method choice, the outputs in the order ``Handlers.explain`` returns them, and the
-    media outputs in the order ``Handlers.explain_media`` returns them."""
+    media outputs in the order ``Handlers.explain_panel`` returns them after those."""
     with gr.Accordion("Why this recommendation?", open=True):
         method = gr.Radio([("fast (Grad-CAM regions)", "fast"), ("thorough (occlusion regions, more IG steps)", "thorough")],
                           value="fast", label="Explanation method")
         summary = gr.Markdown()
+        media = _media_explanation(upload)  # hidden unless the item has audio or video: first where it has
         tokens = gr.HighlightedText(label="Words: red raised the score, blue lowered it", combine_adjacent=False,
                                     show_legend=False)
         with gr.Row():
             heat = gr.AnnotatedImage(label="Image regions that raised the score", height=260)
             query_heat = gr.AnnotatedImage(label="Matching regions of your upload", height=260, visible=upload)
-        media = _media_explanation(upload)
         with gr.Row():
             share = gr.BarPlot(x="part", y="score part", color="effect", title="Parts of the score", height=220,
                                color_map=render.EFFECT_COLORS, sort=render.PART_ORDER)
@@ -174,15 +175,17 @@ def _explanation(upload: bool) -> tuple[gr.Radio, list[gr.components.Component],
 def _media_explanation(upload: bool) -> list[gr.components.Component]:
     """The audio plot and the keyframe strip (+ those of the upload), hidden until an explanation has them."""
     def plot(label: str) -> gr.Image:
-        return gr.Image(label=label, type="pil", interactive=False, visible=False, buttons=["download"],
+        # A height of its own: without one the block collapses to 2 px when it is shown after the page loaded.
+        return gr.Image(label=label, type="pil", interactive=False, visible=False, buttons=["download"], height=310,
                         elem_classes=["audio-attribution"])
 
     def strip(label: str) -> gr.Gallery:
-        return gr.Gallery(label=label, columns=4, height=230, object_fit="contain", fit_columns=False,
+        return gr.Gallery(label=label, **media_display.strip_layout(1), object_fit="contain", fit_columns=False,
                           allow_preview=True, visible=False, elem_classes=["keyframe-strip"])
 
+    top = f"{media_display.TOP_FRAME_MARK} moved it most"  # its regions are drawn: the summary says so
     media = [plot("Which seconds of the item's audio moved the score"),
-             strip("Keyframes of the item's clip: how much each moved the score")]
+             strip(f"Keyframes of the item's clip and how much each moved the score ({top})")]
     if upload:
-        media += [plot("Which seconds of your clip matched"), strip("Keyframes of your clip that matched")]
+        media += [plot("Which seconds of your clip matched"), strip(f"Keyframes of your clip that matched ({top})")]
     return media

@@ -517,6 +517,11 @@ def _span(segment) -> str:
     return f"{segment.start_s:.1f}\u2013{segment.end_s:.1f} s"
 
 
+def _moved(steps) -> bool:
+    """Some step moved the score by a printed amount (0.0005 or more; the same test as ui.media.moved)."""
+    return any(abs(step.attribution) >= 5e-4 for step in steps)
+
+
 def _strongest(steps):
     return max(steps, key=lambda step: abs(step.attribution))
 
@@ -527,26 +532,33 @@ def media_summary(explanation, printed: dict[str, float] | None = None) -> list[
     e = explanation
     printed = printed if printed is not None else printed_parts(e)
     lines = []
-    if e.audio_segments:
+    # A part that counts for nothing (e.g. no liked item has audio) has nothing to say: all its steps are 0.
+    if _moved(e.audio_segments):
         top = _strongest(e.audio_segments)
         lines.append(f"Audio part {num(printed.get('audio', e.audio_score))}, split over {len(e.audio_segments)} "
                      f"segment(s) of the item's track: {_span(top)} moved it most ({num(top.attribution, '+.3f')}).")
-    if e.upload_audio_segments:
+    if _moved(e.upload_audio_segments):
         top = _strongest(e.upload_audio_segments)
         lines.append(f"Of your clip's sound, {_span(top)} moved it most ({num(top.attribution, '+.3f')}; "
                      f"{len(e.upload_audio_segments)} segment(s) adding up to the audio part).")
-    if e.video_frames:
+    if _moved(e.video_frames):
         top = _strongest(e.video_frames)
         lines.append(f"Video part {num(printed.get('video', e.video_score))}, split over {len(e.video_frames)} "
                      f"keyframe(s): the one at {top.t_s:.1f} s moved it most ({num(top.attribution, '+.3f')}); the "
                      "strip shows its regions.")
-    if e.upload_video_frames:
+    if _moved(e.upload_video_frames):
         top = _strongest(e.upload_video_frames)
         lines.append(f"Of your clip's keyframes, the one at {top.t_s:.1f} s moved it most "
                      f"({num(top.attribution, '+.3f')}).")
     if lines:
-        lines.append("Segments and keyframes: Shapley values over which of them are kept, so each set adds up to "
-                     f"its part (sampling noise {e.steps_delta:.2g}).")
+        # Permutation sampling keeps the sum exact (each ordering's gains add up to the part); only the split
+        # between the steps is estimated. A delta is shown only should it ever not be ~0.
+        off = f"; off by {e.steps_delta:.2g}" if abs(e.steps_delta) > 1e-6 else ""
+        audio = _moved(e.audio_segments) or _moved(e.upload_audio_segments)
+        video = _moved(e.video_frames) or _moved(e.upload_video_frames)
+        steps = " and ".join(w for w, shown in (("segments", audio), ("keyframes", video)) if shown)
+        lines.append(f"{steps.capitalize()}: Shapley values over which of them are kept, estimated from random "
+                     f"orderings (more with \"thorough\"), so they add up to their part{off}.")
     return lines
 
 

@@ -189,10 +189,16 @@ def test_the_explanation_draws_the_keyframes_of_a_clip(handlers) -> None:
     plot, strip = values[AUDIO_PLOT], values[STRIP]
     assert strip.visible and not plot.visible  # racer's clip is silent
     captions = [entry["caption"] for entry in strip.value]
-    assert len(captions) >= 2 and sum("regions shown" in c for c in captions) == 1
-    assert all(re.match(r"\d+\.\d s · [+\u2212]\d\.\d{3}", c) for c in captions)
+    assert len(captions) >= 2 and sum(c.startswith(media.TOP_FRAME_MARK) for c in captions) == 1
+    assert all(re.fullmatch(r"(\u2605 )?\d+\.\d s · [+\u2212]\d\.\d{3}", c) for c in captions)
+    assert strip.columns == media.STRIP_COLUMNS and strip.height >= media.STRIP_ROW_PX  # every frame in view
     quiet = handlers.explain_panel({"liked": ["puzzle"], "selected": "noimage"}, "fast", **NO_PROGRESS)
     assert not quiet[AUDIO_PLOT].visible and not quiet[STRIP].visible  # nothing to draw: hidden
+    # checkers has a track, but racer (the profile) has none: its audio counts for nothing, so it is not drawn
+    # and not talked about; the two clips are compared.
+    silent = handlers.explain_panel({"liked": ["racer"], "selected": "checkers"}, "fast", **NO_PROGRESS)
+    assert not silent[AUDIO_PLOT].visible and silent[STRIP].visible
+    assert "Audio part" not in silent[SUMMARY] and "Video part" in silent[SUMMARY]
 
 
 def test_an_upload_explanation_shows_which_seconds_of_the_clip_matched(handlers, media_catalog_dir) -> None:
@@ -225,10 +231,10 @@ def test_the_audio_plot_is_a_picture_with_or_without_the_waveform() -> None:
     segments = [SegmentAttribution(0.0, 2.32, 0.3), SegmentAttribution(1.16, 3.48, -0.1)]
     samples = np.sin(np.linspace(0, 600, media.DISPLAY_RATE * 3)).astype("float32") * 0.5
     image = media.audio_attribution_image(samples, segments, part=0.2, title="t")
-    assert isinstance(image, Image.Image) and image.size == (800, 300)
+    assert isinstance(image, Image.Image) and image.size == (640, 360)
     pixels = set(image.convert("RGB").getdata())
     assert (220, 38, 38) in pixels and (37, 99, 235) in pixels  # red raised, blue lowered: both drawn
-    assert media.audio_attribution_image(None, segments, part=0.2, title="t").size == (800, 300)
+    assert media.audio_attribution_image(None, segments, part=0.2, title="t").size == (640, 360)
 
 
 def test_the_keyframe_strip_marks_the_top_frame_and_survives_a_missing_clip() -> None:
@@ -239,7 +245,7 @@ def test_the_keyframe_strip_marks_the_top_frame_and_survives_a_missing_clip() ->
     attributions = [FrameAttribution(0.5, 0.2, heat), FrameAttribution(1.5, -0.05)]
     frames = [(0.4, Image.new("RGB", (64, 48), "gray")), (1.6, Image.new("RGB", (64, 48), "black"))]
     strip = media.keyframe_strip(frames, attributions)
-    assert [c for _, c in strip] == ["0.5 s · +0.200 · regions shown", "1.5 s · \u22120.050"]
+    assert [c for _, c in strip] == ["\u2605 0.5 s · +0.200", "1.5 s · \u22120.050"]
     assert all(isinstance(tile, Image.Image) and tile.width == media.FRAME_SIDE for tile, _ in strip)
     assert len(media.keyframe_strip([], attributions)) == 2  # no frames decoded: blank tiles, same numbers
 
