@@ -23,7 +23,8 @@ from ui.layout import build_demo
 
 NO_PROGRESS = {"progress": lambda *a, **k: None}
 SUMMARY, AUDIO_PLOT, STRIP = 5, 6, 7  # in Handlers.explain_panel's values on the Recommend tab
-UP_AUDIO_PLOT, UP_STRIP = 9, 10  # the upload's two, on the Upload tab (after its query heatmap)
+# On the Upload tab the query heatmap comes first (6), then the item's two and the upload's two.
+UP_TAB_AUDIO_PLOT, UP_TAB_STRIP, UP_AUDIO_PLOT, UP_STRIP = 7, 8, 9, 10
 
 
 @pytest.fixture
@@ -208,8 +209,20 @@ def test_an_upload_explanation_shows_which_seconds_of_the_clip_matched(handlers,
     assert state["upload"]["audio"] == clip
     explained = handlers.explain_panel(state, "fast", **NO_PROGRESS)
     assert len(explained) == 11
-    assert explained[UP_AUDIO_PLOT].visible and explained[AUDIO_PLOT].visible and not explained[UP_STRIP].visible
+    assert explained[UP_AUDIO_PLOT].visible and explained[UP_TAB_AUDIO_PLOT].visible
+    assert not explained[UP_STRIP].visible and not explained[UP_TAB_STRIP].visible
     assert "Of your clip's sound" in explained[SUMMARY]
+
+
+def test_an_uploaded_clip_gets_its_own_keyframe_strip(handlers, media_catalog_dir) -> None:
+    clip = _clip(media_catalog_dir, "racer")
+    values = handlers.recommend_upload(None, "", "", 3, req("u"), video=clip)
+    assert values[-1].startswith("3 catalog items") and values[3]["upload"]["video"] == clip
+    explained = handlers.explain_panel(dict(values[3], selected="checkers"), "fast", **NO_PROGRESS)
+    strip = explained[UP_STRIP]
+    assert strip.visible and explained[UP_TAB_STRIP].visible and not explained[UP_AUDIO_PLOT].visible  # silent
+    assert sum(entry["caption"].startswith(media.TOP_FRAME_MARK) for entry in strip.value) == 1
+    assert "Of your clip's keyframes" in explained[SUMMARY]
 
 
 def test_a_new_query_hides_the_previous_explanations_media(handlers) -> None:
