@@ -189,8 +189,9 @@ class Handlers:
         """Top-k catalog items similar to a new item given by any of an image, a title/description, an ``audio``
         clip (ogg, oga, opus, mp3, wav, flac) and a ``video`` (webm, ogv, mp4; its soundtrack counts as its
         audio when no clip is given); each optional, at least one. Clips are bounded by the app's
-        --max-audio-seconds / --max-video-seconds and the upload size limit; a clip on a catalog without
-        audio or video is refused with the reason. Each result: {"item_id", "title", "score", "rank"}."""
+        --max-audio-seconds / --max-video-seconds and the upload size limit. On a catalog without audio or
+        video a clip matches nothing: alone it is refused with the reason; beside an image or text it is checked
+        and the rest is matched. Each result: {"item_id", "title", "score", "rank"}."""
         recs = gpu_recommend_upload(self._gpu_key, image=_file_path(image), title=title or "",
                                     description=description or "", k=int(k), audio=_file_path(audio),
                                     video=_file_path(video))
