@@ -148,10 +148,10 @@ class ZeroShotConfig(_Config):
     # Audio and video count only on a catalog that has them (their blocks exist only there). Chosen by
     # benchmarks/fusion_weights.py --catalog media (benchmarks/README.md, "Audio and video"), leave-one-out
     # share of the top-10 in the item's own collection (game), 171 items, 12 collections, chance 0.117:
-    # audio alone 0.384, text alone 0.964 and image alone 0.779 (the text names the game and each game's
+    # audio alone 0.386, text alone 0.964 and image alone 0.779 (the text names the game and each game's
     # tracks share its icon, so those two are label look-ups). Audio is chosen on a leak-free control (text
     # with the game, composer and album removed, 0.590 alone; image weight 0): the smallest weight within
-    # 0.02 of its best, 0.639 at 0.25 (0 gives 0.590, 0.5 0.629, 1.0 0.577). With the product's text/image,
+    # 0.02 of its best, 0.640 at 0.25 (0 gives 0.590, 0.5 0.630, 1.0 0.580). With the product's text/image,
     # 0.25 keeps 0.970 (0.971 without audio) and brings 17% new items into each top-10. Video: 5 clips, 2
     # with a clip of their collection, too few to measure; it gets the image weight (the same image
     # encoder reads the keyframes).
