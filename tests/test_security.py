@@ -40,7 +40,9 @@ EVERYONE = {"ui_header", "ui_search", "ui_pick", "ui_recommend", "ui_select", "u
             "ui_page_prev", "ui_page_next", "ui_mark_liked", "ui_disliked_edited", "ui_images", "ui_upload_images",
             # These only answer what the caller may see (the Admin tab's visibility, the job line, the job
             # history poll: nothing, and no error, for a non-admin).
-            "ui_admin_visible", "ui_admin_job", "ui_admin_jobs_poll"}
+            "ui_admin_visible", "ui_admin_job", "ui_admin_jobs_poll",
+            # Players of catalog audio/video (the items' own media, as public as their images): read-only.
+            "ui_players", "ui_upload_players", "ui_label_players", "ui_label_play_profile"}
 
 
 @pytest.fixture
