@@ -10,6 +10,12 @@ sees), in a throwaway data folder, and drives it in headless Chromium as a perso
 * ``label.png``              Label: a task of a small campaign created through the admin API
 * ``admin.png``              Admin: the model registry and the fine-tune, campaign and export sections
 
+With ``--media``, the media catalog instead (``--catalog media``, game music and clips):
+
+* ``media-explanation.png``  Recommend: two Colobot tracks liked, a third one played and explained (its waveform
+                             coloured by the seconds that raised or lowered the score)
+* ``media-upload.png``       Upload: a 30 s music clip alone (a Wesnoth track looped) and the tracks that sound alike
+
 Needs Chromium (``apt-get install chromium``) and Playwright (requirements-dev.txt). The first run
 extracts the catalog's features (about 25 s on 2 cores); ``--data-dir`` keeps them for the next run.
 
@@ -43,6 +49,8 @@ SCENES = {
              "upload_text": "Play chess against the computer or a friend."},
     "tiny": {"profile": ["Chess Master", "Checkers"], "search": "", "explain": None,
              "upload": None, "upload_title": "Space", "upload_text": "arcade space shooter"},
+    "media": {"profile": ["Centaury - The Lost Hope", "Constructive Destruction"], "search": "colobot",
+              "explain": "Crystalium", "upload_track": "wesnoth-battle-music"},
 }
 
 
@@ -54,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="the app's data folder (features, database); default: a new temporary folder")
     p.add_argument("--tiny", action="store_true",
                    help="the tiny test catalog with tiny random encoders (seconds; for checking this script)")
+    p.add_argument("--media", action="store_true", help="the media catalog (game music and clips): media-*.png")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for the app to serve")
     return p.parse_args(argv)
 
@@ -131,6 +140,55 @@ def admin_screen(page, out: Path) -> None:
     page.screenshot(path=str(out / "admin.png"), full_page=True)
 
 
+def media_recommend_screen(page, scene: dict, out: Path) -> None:
+    pick_by_title(page, scene["search"], scene["profile"])
+    ui.recommend(page)
+    select_result_titled(page, page.locator("#results-gallery"), scene["explain"])
+    wait_for_plot(page)
+    page.screenshot(path=str(out / "media-explanation.png"), full_page=True)
+
+
+def wait_for_plot(page) -> None:
+    """The audio plot is an image below the fold, loaded lazily (as a person scrolls to it, and never for a full-page
+    screenshot): bring its block into view, then wait until the image has decoded."""
+    page.locator(".audio-attribution:visible").first.scroll_into_view_if_needed()
+    plot = page.locator(".audio-attribution img:visible").first
+    plot.wait_for()
+    ui.eventually(lambda: plot.evaluate("img => img.complete && img.naturalWidth"), bool,
+                  what="the audio plot decoded", timeout_s=STEP_TIMEOUT_MS / 1000)
+    page.evaluate("window.scrollTo(0, 0)")
+    settled(page)
+
+
+def media_upload_screen(page, scene: dict, out: Path, scratch: Path) -> None:
+    """Upload a 30 s clip (one catalog track looped, as WAV) with no title or image."""
+    import wave
+
+    import numpy as np
+
+    from recsys_core.data.adapters import resolve_catalog
+    from recsys_core.data.media import decode_audio
+
+    track = resolve_catalog("media").get(scene["upload_track"]).audio_source
+    samples = np.resize(decode_audio(track, sample_rate=22050).samples, 30 * 22050)
+    clip = scratch / "my-30s-clip.wav"
+    with wave.open(str(clip), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(22050)
+        handle.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    ui.open_tab(page, "Upload a new item")
+    ui.block_labelled(page, "Audio clip (optional)").locator("input[type=file]").set_input_files(str(clip))
+    settled(page)
+    page.get_by_role("button", name="Find similar items").click()
+    results = ui.block_labelled(page, "Similar catalog items")
+    ui.eventually(lambda: ui.result_captions(page, results), bool, what="upload results",
+                  timeout_s=STEP_TIMEOUT_MS / 1000)
+    select_result_titled(page, results, None)
+    wait_for_plot(page)
+    page.screenshot(path=str(out / "media-upload.png"), full_page=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from playwright.sync_api import sync_playwright
@@ -150,16 +208,22 @@ def main(argv: list[str] | None = None) -> None:
             catalog = write_tiny_catalog(scratch / "catalog")
             app_args += ["--catalog", str(catalog), "--text-encoder", "tiny-random", "--image-encoder", "tiny-random"]
             fallback_image = catalog / "images" / "space.png"
+        elif args.media:
+            app_args += ["--catalog", "media"]
         print(f"starting the app (log: {scratch / 'app.log'}) …", file=sys.stderr)
         proc, url = start_app(app_args, scratch / "app.log", args.timeout)
         try:
             with sync_playwright() as playwright:
                 browser = launch(playwright, executable)
-                scene = SCENES["tiny" if args.tiny else "demo"]
-                for name, take in (("recommend", lambda p: recommend_screen(p, scene, args.out)),
-                                   ("upload", lambda p: upload_screen(p, scene, args.out, fallback_image)),
-                                   ("label", lambda p: label_screen(p, url, args.out)),
-                                   ("admin", lambda p: admin_screen(p, args.out))):
+                scene = SCENES["tiny" if args.tiny else "media" if args.media else "demo"]
+                screens = (("recommend", lambda p: recommend_screen(p, scene, args.out)),
+                           ("upload", lambda p: upload_screen(p, scene, args.out, fallback_image)),
+                           ("label", lambda p: label_screen(p, url, args.out)),
+                           ("admin", lambda p: admin_screen(p, args.out)))
+                if args.media:
+                    screens = (("media recommend", lambda p: media_recommend_screen(p, scene, args.out)),
+                               ("media upload", lambda p: media_upload_screen(p, scene, args.out, scratch)))
+                for name, take in screens:
                     page = browser.new_page(viewport=VIEWPORT)  # a page per screen: a clean session each
                     page.set_default_timeout(STEP_TIMEOUT_MS)
                     page.goto(url)

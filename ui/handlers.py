@@ -472,10 +472,11 @@ class Handlers:
         catalog = self.service.catalog
         item = catalog.get(explanation.item_id)
         caption = render.heatmap_caption(explanation)
+        heatmap = render.heatmap_on_image(item.image, explanation.image_heatmap, caption.lower())
         outputs = (
             render.highlighted_text(explanation),
-            gr.AnnotatedImage(value=render.heatmap_on_image(item.image, explanation.image_heatmap, caption.lower()),
-                              label=caption),
+            # Hidden where there is nothing to draw (an item without an image): an empty frame says nothing.
+            gr.AnnotatedImage(value=heatmap, label=caption, visible=heatmap is not None),
             # Values alone: a changed y_lim with them would redraw the previous item's bars (render.signed_bars).
             render.modality_frame(explanation),
             render.history_frame(explanation, catalog),
@@ -484,9 +485,8 @@ class Handlers:
         )
         if "upload" in state:
             caption = render.heatmap_caption(explanation, upload=True)
-            outputs += (gr.AnnotatedImage(value=render.heatmap_on_image(state["upload"].get("image"),
-                                                                        explanation.query_heatmap, caption.lower()),
-                                          label=caption),)
+            heatmap = render.heatmap_on_image(state["upload"].get("image"), explanation.query_heatmap, caption.lower())
+            outputs += (gr.AnnotatedImage(value=heatmap, label=caption, visible=heatmap is not None),)
         return outputs
 
     def _media_values(self, state: dict, explanation: Explanation) -> tuple:
