@@ -96,18 +96,11 @@ def main() -> None:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(args.threads)
-    from recsys_core.data.adapters import resolve_catalog
-    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
     from recsys_core.serving.explain import explain_image, explain_text, heatmap_cells, mask_regions, pad_tokens, text_forward, \
         text_inputs
-    from recsys_core.service import RecommenderService
 
     rng = random.Random(args.seed)
-    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
-    config = ServiceConfig(text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
-                           device="cpu", cache_dir=args.data_dir / "features")
-    service = RecommenderService(catalog, config)
-    service.prepare()
+    catalog, service = prepared_service(args)
     explainer = service.explainer
     text_encoder, image_encoder = explainer.text_encoder, explainer.image_encoder
     pad_id = text_encoder.tokenizer.pad_token_id
@@ -207,6 +200,20 @@ def main() -> None:
     emit(out, args.json)
 
 
+def prepared_service(args):
+    """The catalog and a prepared service with the benchmark's encoders, on the CPU (both tests share it)."""
+    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
+    from recsys_core.data.adapters import resolve_catalog
+    from recsys_core.service import RecommenderService
+
+    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
+    config = ServiceConfig(text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
+                           device="cpu", cache_dir=args.data_dir / "features")
+    service = RecommenderService(catalog, config)
+    service.prepare()
+    return catalog, service
+
+
 def media_faithfulness(args) -> dict:
     """The deletion test over audio segments or video keyframes (see the module docstring)."""
     import numpy as np
@@ -214,18 +221,11 @@ def media_faithfulness(args) -> dict:
     from tqdm.auto import tqdm
 
     torch.set_num_threads(args.threads)
-    from recsys_core.config import ImageEncoderConfig, ServiceConfig, TextEncoderConfig
-    from recsys_core.data.adapters import resolve_catalog
     from recsys_core.serving.explain_media import delete_steps
-    from recsys_core.service import RecommenderService
 
     name = args.modality
     rng = random.Random(args.seed)
-    catalog = resolve_catalog(args.catalog, data_root=args.data_root)
-    config = ServiceConfig(text=TextEncoderConfig(model=args.text_encoder), image=ImageEncoderConfig(model=args.image_encoder),
-                           device="cpu", cache_dir=args.data_dir / "features")
-    service = RecommenderService(catalog, config)
-    service.prepare()
+    catalog, service = prepared_service(args)
     model = service.active_model
     has = [item.item_id for item in catalog.items
            if (item.audio_source if name == "audio" else item.video) is not None]
