@@ -15,6 +15,8 @@ With ``--media``, the media catalog instead (``--catalog media``, game music and
 * ``media-explanation.png``  Recommend: two Colobot tracks liked, a third one played and explained (its waveform
                              coloured by the seconds that raised or lowered the score)
 * ``media-upload.png``       Upload: a 30 s music clip alone (a Wesnoth track looped) and the tracks that sound alike
+* ``media-video.png``        Recommend: two Freedoom gameplay clips liked, a clip of another Doom engine explained (its
+                             keyframe strip: each keyframe's share of the video part, the top one's regions drawn)
 
 Needs Chromium (``apt-get install chromium``) and Playwright (requirements-dev.txt). The first run
 extracts the catalog's features (about 25 s on 2 cores); ``--data-dir`` keeps them for the next run.
@@ -50,7 +52,12 @@ SCENES = {
     "tiny": {"profile": ["Chess Master", "Checkers"], "search": "", "explain": None,
              "upload": None, "upload_title": "Space", "upload_text": "arcade space shooter"},
     "media": {"profile": ["Centaury - The Lost Hope", "Constructive Destruction"], "search": "colobot",
-              "explain": "Crystalium", "upload_track": "wesnoth-battle-music"},
+              "explain": "Crystalium", "upload_track": "wesnoth-battle-music",
+              "video_profile": ["Chocolate Doom \u2014 Freedoom: Phase 1 demo",
+                                "Crispy Doom \u2014 Freedoom: Phase 1 demo 2"],
+              # Explained: the first of these in the results (Freedoom demos played by other engines), else the
+              # first result with a clip of its own.
+              "video_search": "freedoom", "video_explain": ["Woof!", "DSDA-Doom"]},
 }
 
 
@@ -160,6 +167,47 @@ def wait_for_plot(page) -> None:
     settled(page)
 
 
+def media_video_screen(page, scene: dict, out: Path) -> None:
+    """Two gameplay clips liked; a recommended item with a clip of its own (marked \u25b6 in its caption, one of
+    ``video_explain`` if any is)
+    explained, once its keyframe strip and player have drawn."""
+    from ui.render import VIDEO_MARK
+
+    pick_by_title(page, scene["video_search"], scene["video_profile"])
+    captions = ui.recommend(page)
+    liked = scene["video_profile"]
+    clips = [i for i, c in enumerate(captions) if VIDEO_MARK in c and not any(c.endswith(t) for t in liked)]
+    if not clips:
+        raise SystemExit(f"error: no recommended item has a video clip: {captions}")
+    title = lambda c: c.split(VIDEO_MARK + " ", 1)[-1]  # noqa: E731  (after "rank · score · ▶ ")
+    wanted = [i for i in clips if any(title(captions[i]).startswith(t) for t in scene["video_explain"])]
+    index = (wanted or clips)[0]
+    print(f"media video: explaining {captions[index]!r}", file=sys.stderr)
+    ui.select_result(page, index)
+    settled(page)
+    wait_for_keyframes(page)
+    page.screenshot(path=str(out / "media-video.png"), full_page=True)
+
+
+def wait_for_keyframes(page) -> None:
+    """The keyframe strip's tiles and the clip's player, like the audio plot (:func:`wait_for_plot`): below the
+    fold and loaded lazily, so bring each into view and wait until its image (the player's first frame) decoded."""
+    strip = page.locator(".keyframe-strip:visible").first
+    ui.eventually(lambda: strip.locator(".caption-label").all_inner_texts(),
+                  lambda shown: len(shown) >= 2 and sum(c.startswith("\u2605") for c in shown) == 1,
+                  what="the keyframe strip with its one marked frame", timeout_s=STEP_TIMEOUT_MS / 1000)
+    strip.scroll_into_view_if_needed()
+    tiles = strip.locator("img")
+    ui.eventually(lambda: tiles.evaluate_all("imgs => imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth)"),
+                  bool, what="the keyframe tiles decoded", timeout_s=STEP_TIMEOUT_MS / 1000)
+    player = page.locator(".item-video:visible video").first
+    player.scroll_into_view_if_needed()
+    ui.eventually(lambda: player.evaluate("v => v.readyState >= 2"), bool,  # HAVE_CURRENT_DATA: a frame to show
+                  what="the clip's first frame loaded", timeout_s=STEP_TIMEOUT_MS / 1000)
+    page.evaluate("window.scrollTo(0, 0)")
+    settled(page)
+
+
 def media_upload_screen(page, scene: dict, out: Path, scratch: Path) -> None:
     """Upload a 30 s clip (one catalog track looped, as WAV) with no title or image."""
     import wave
@@ -222,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
                            ("admin", lambda p: admin_screen(p, args.out)))
                 if args.media:
                     screens = (("media recommend", lambda p: media_recommend_screen(p, scene, args.out)),
-                               ("media upload", lambda p: media_upload_screen(p, scene, args.out, scratch)))
+                               ("media upload", lambda p: media_upload_screen(p, scene, args.out, scratch)),
+                               ("media video", lambda p: media_video_screen(p, scene, args.out)))
                 for name, take in screens:
                     page = browser.new_page(viewport=VIEWPORT)  # a page per screen: a clean session each
                     page.set_default_timeout(STEP_TIMEOUT_MS)
