@@ -26,6 +26,7 @@ from recsys_core.errors import RecsysError
 from recsys_core.model.checkpoint import unfinished
 from storage.db import with_default_driver
 from studio.finetune_job import JobFailure, JobOptions, JobResult, read_outcome
+from studio.registry import unchanged
 
 log = logging.getLogger(__name__)
 
@@ -193,11 +194,14 @@ class FinetuneJobs:
                 return
             version = self.manager.register_candidate(outcome, auto_promote=self.auto_promote, by=by)
             gate = outcome.gate
+            if unchanged(outcome):
+                message = "unchanged: the labels did not change the served model, which stays"
+            else:
+                message = ("promoted" if gate.passed and self.auto_promote else
+                           "candidate registered" if gate.passed else "rejected by the gate")
             self._status = replace(self._status, state="succeeded", fraction=1.0, version=version,
                                    gate_passed=gate.passed, gate_reason=gate.reason,
-                                   seconds=time.time() - started,
-                                   message=("promoted" if gate.passed and self.auto_promote else
-                                            "candidate registered" if gate.passed else "rejected by the gate"))
+                                   seconds=time.time() - started, message=message)
         except Exception as exc:  # the job thread must always end in a final state the UI can show
             log.exception("fine-tune job crashed")
             self._status = replace(self._status, state="failed", error=f"{type(exc).__name__}: {exc}",

@@ -40,6 +40,11 @@ class ModelRow:
     gate: str
 
 
+def unchanged(result: JobResult) -> bool:
+    """Whether a finished fine-tune's candidate is its parent model, weight for weight."""
+    return result.parent is not None and result.version == result.parent
+
+
 class ModelManager:
     def __init__(self, service, repository) -> None:
         self.service = service
@@ -118,7 +123,15 @@ class ModelManager:
         return value
 
     def register_candidate(self, result: JobResult, *, auto_promote: bool, by: str) -> str:
-        """Record a finished fine-tune (:class:`studio.finetune_job.JobResult`); promote it when the gate passed."""
+        """Record a finished fine-tune (:class:`studio.finetune_job.JobResult`); promote it when the gate passed.
+
+        A candidate that *is* the model it was trained from (same weights, so the same version: the hybrid
+        fine-tune keeps the served model when the labels do not move its cross-validation) is no new model:
+        nothing is registered or promoted, and the served model stays (see :func:`unchanged`)."""
+        if unchanged(result):
+            log.info("fine-tune: the candidate is %s itself (the labels did not change it); nothing to register",
+                     result.version)
+            return result.version
         snap, gate = result.snapshot, result.gate
         self.repository.save_snapshot(snap.id, list(snap.feedback_ids), config=snap.config,
                                       n_examples=snap.n_examples, n_judgements=snap.n_judgements)

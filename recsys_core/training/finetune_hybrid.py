@@ -12,9 +12,12 @@ k-fold cross-validation over the *training* labels' profiles (the collaborative 
 solved without that fold's likes, so a like never predicts itself). The measure is the gate's own:
 the NDCG@20 of each profile's likes when the whole catalog is ranked.
 
-Why a few dozen labels cannot make it worse: the base's own settings are one of the candidates, and
-the candidate moves away from them only when the best setting beats them by more than the noise of
-the cross-validation. Per profile, the difference between the best setting's NDCG and the base's is a
+Why a few dozen labels cannot make it worse: the base *as it is served* (its settings, scales and
+interactions, without the new labels) is one of the candidates, and the candidate moves away from it
+only when the best setting beats it by more than the noise of the cross-validation; when it does not
+move, the candidate is the base, score for score. (The pseudo-users can hurt: on MovieLens, each one
+also says "this profile did not lead to" every item it lacks, so the base's own settings *with* the
+labels lowered held-out users' NDCG@20 to 0.975x in ``benchmarks/feedback_loop.py``.) Per profile, the difference between the best setting's NDCG and the base's is a
 paired sample; the best is taken only when the mean difference is at least :attr:`CVGrid.min_t`
 standard errors above zero. The best of a couple of hundred settings always looks a little better on
 noise; with labels that say nothing (random likes) this keeps the base, and the gate then checks
@@ -105,7 +108,7 @@ class Choice:
     cv_ndcg: float  # mean per-profile likes NDCG@20 of the choice over the CV folds
     base_cv_ndcg: float  # the same for the base's own settings
     best_t: float  # paired t of the best setting against the base's (NaN: nothing to compare)
-    moved: bool  # False: the base's settings were kept
+    moved: bool  # False: the base was kept as it is served (settings, scales, interactions; no new labels)
     profiles: int  # profiles with a like that could be ranked (the CV's sample size)
     table: list[dict] = field(default_factory=list)  # every setting tried with its CV NDCG
 
@@ -183,6 +186,27 @@ def _solve(frame: pd.DataFrame, catalog: Catalog, zeroshot: ZeroShotModel, genre
                            content_share=config.content_share), x
 
 
+def _served(base: HybridBase, catalog: Catalog, features, genres: np.ndarray,
+            seed: int) -> tuple[ZeroShotModel, CollaborativePart | None, sp.csr_matrix | None]:
+    """The base as it is served: its content part and its collaborative part solved on its own interactions
+    (those it was solved on, pseudo-users of a parent fine-tune included) with its own settings."""
+    zeroshot = ZeroShotModel(features, base.zeroshot)
+    if not len(base.interactions):
+        return zeroshot, None, None
+    x, _ = interaction_matrix(base.interactions, catalog)
+    return zeroshot, (fit_part(x, zeroshot, genres, base.config, seed) if x.nnz else None), x
+
+
+def _served_scores(base: HybridBase, catalog: Catalog, features, genres: np.ndarray, profiles: sp.csr_matrix,
+                   seed: int) -> np.ndarray:
+    """What the base scores for each profile row of ``profiles`` (its own scales, no new labels)."""
+    zeroshot, collab, _ = _served(base, catalog, features, genres, seed)
+    content = content_scores(zeroshot, profiles)
+    if collab is None:
+        return content  # nothing collaborative: the base is its content part at any share
+    return _mix(base.config, base.config.content_share, content, collab.scores(profiles), collab.prior)
+
+
 def _mix(config: HybridConfig, share: float, content: np.ndarray, collab: np.ndarray | None,
          prior: np.ndarray | None) -> np.ndarray:
     """The hybrid's scores at content share ``share`` (recsys_core.model.hybrid.mixed_scores, written out so
@@ -209,8 +233,12 @@ def cross_validate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, f
     lambdas = [base.config.lambda_] + [lam for lam in grid.lambdas if lam != base.config.lambda_]
     side_genres = [base.config.side_genre] + [g for g in grid.side_genres if g != base.config.side_genre]
     shares = [base.config.content_share] + [s for s in grid.shares if s != base.config.content_share]
-    base_key = (base_weights, base.config.lambda_, base.config.side_genre, base.config.content_share)
-    values: dict[tuple, np.ndarray] = {}
+    # The base as it is served: its own settings and scales over its own interactions, the new labels left out.
+    # It is the key to beat, and it comes first, so a tie keeps it.
+    base_key = (base_weights, base.config.lambda_, base.config.side_genre, base.config.content_share, False)
+    values: dict[tuple, np.ndarray] = {base_key: _likes_ndcg(_served_scores(base, catalog, features, genres,
+                                                                           contexts.matrix, seed), contexts,
+                                                             np.arange(len(contexts.keys)))}
     total, step = len(modality) * len(lambdas) * len(side_genres), 0
     # Each fold's training examples and interactions, once: the solve settings reuse them.
     fold_frames = []
@@ -232,7 +260,7 @@ def cross_validate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, f
                     collab, scaled, _ = _solve(fold_frames[f], catalog, zeroshot, genres, config, seed)
                     collab_rows = collab.scores(contexts.matrix[held]) if collab is not None else None
                     for share in shares:
-                        key = (weights, lam, side_genre, share)
+                        key = (weights, lam, side_genre, share, True)
                         row = values.setdefault(key, np.full(len(contexts.keys), np.nan))
                         # Nothing collaborative in this fold: the model is its content part at any share.
                         scores = content[held] if collab is None else _mix(scaled, share, content[held],
@@ -247,9 +275,9 @@ def _choose(values: dict[tuple, np.ndarray], base_key: tuple, contexts: _Context
     table, best_key, best_value = [], base_key, -math.inf
     for key, row in values.items():
         value = float(np.mean(row[usable])) if usable.any() and not np.isnan(row[usable]).any() else math.nan
-        (text_w, image_w), lam, side_genre, share = key
+        (text_w, image_w), lam, side_genre, share, labels = key
         table.append({"text_weight": text_w, "image_weight": image_w, "lambda": lam, "side_genre": side_genre,
-                      "content_share": share, "cv_likes_ndcg@20": round(value, 5)})
+                      "content_share": share, "new_labels": labels, "cv_likes_ndcg@20": round(value, 5)})
         if not math.isnan(value) and value > best_value + 1e-12:
             best_key, best_value = key, value
     base_row = values.get(base_key)
@@ -267,7 +295,7 @@ def _choose(values: dict[tuple, np.ndarray], base_key: tuple, contexts: _Context
         row.update(base_settings=key == base_key, best=key == best_key, chosen=key == chosen)
         if key == best_key:
             row.update(paired_t_vs_base=round(t, 3) if not math.isnan(t) else None, min_t=min_t)
-    (text_w, image_w), lam, side_genre, share = chosen
+    (text_w, image_w), lam, side_genre, share, _ = chosen
     log.info("hybrid fine-tune: best cross-validated likes NDCG@20 %.4f vs the base settings' %.4f over %d profiles "
              "(paired t %.2f, needs %.1f): %s text/image %.1f/%.1f, lambda %g, genre side %g, content share %.2f",
              best_value, base_value, int(usable.sum()), t, min_t, "moving to" if moved else "keeping the base's",
@@ -289,16 +317,24 @@ def fit_candidate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
     text_w, image_w, lam, side_genre, share = (choice.text_weight, choice.image_weight, choice.lambda_,
                                                choice.side_genre, choice.content_share)
     moved = choice.moved
+    if not moved:
+        report(0.88, "keeping the base as it is served (the labels did not move the cross-validation)")
+        zeroshot, collab, _ = _served(base, catalog, features, catalog_genres(catalog), seed)
+        config = base.config
+        if collab is None:
+            collab = CollaborativePart.empty(len(catalog))
+            config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
+        return HybridServing(zeroshot, collab, config), config, base.zeroshot, base.interactions, choice.table
     report(0.88, "solving the candidate on every training label")
     zs_config = replace(base.zeroshot, text_weight=text_w, image_weight=image_w)
     zeroshot = ZeroShotModel(features, zs_config)
     frame = pd.concat([_own_interactions(base), like_interactions(examples, catalog)], ignore_index=True)
     config = replace(base.config, lambda_=lam, side_genre=side_genre, content_share=share,
-                     selected_on="labels (cross-validation)" if moved else base.config.selected_on)
+                     selected_on="labels (cross-validation)")
     collab, config, _ = _solve(frame, catalog, zeroshot, catalog_genres(catalog), config, seed)
     if collab is None or (config.content_share == 1.0 and config.prior_weight == 0.0):
-        # Nothing collaborative counts (no interactions, or the base's content-only settings kept): serve the
-        # content part alone, at scale 1, so the candidate scores exactly as the zero-shot model does.
+        # Nothing collaborative counts (no interactions, or a content-only setting chosen): serve the content
+        # part alone, at scale 1, so the candidate scores exactly as the zero-shot model with those weights.
         collab = CollaborativePart.empty(len(catalog))
         config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
     return HybridServing(zeroshot, collab, config), config, zs_config, frame, choice.table

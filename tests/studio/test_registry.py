@@ -73,3 +73,22 @@ def test_restart_serves_the_registry_active_model(tiny_service, repository, tmp_
     restarted = make_tiny_service(tiny_catalog, tmp_path / "features2")
     restarted.prepare()
     assert ModelManager(restarted, repository).sync_at_startup() == version == restarted.model_version
+
+
+def test_a_candidate_that_is_its_parent_registers_nothing_and_the_served_model_stays(tiny_service, repository,
+                                                                                     tmp_path) -> None:
+    """A second fine-tune that kept the served model (same weights, so the same version) is no new model: the
+    registry is left as it was (registering it again failed with 'already registered with a different path')."""
+    from dataclasses import replace
+
+    manager = ModelManager(tiny_service, repository)
+    manager.sync_at_startup()
+    first = _candidate(tiny_service, tmp_path, "c1")
+    version = manager.register_candidate(first, auto_promote=False, by="admin")
+    manager.promote(version, "admin", override=True)
+    models = [(m.version, m.status, m.path) for m in repository.list_models()]
+    again = replace(first, out_dir=str(tmp_path / "c2"), parent=version,
+                    snapshot=replace(first.snapshot, id="snap-c2"))
+    assert manager.register_candidate(again, auto_promote=True, by="gate") == version
+    assert [(m.version, m.status, m.path) for m in repository.list_models()] == models
+    assert repository.active_model().version == tiny_service.model_version == version

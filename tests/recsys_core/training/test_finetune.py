@@ -127,3 +127,40 @@ def test_likes_as_interactions_raise_the_liked_items_for_their_context(tiny_serv
     # Summed list positions of the liked items in their contexts (0 = top); measured 16 -> 11, 27 without.
     assert sum(ranks["likes"]) < sum(ranks["base"])
     assert sum(ranks["likes"]) < sum(ranks["without"])
+
+
+
+def test_a_candidate_that_keeps_the_base_is_the_hybrid_base_as_it_is_served(tiny_service, tmp_path) -> None:
+    """When the cross-validation does not move (here: it may never, min_t infinite), the candidate is the base,
+    score for score: its settings, scales and interactions, without the labels' pseudo-users (on MovieLens those
+    made the base's own settings worse for the very users who labelled)."""
+    import itertools
+    import math
+
+    import numpy as np
+    import torch
+
+    from recsys_core.training.finetune_hybrid import CVGrid, base_of, fit_candidate
+    from tests.hybrid_checkpoint import save_hybrid_checkpoint
+
+    base_dir = save_hybrid_checkpoint(tiny_service, tmp_path / "base")
+    tiny_service.load_model(base_dir)
+    catalog, ids = tiny_service.catalog, tiny_service.catalog.ids
+    contexts = [(i,) for i in ids] + list(itertools.combinations(ids, 2))
+    rng = np.random.default_rng(0)
+    examples = pd.DataFrame([{"context_ids": c, "item_id": item, "label": float(rng.random() < 0.5)}
+                             for c in contexts for item in ids if item not in c])
+    data, _ = to_label_data(examples, catalog)
+    base = base_of(tiny_service.active_model, base_dir)
+    candidate, config, zs_config, frame, table = fit_candidate(base, examples, catalog, tiny_service.features,
+                                                               data=data, grid=CVGrid(min_t=math.inf))
+    chosen = [row for row in table if row["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["base_settings"] and not chosen[0]["new_labels"], chosen
+    assert any(row["new_labels"] for row in table)  # the settings with the labels solved in were tried
+    assert config == base.config and zs_config == base.zeroshot
+    assert frame.equals(base.interactions)
+    served = tiny_service.active_model  # the checkpoint as loaded: its saved item-item weights
+    assert torch.equal(candidate.item_vectors, served.item_vectors)
+    for profile in (["chess"], ["space", "racer"], ["puzzle"], ["cards", "noimage"]):
+        idx = [catalog.index_of(i) for i in profile]
+        assert torch.equal(candidate.profile(idx), served.profile(idx)), profile
