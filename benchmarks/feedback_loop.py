@@ -34,6 +34,9 @@ Protocol
    set (which a real user would have liked) are skipped (default ``--eval-hits skip``; ``dislike``
    labels them "dislike" as the first runs did). Users are
    visited again (a larger k, already labelled items skipped) until ``--labels`` labels were stored.
+   ``--labelling session`` (not the protocol's default, ``static``) shows each round the list the app
+   would show after the user's earlier judgements: ``/recommend(profile + likes so far,
+   disliked_ids=dislikes so far)``, the feedback stored for that profile.
 6. Serving only: ``/recommend(profile + likes, disliked_ids=dislikes)`` per user with the base model
    still served (the likes after the profile, in labelling order). An app whose ``/recommend`` does
    not take ``disliked_ids`` yet gets the likes only (``dislikes_at_serving`` false in the JSON).
@@ -108,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile-size", type=int, default=10, help="profile items per held-out user (the /recommend input)")
     p.add_argument("--k-label", type=int, default=7,
                    help="recommendations each simulated user labels per round")
+    p.add_argument("--labelling", choices=("static", "session"), default="static",
+                   help="what each labelling round shows a simulated user: 'static' (the protocol's step 5) the "
+                        "list for the profile alone, every round; 'session' the list the app would show after the "
+                        "user's earlier judgements, /recommend(profile + likes so far, disliked_ids=dislikes so "
+                        "far), the feedback stored for that profile (use a small --k-label, e.g. 3, so that each "
+                        "user sees several rounds)")
     p.add_argument("--eval-hits", choices=("dislike", "skip"), default="skip",
                    help="what a simulated user does with a recommended item of their own eval set: skip it (no "
                         "label), or label it 'dislike' (only label-pool items are 'like'). skip is the default "
@@ -388,7 +397,10 @@ def label(clients: list, users: list[HeldOutUser], args: argparse.Namespace) -> 
                 break
             client = clients[n % len(clients)]
             k = min(100, args.k_label + len(u.labelled) + len(u.skipped))
-            new = [i for i in recommend(client, u.profile, k) if i not in u.labelled and i not in u.skipped]
+            # session: the list after the user's earlier judgements, as the Recommend tab shows it
+            liked = profile_and_likes(u) if args.labelling == "session" else u.profile
+            disliked = dislikes_of(u) if args.labelling == "session" else None
+            new = [i for i in recommend(client, liked, k, disliked) if i not in u.labelled and i not in u.skipped]
             for item in new[: args.k_label]:
                 if stored >= args.labels:
                     break
@@ -398,7 +410,7 @@ def label(clients: list, users: list[HeldOutUser], args: argparse.Namespace) -> 
                     continue
                 verdict = "like" if item in u.pool else "dislike"
                 request_id = hashlib.sha256(f"feedback-loop|{args.seed}|{u.user_id}|{item}".encode()).hexdigest()[:32]
-                result = client.predict(u.profile, item, verdict, request_id, api_name="/feedback")
+                result = client.predict(list(liked), item, verdict, request_id, api_name="/feedback")
                 u.labelled[item] = verdict
                 progressed = True
                 if result.get("stored"):
@@ -610,6 +622,7 @@ def run(args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
         "base": base_info,
         "candidate": candidate_metrics(data_dir, status["job_id"]),
         "settings": {"profile_size": args.profile_size, "k_label": args.k_label, "eval_hits": args.eval_hits,
+                     "labelling": args.labelling,
                      "seed": args.seed, "base_validation": args.base_validation, "val_fraction": args.val_fraction,
                      "finetune_epochs": args.finetune_epochs,
                      "eval_k": EVAL_K, "min_ratings": MIN_RATINGS},

@@ -115,3 +115,13 @@ def test_demo_session_help() -> None:
     assert result.returncode == 0, result.stderr
     for option in ("--profiles", "--overlap", "--noise", "--features-cache", "Protocol"):
         assert option in result.stdout
+
+
+def test_the_ceilings_rule_scores_shared_genres_and_breaks_ties_below_one_genre() -> None:
+    """benchmarks/demo_ceiling.py's ``rule``: score = genres shared with the profile's items (plus a tie-break < 1e-3)."""
+    ceiling = load_benchmark("demo_ceiling")
+    genres = np.asarray([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [0, 0, 0]], dtype=np.float32)
+    rule = ceiling._GenreRule(genres, seed=0)
+    scores = (rule.item_vectors @ rule.profile([0, 2])).numpy()  # the profile has genres 0 and 1
+    assert np.floor(scores).tolist() == [1, 2, 1, 0, 0]
+    assert (scores - np.floor(scores) < 1e-3).all() and len(set(scores.round(8))) == 5

@@ -326,18 +326,30 @@ def fit_candidate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
             config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
         return HybridServing(zeroshot, collab, config), config, base.zeroshot, base.interactions, choice.table
     report(0.88, "solving the candidate on every training label")
-    zs_config = replace(base.zeroshot, text_weight=text_w, image_weight=image_w)
+    candidate, config, zs_config, frame = solve_setting(base, examples, catalog, features, text_weight=text_w,
+                                                        image_weight=image_w, lambda_=lam, side_genre=side_genre,
+                                                        content_share=share, seed=seed)
+    return candidate, config, zs_config, frame, choice.table
+
+
+def solve_setting(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, features, *, text_weight: float,
+                  image_weight: float, lambda_: float, side_genre: float, content_share: float, seed: int = 0
+                  ) -> tuple[HybridServing, HybridConfig, ZeroShotConfig, pd.DataFrame]:
+    """The candidate at one setting, solved on the base's own interactions plus every label of ``examples``.
+
+    Returns (candidate, its config, its zero-shot config, the interactions it was solved on)."""
+    zs_config = replace(base.zeroshot, text_weight=text_weight, image_weight=image_weight)
     zeroshot = ZeroShotModel(features, zs_config)
     frame = pd.concat([_own_interactions(base), like_interactions(examples, catalog)], ignore_index=True)
-    config = replace(base.config, lambda_=lam, side_genre=side_genre, content_share=share,
+    config = replace(base.config, lambda_=lambda_, side_genre=side_genre, content_share=content_share,
                      selected_on="labels (cross-validation)")
     collab, config, _ = _solve(frame, catalog, zeroshot, catalog_genres(catalog), config, seed)
     if collab is None or (config.content_share == 1.0 and config.prior_weight == 0.0):
-        # Nothing collaborative counts (no interactions, or a content-only setting chosen): serve the content
-        # part alone, at scale 1, so the candidate scores exactly as the zero-shot model with those weights.
+        # Nothing collaborative counts (no interactions, or a content-only setting): serve the content part
+        # alone, at scale 1, so the candidate scores exactly as the zero-shot model with those weights.
         collab = CollaborativePart.empty(len(catalog))
         config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
-    return HybridServing(zeroshot, collab, config), config, zs_config, frame, choice.table
+    return HybridServing(zeroshot, collab, config), config, zs_config, frame
 
 
 def _own_interactions(base: HybridBase) -> pd.DataFrame:
