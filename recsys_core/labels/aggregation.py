@@ -15,6 +15,7 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -234,24 +235,70 @@ def aggregate(judgements: pd.DataFrame, config: AggregationConfig = AggregationC
     return LabelSet(examples, excluded, _snapshot_id(used, config), feedback_ids, config)
 
 
-def split_heldout(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split examples into (train, heldout) by ``context_key``, seeded (sklearn's GroupShuffleSplit).
+def nested_groups(contexts: Sequence[Iterable]) -> np.ndarray:
+    """A group number per context: a context and the smallest context that holds all its items and more are
+    one group (transitively).
 
-    Grouping by context means a held-out context was never seen in training. At least one context
-    goes to each side when there are 2+ contexts; with fewer, everything is train.
+    A person's profile grows as they like items (the app adds each like to it), so one session leaves
+    a chain of nested contexts: {a, b}, {a, b, c}, {a, b, c, d}. Their labels are about one taste, and a
+    split that trains on {a, b, c} (whose profile holds the item liked for {a, b}) and holds out {a, b}
+    lets the model recall the answer it is tested on: on MovieLens, sessions like that made a fine-tune
+    look 12% better in cross-validation and pass the gate while it was 15% worse for those users. Each
+    context is linked to one superset only, the smallest (the next step of its chain; the first such
+    context on ties), so chains become groups, while a short profile that many people grew in different
+    directions ({chess} into {chess, pychess} and {chess, gnuchess}) does not merge all of them into one
+    group (which on a small catalog, where every one-item profile is inside some two-item one, would leave
+    nothing to hold out). Unrelated profiles never share a group.
+    """
+    sets = [frozenset(c) for c in contexts]
+    parent = list(range(len(sets)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    holding: dict[object, list[int]] = {}  # item -> the contexts that hold it
+    for i, items in enumerate(sets):
+        for item in items:
+            holding.setdefault(item, []).append(i)
+    for i, items in enumerate(sets):
+        if not items:
+            continue
+        rarest = min(items, key=lambda item: len(holding[item]))
+        # A context holding all of ``items`` holds the rarest one.
+        supersets = [j for j in holding[rarest] if len(sets[j]) > len(items) and items <= sets[j]]
+        if supersets:
+            parent[root(i)] = root(min(supersets, key=lambda j: (len(sets[j]), j)))
+    roots = [root(i) for i in range(len(sets))]
+    return np.unique(roots, return_inverse=True)[1].astype(np.int64)
+
+
+def split_heldout(labels: LabelSet, fraction: float = 0.2, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split examples into (train, heldout) by context, seeded (sklearn's GroupShuffleSplit).
+
+    Grouping by context means a held-out context was never seen in training; nested contexts (one
+    session's growing profile, :func:`nested_groups`) go to the same side. At least one group goes to
+    each side when there are 2+ groups; with fewer, everything is train.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
     examples = labels.examples
-    n_contexts = examples["context_key"].nunique()
-    if n_contexts < 2:
+    keys = examples["context_key"].tolist()
+    ids_of = dict(zip(keys, examples["context_ids"]))
+    unique = list(ids_of)
+    number = dict(zip(unique, nested_groups([ids_of[k] for k in unique])))
+    groups = np.asarray([number[k] for k in keys])
+    n_groups = len(set(number.values()))
+    if n_groups < 2:
         return examples.reset_index(drop=True), examples.iloc[0:0].reset_index(drop=True)
     from sklearn.model_selection import GroupShuffleSplit
 
     # An explicit count (not the float) so that neither side is ever empty.
-    n_heldout = min(max(1, math.ceil(fraction * n_contexts)), n_contexts - 1)
+    n_heldout = min(max(1, math.ceil(fraction * n_groups)), n_groups - 1)
     splitter = GroupShuffleSplit(n_splits=1, test_size=n_heldout, random_state=seed)
-    train_idx, heldout_idx = next(splitter.split(examples, groups=examples["context_key"]))
+    train_idx, heldout_idx = next(splitter.split(examples, groups=groups))
     train = examples.iloc[np.sort(train_idx)].reset_index(drop=True)
     heldout = examples.iloc[np.sort(heldout_idx)].reset_index(drop=True)
     return train, heldout

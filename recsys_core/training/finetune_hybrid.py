@@ -38,6 +38,7 @@ import scipy.sparse as sp
 
 from recsys_core.config import ZeroShotConfig
 from recsys_core.data.catalog import Catalog
+from recsys_core.labels.aggregation import nested_groups
 from recsys_core.model.hybrid import CollaborativePart, HybridConfig, with_scales
 from recsys_core.serving.hybrid import HybridServing
 from recsys_core.serving.zeroshot import ZeroShotModel
@@ -142,9 +143,14 @@ def _contexts(data: LabelData, n_items: int, folds: int, seed: int) -> _Contexts
     cols = [i for key in keys for i in key]
     matrix = sp.csr_matrix((np.ones(len(cols), dtype=np.float32), (rows, cols)), shape=(len(keys), n_items))
     matrix.data[:] = 1.0
-    order = np.random.default_rng(seed).permutation(len(keys))
-    fold = np.empty(len(keys), dtype=np.int64)
-    fold[order] = np.arange(len(keys)) % max(1, min(folds, len(keys)))
+    # Folds deal out groups of nested contexts (one session's growing profile), not single contexts, so
+    # that no fold is scored on a profile whose own continuation it was solved on.
+    group = nested_groups(keys)
+    n_groups = int(group.max()) + 1 if len(keys) else 0
+    order = np.random.default_rng(seed).permutation(n_groups)
+    group_fold = np.empty(n_groups, dtype=np.int64)
+    group_fold[order] = np.arange(n_groups) % max(1, min(folds, n_groups))
+    fold = group_fold[group] if len(keys) else np.empty(0, dtype=np.int64)
     return _Contexts(keys, matrix, [liked[k] for k in keys], fold)
 
 

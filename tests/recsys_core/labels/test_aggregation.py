@@ -13,6 +13,7 @@ from recsys_core.labels.aggregation import (
     LabelSet,
     aggregate,
     judgement_value,
+    nested_groups,
     split_heldout,
 )
 
@@ -239,3 +240,30 @@ def test_split_heldout_edge_cases():
     assert train.context_key.nunique() == 1 and heldout.context_key.nunique() == 1  # never an empty side
     with pytest.raises(ValueError, match="fraction must be in"):
         split_heldout(many_contexts(), fraction=1.0)
+
+
+def test_nested_contexts_are_one_group_and_unrelated_ones_are_not():
+    contexts = [("a", "b"), ("a", "b", "c"), ("c", "d"), ("a", "b", "c", "e"), ("x",), ("b", "a"), ("c", "d", "y"),
+                ("a", "z")]
+    groups = nested_groups(contexts)
+    assert groups[0] == groups[1] == groups[3] == groups[5]  # one session's growing profile, in any order
+    assert groups[2] == groups[6] and groups[2] != groups[0]  # {c, d} grew into {c, d, y}; it only overlaps {a, b, c}
+    assert len({groups[4], groups[7], groups[0]}) == 3  # {a, z} shares an item with {a, b} but holds none of it
+    assert nested_groups([]).tolist() == []
+
+
+def test_split_heldout_keeps_a_growing_profile_on_one_side():
+    """A session that liked items one by one leaves nested contexts; none of them may be held out while another is
+    trained on (the held-out labels would be recalled, not predicted)."""
+    j = Judgements()
+    for session in range(10):
+        profile = [f"s{session}p"]
+        for step in range(4):
+            j.add("a", list(profile), f"i{session}-{step}", "like")
+            j.add("a", list(profile), f"j{session}-{step}", "dislike")
+            profile.append(f"i{session}-{step}")
+    labels = aggregate(j.frame())
+    for seed in range(5):
+        train, heldout = split_heldout(labels, fraction=0.2, seed=seed)
+        session_of = lambda frame: {ids[0] for ids in frame.context_ids}  # noqa: E731 (the session's first item)
+        assert heldout.context_key.nunique() == 8 and not session_of(train) & session_of(heldout)

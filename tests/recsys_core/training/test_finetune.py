@@ -164,3 +164,21 @@ def test_a_candidate_that_keeps_the_base_is_the_hybrid_base_as_it_is_served(tiny
     for profile in (["chess"], ["space", "racer"], ["puzzle"], ["cards", "noimage"]):
         idx = [catalog.index_of(i) for i in profile]
         assert torch.equal(candidate.profile(idx), served.profile(idx)), profile
+
+
+def test_cross_validation_folds_keep_a_growing_profile_together(tiny_catalog) -> None:
+    """Nested contexts (one session liking items one by one) fall in one fold, so no fold is scored on a profile
+    whose own continuation it was solved on; unrelated profiles are still dealt over the folds."""
+    from recsys_core.training.finetune_hybrid import _contexts
+
+    rows = []
+    for session in (["chess", "checkers", "puzzle"], ["space", "racer", "cards"], ["noimage", "cards", "racer"]):
+        for step in range(1, len(session)):
+            rows.append({"context_ids": tuple(session[:step]), "item_id": session[step], "label": 1.0})
+    data, _ = to_label_data(pd.DataFrame(rows), tiny_catalog)
+    contexts = _contexts(data, len(tiny_catalog), folds=3, seed=0)
+    fold = {tuple(sorted(tiny_catalog.ids[i] for i in key)): int(f) for key, f in zip(contexts.keys, contexts.fold)}
+    assert fold[("chess",)] == fold[("checkers", "chess")]
+    assert fold[("space",)] == fold[("racer", "space")]
+    assert fold[("noimage",)] == fold[("cards", "noimage")]
+    assert len(set(fold.values())) == 3
