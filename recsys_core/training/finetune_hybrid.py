@@ -35,6 +35,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 
 from recsys_core.config import ZeroShotConfig
 from recsys_core.data.catalog import Catalog
@@ -95,6 +96,7 @@ class HybridBase:
     config: HybridConfig
     zeroshot: ZeroShotConfig
     interactions: pd.DataFrame  # the base's own training interactions (empty for the zero-shot model)
+    served: object  # the model the app serves now (HybridServing or ZeroShotModel): the base's own scores
 
 
 @dataclass(frozen=True)
@@ -146,12 +148,11 @@ def _contexts(data: LabelData, n_items: int, folds: int, seed: int) -> _Contexts
     # Folds deal out groups of nested contexts (one session's growing profile), not single contexts, so
     # that no fold is scored on a profile whose own continuation it was solved on.
     group = nested_groups(keys)
-    n_groups = int(group.max()) + 1 if len(keys) else 0
+    n_groups = int(group.max(initial=-1)) + 1
     order = np.random.default_rng(seed).permutation(n_groups)
     group_fold = np.empty(n_groups, dtype=np.int64)
     group_fold[order] = np.arange(n_groups) % max(1, min(folds, n_groups))
-    fold = group_fold[group] if len(keys) else np.empty(0, dtype=np.int64)
-    return _Contexts(keys, matrix, [liked[k] for k in keys], fold)
+    return _Contexts(keys, matrix, [liked[k] for k in keys], group_fold[group])
 
 
 def _example_keys(examples: pd.DataFrame, catalog: Catalog) -> list[tuple[int, ...] | None]:
@@ -192,25 +193,13 @@ def _solve(frame: pd.DataFrame, catalog: Catalog, zeroshot: ZeroShotModel, genre
                            content_share=config.content_share), x
 
 
-def _served(base: HybridBase, catalog: Catalog, features, genres: np.ndarray,
-            seed: int) -> tuple[ZeroShotModel, CollaborativePart | None, sp.csr_matrix | None]:
-    """The base as it is served: its content part and its collaborative part solved on its own interactions
-    (those it was solved on, pseudo-users of a parent fine-tune included) with its own settings."""
-    zeroshot = ZeroShotModel(features, base.zeroshot)
-    if not len(base.interactions):
-        return zeroshot, None, None
-    x, _ = interaction_matrix(base.interactions, catalog)
-    return zeroshot, (fit_part(x, zeroshot, genres, base.config, seed) if x.nnz else None), x
-
-
-def _served_scores(base: HybridBase, catalog: Catalog, features, genres: np.ndarray, profiles: sp.csr_matrix,
-                   seed: int) -> np.ndarray:
-    """What the base scores for each profile row of ``profiles`` (its own scales, no new labels)."""
-    zeroshot, collab, _ = _served(base, catalog, features, genres, seed)
-    content = content_scores(zeroshot, profiles)
-    if collab is None:
-        return content  # nothing collaborative: the base is its content part at any share
-    return _mix(base.config, base.config.content_share, content, collab.scores(profiles), collab.prior)
+def _served_scores(base: HybridBase, keys: list[tuple[int, ...]]) -> np.ndarray:
+    """What the served base scores for each context (most recent item first, as :class:`_Contexts` keys)."""
+    served = base.served
+    queries = torch.stack([served.profile(list(reversed(key))) for key in keys]) if keys else None
+    if queries is None:
+        return np.zeros((0, served.item_vectors.shape[0]))
+    return (queries.to(served.item_vectors.dtype) @ served.item_vectors.T).numpy().astype(np.float64)
 
 
 def _mix(config: HybridConfig, share: float, content: np.ndarray, collab: np.ndarray | None,
@@ -242,8 +231,7 @@ def cross_validate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, f
     # The base as it is served: its own settings and scales over its own interactions, the new labels left out.
     # It is the key to beat, and it comes first, so a tie keeps it.
     base_key = (base_weights, base.config.lambda_, base.config.side_genre, base.config.content_share, False)
-    values: dict[tuple, np.ndarray] = {base_key: _likes_ndcg(_served_scores(base, catalog, features, genres,
-                                                                           contexts.matrix, seed), contexts,
+    values: dict[tuple, np.ndarray] = {base_key: _likes_ndcg(_served_scores(base, contexts.keys), contexts,
                                                              np.arange(len(contexts.keys)))}
     total, step = len(modality) * len(lambdas) * len(side_genres), 0
     # Each fold's training examples and interactions, once: the solve settings reuse them.
@@ -325,12 +313,12 @@ def fit_candidate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
     moved = choice.moved
     if not moved:
         report(0.88, "keeping the base as it is served (the labels did not move the cross-validation)")
-        zeroshot, collab, _ = _served(base, catalog, features, catalog_genres(catalog), seed)
-        config = base.config
-        if collab is None:
-            collab = CollaborativePart.empty(len(catalog))
-            config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
-        return HybridServing(zeroshot, collab, config), config, base.zeroshot, base.interactions, choice.table
+        if isinstance(base.served, HybridServing):
+            return base.served, base.served.config, base.zeroshot, base.interactions, choice.table
+        # The zero-shot model: the hybrid with nothing collaborative, at scale 1, scores exactly as it does.
+        config = replace(base.config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
+        return (HybridServing(ZeroShotModel(features, base.zeroshot), CollaborativePart.empty(len(catalog)), config),
+                config, base.zeroshot, base.interactions, choice.table)
     report(0.88, "solving the candidate on every training label")
     candidate, config, zs_config, frame = solve_setting(base, examples, catalog, features, text_weight=text_w,
                                                         image_weight=image_w, lambda_=lam, side_genre=side_genre,
@@ -374,7 +362,9 @@ def base_of(base_model, base_dir: Path | None) -> HybridBase:
                           "timestamp": pd.Series(dtype=float)})
     if base_dir is None:
         zs = getattr(base_model, "config", None)
-        return HybridBase(HybridConfig(), zs if isinstance(zs, ZeroShotConfig) else ZeroShotConfig(), empty)
+        return HybridBase(HybridConfig(), zs if isinstance(zs, ZeroShotConfig) else ZeroShotConfig(), empty,
+                          base_model)
     saved = load_hybrid(Path(base_dir))
     frame = read_interactions(Path(base_dir))
-    return HybridBase(saved.config, ZeroShotConfig.from_dict(saved.zeroshot), frame if frame is not None else empty)
+    return HybridBase(saved.config, ZeroShotConfig.from_dict(saved.zeroshot), frame if frame is not None else empty,
+                      base_model)
