@@ -30,7 +30,7 @@ def test_every_benchmark_has_help() -> None:
                 "faithfulness.py": "--json", "fusion_weights.py": "--json",
                 "feedback_ceiling.py": "--work-dir", "hybrid_scale.py": "--items",
                 "hybrid_ceiling.py": "--features-cache", "demo_session.py": "--json",
-                "demo_ceiling.py": "--data-dir"}
+                "demo_ceiling.py": "--data-dir", "demo_draws.py": ("--draws", "--rule", "Protocol")}
     scripts = {p.name for p in (REPO_ROOT / "benchmarks").glob("*.py") if not p.name.startswith("_")}
     assert scripts == set(expected) | {"feedback_loop.py"}, "a new benchmark needs a line here"
     for script, options in expected.items():

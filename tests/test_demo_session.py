@@ -125,3 +125,27 @@ def test_the_ceilings_rule_scores_shared_genres_and_breaks_ties_below_one_genre(
     scores = (rule.item_vectors @ rule.profile([0, 2])).numpy()  # the profile has genres 0 and 1
     assert np.floor(scores).tolist() == [1, 2, 1, 0, 0]
     assert (scores - np.floor(scores) < 1e-3).all() and len(set(scores.round(8))) == 5
+
+
+def test_demo_draws_simulates_the_campaign_and_the_rule(tiny_service) -> None:
+    """benchmarks/demo_draws.py's sessions: the campaign's tasks, answered by the genre rule (or a coin), in the
+    frame the aggregation reads."""
+    from recsys_core.labels.aggregation import aggregate
+
+    draws = load_benchmark("demo_draws")
+    assert draws.parse_draws("1-3,7") == [1, 2, 3, 7]
+    genres = _genres(tiny_service.catalog)
+    frame = draws.simulate(tiny_service, draw=0, profiles=4, noise=0.0)
+    assert frame["is_control"].sum() == 4 and len(frame) > 4  # one control per profile, the rest to judge
+    assert all(item not in context for context, item, control in
+               zip(frame["context_ids"], frame["item_id"], frame["is_control"]) if not control)
+    assert set(frame["annotator"]) == set(draws.ANNOTATORS)
+    for context, item, label in zip(frame["context_ids"], frame["item_id"], frame["label"]):
+        shares = bool(set().union(*(genres[i] for i in context)) & genres[item])
+        assert label == ("like" if shares else "dislike")
+    assert 0 < len(aggregate(frame).examples) <= len(frame) - 4  # controls score annotators, never become labels
+    # A coin on every task but the controls, which stay right; another draw is another campaign.
+    coin = draws.simulate(tiny_service, draw=0, profiles=4, noise=0.0, rule="random")
+    assert (coin.loc[coin["is_control"], "label"] == "like").all()
+    assert list(coin["item_id"]) == list(frame["item_id"])
+    assert list(draws.simulate(tiny_service, draw=1, profiles=4, noise=0.0)["context_ids"]) != list(frame["context_ids"])
