@@ -111,11 +111,10 @@ def _hybrid(name: str, fixed: dict | None = None, zeroshot: dict | None = None) 
 
 # The product's model: content + collaborative hybrid, settings chosen on the validation split.
 register_model("multimodal", _hybrid("multimodal"))
-# Its ablations: one part only, no side information in the solve, no low-pass filter, one modality in the content part.
+# Its ablations: one part only, no side information in the solve, one modality in the content part.
 register_model("multimodal-content", _hybrid("multimodal-content", fixed={"content_share": 1.0, "prior_weight": 0.0}))
 register_model("multimodal-collab", _hybrid("multimodal-collab", fixed={"content_share": 0.0}))
 register_model("multimodal-noside", _hybrid("multimodal-noside", fixed={"side_content": 0.0, "side_genre": 0.0}))
-register_model("multimodal-nolowpass", _hybrid("multimodal-nolowpass", fixed={"lowpass_weight": 0.0}))
 register_model("multimodal-text", _hybrid("multimodal-text", zeroshot={"text_weight": 1.0, "image_weight": 0.0}))
 register_model("multimodal-image", _hybrid("multimodal-image", zeroshot={"text_weight": 0.0, "image_weight": 1.0}))
 # One modality only, for audio and video (a catalog with interactions and that modality; refused otherwise).

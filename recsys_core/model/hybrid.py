@@ -6,16 +6,12 @@ The product's ``multimodal`` model scores item ``j`` for a profile of liked item
                 + (1 - content_share) / collab_scale * sum_{l in L} B[l, j]  (item-item weights)
                 + prior[j]                                                 (items without interactions)
 
-``B`` is EASE (Steck 2019), plus (``lowpass_weight`` > 0) the ideal low-pass graph filter of GF-CF
-(Shen et al., "How powerful is graph convolution for recommendation?", CIKM 2021), solved on a Gram matrix that also carries the items' content, as in the
+``B`` is EASE (Steck 2019) solved on a Gram matrix that also carries the items' content, as in the
 "collective" variant of Jeunen et al. ("Closed-form models for collaborative filtering with side
 information", RecSys 2020): ``G = X^T X + side_content * C C^T + side_genre * H H^T`` with ``C`` the
 zero-shot item vectors and ``H`` the genre multi-hot rows. An item nobody interacted with still has
 content rows, so it gets finite, content-driven item-item weights (it is never an all-zero column).
-The low-pass filter ``D^-1/2 V V^T D^1/2`` (``V`` the top
-right singular vectors of the degree-normalised interactions ``D_u^-1/2 X D_i^-1/2``) adds what the few
-strongest global directions of taste say, which EASE's item-by-item regression underweights; it is
-rank ``lowpass_rank``, so it joins ``B`` as a low-rank term. ``prior`` gives such an item the popularity of its nearest warm items by content (a CB2CF-style
+``prior`` gives such an item the popularity of its nearest warm items by content (a CB2CF-style
 mapping learned on warm items); warm items carry their popularity in ``B`` already.
 
 With no interactions at all there is nothing to learn: ``content_share`` is 1, the scale 1 and ``B``
@@ -55,10 +51,6 @@ class HybridConfig(_Config):
     collab_scale: float = 1.0  # the same for the collaborative part
     prior_weight: float = 0.0  # weight of the content-predicted popularity of items without interactions
     prior_neighbours: int = 10  # warm items (by content) whose popularity a cold item inherits
-    # Weight of the low-pass filter part (see lowpass_factors) relative to EASE's own: its item-item weights are
-    # scaled so that their mean |score| over the training users is this share of EASE's (0 = EASE alone).
-    lowpass_weight: float = 0.0
-    lowpass_rank: int = 32  # singular vectors the low-pass filter keeps
     max_dense_items: int = 4000  # above: low-rank solve (see the module doc)
     # Rank of the low-rank solve: at least the side rows' width, or the content part loses directions
     # (benchmarks/hybrid_scale.py: rank 256 vs 512 at 10k items, top-20 overlap with dense 0.74 vs 0.86).
@@ -68,14 +60,14 @@ class HybridConfig(_Config):
     def __post_init__(self) -> None:
         if self.lambda_ <= 0:
             raise ValueError(f"lambda_ is {self.lambda_}; it must be > 0")
-        if self.side_content < 0 or self.side_genre < 0 or self.prior_weight < 0 or self.lowpass_weight < 0:
-            raise ValueError("side_content, side_genre, prior_weight and lowpass_weight must be >= 0")
+        if self.side_content < 0 or self.side_genre < 0 or self.prior_weight < 0:
+            raise ValueError("side_content, side_genre and prior_weight must be >= 0")
         if not 0.0 <= self.content_share <= 1.0:
             raise ValueError(f"content_share is {self.content_share}; allowed 0..1")
         if self.content_scale <= 0 or self.collab_scale <= 0:
             raise ValueError("content_scale and collab_scale must be > 0")
-        if self.prior_neighbours < 1 or self.max_dense_items < 1 or self.rank < 1 or self.lowpass_rank < 1:
-            raise ValueError("prior_neighbours, max_dense_items, rank and lowpass_rank must be >= 1")
+        if self.prior_neighbours < 1 or self.max_dense_items < 1 or self.rank < 1:
+            raise ValueError("prior_neighbours, max_dense_items and rank must be >= 1")
 
     @property
     def content_weight(self) -> float:
@@ -174,39 +166,6 @@ def _lowrank(x: sp.csr_matrix, side: np.ndarray | None, lambda_: float, rank: in
     return (u * d).astype(np.float32), (u / p_diag[:, None]).astype(np.float32)
 
 
-def lowpass_factors(x: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """GF-CF's ideal low-pass filter as ``B_lp = left @ right.T``: ``left = D_i^-1/2 V``, ``right = D_i^1/2 V`` with
-    ``V`` [n, k] the top ``rank`` right singular vectors of ``D_u^-1/2 X D_i^-1/2`` (items or users without
-    interactions get zero rows). SciPy's ARPACK ``svds`` from a seeded start vector: the filter keeps few
-    directions and the last ones kept sit close to the next, where a randomized SVD would blur them."""
-    from scipy.sparse.linalg import svds
-
-    x = sp.csr_matrix(x, dtype=np.float64)
-    du, di = np.asarray(x.sum(1)).ravel(), np.asarray(x.sum(0)).ravel()
-    inv_sqrt = lambda d: np.divide(1.0, np.sqrt(d), out=np.zeros_like(d), where=d > 0)  # noqa: E731
-    normalised = sp.diags(inv_sqrt(du)) @ x @ sp.diags(inv_sqrt(di))
-    rank = min(rank, min(x.shape) - 1)
-    if rank < 1:
-        return np.zeros((x.shape[1], 0), dtype=np.float32), np.zeros((x.shape[1], 0), dtype=np.float32)
-    start = np.random.default_rng(seed).standard_normal(min(x.shape))
-    _, _, vt = svds(normalised, k=rank, v0=start)
-    v = vt.T
-    return (v * inv_sqrt(di)[:, None]).astype(np.float32), (v * np.sqrt(di)[:, None]).astype(np.float32)
-
-
-def lowpass_scale(weight: float, ease_scores: np.ndarray, lowpass_scores: np.ndarray) -> float:
-    """The multiplier of ``B_lp`` that makes its mean |score| ``weight`` times EASE's (both over the same rows)."""
-    lp = float(np.abs(lowpass_scores).mean())
-    return weight * float(np.abs(ease_scores).mean()) / lp if weight > 0 and lp > 0 else 0.0
-
-
-def _sample_rows(x: sp.csr_matrix, seed: int, limit: int = 2000) -> sp.csr_matrix:
-    """At most ``limit`` users of ``x`` (seeded): enough to set a scale, bounded memory at any catalog size."""
-    if x.shape[0] <= limit:
-        return x
-    return x[np.sort(np.random.default_rng(seed).choice(x.shape[0], limit, replace=False))]
-
-
 def content_prior(content: np.ndarray, counts: np.ndarray, neighbours: int) -> np.ndarray:
     """For items without interactions: the mean log-popularity of their ``neighbours`` most similar warm items
     (by content dot product), z-scored over those items; 0 for warm items and when nothing is warm."""
@@ -240,21 +199,9 @@ def fit_collaborative(matrix: sp.spmatrix, content: np.ndarray, genres: np.ndarr
         if side is not None:
             gram += side @ side.T
         b = ease_weights(gram, config.lambda_)
-        if config.lowpass_weight > 0:
-            lp_left, lp_right = lowpass_factors(x, config.lowpass_rank, seed)
-            rows = _sample_rows(x, seed)
-            beta = lowpass_scale(config.lowpass_weight, np.asarray(rows @ b), np.asarray(rows @ lp_left) @ lp_right.T)
-            b += beta * (lp_left.astype(np.float64) @ lp_right.T.astype(np.float64))
-            np.fill_diagonal(b, 0.0)
         return CollaborativePart(np.ascontiguousarray(b.T, dtype=np.float32), None, prior, counts > 0)
     log.info("hybrid: %d items > max_dense_items %d: rank-%d solve", n, config.max_dense_items, config.rank)
     left, right = _lowrank(x, side, config.lambda_, config.rank, seed)
-    if config.lowpass_weight > 0:
-        lp_left, lp_right = lowpass_factors(x, config.lowpass_rank, seed)
-        rows = _sample_rows(x, seed)
-        beta = lowpass_scale(config.lowpass_weight, np.asarray(rows @ left) @ right.T,
-                             np.asarray(rows @ lp_left) @ lp_right.T)
-        left, right = np.hstack([left, beta * lp_left]), np.hstack([right, lp_right])
     return CollaborativePart(right, left, prior, counts > 0)
 
 

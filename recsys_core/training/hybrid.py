@@ -20,8 +20,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from recsys_core.data.catalog import Catalog
-from recsys_core.model.hybrid import (CollaborativePart, HybridConfig, fit_collaborative, genre_rows, lowpass_factors,
-                                      lowpass_scale, mixed_scores, with_scales)
+from recsys_core.model.hybrid import (CollaborativePart, HybridConfig, fit_collaborative, genre_rows, mixed_scores,
+                                      with_scales)
 from recsys_core.serving.hybrid import HybridServing
 from recsys_core.serving.zeroshot import ZeroShotModel
 
@@ -33,8 +33,6 @@ SOLVE_GRID: tuple[tuple[float, float, float], ...] = tuple(
 SHARE_GRID: tuple[float, ...] = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 COARSE_SHARES: tuple[float, ...] = (0.0, 0.1, 0.2, 0.5)
 PRIOR_GRID: tuple[float, ...] = (0.0, 0.1, 0.2, 0.4)
-# Weights of the low-pass filter part relative to EASE's (HybridConfig.lowpass_weight), at its default rank.
-LOWPASS_GRID: tuple[float, ...] = (0.0, 0.15, 0.3, 0.5)
 Fixed = dict  # field name -> value held fixed during selection (the ablations)
 
 
@@ -102,29 +100,21 @@ def select_config(train: sp.csr_matrix, targets: Sequence[Sequence[int]], zerosh
     shares = [fixed["content_share"]] if "content_share" in fixed else list(SHARE_GRID)
     coarse = [s for s in COARSE_SHARES if s in shares] or shares
     priors = [fixed["prior_weight"]] if "prior_weight" in fixed else list(PRIOR_GRID)
-    lowpass = [fixed["lowpass_weight"]] if "lowpass_weight" in fixed else list(LOWPASS_GRID)
-    lp_scores = None
-    if any(w > 0 for w in lowpass):  # the filter depends on the interactions only: once for every solve
-        lp_left, lp_right = lowpass_factors(x, HybridConfig().lowpass_rank, seed)
-        lp_scores = np.asarray(x @ lp_left, dtype=np.float64) @ lp_right.T.astype(np.float64)
     best: tuple[float, HybridConfig, np.ndarray, np.ndarray] | None = None
     for step, (lam, side_c, side_g) in enumerate(solves):
         if progress is not None:
             progress(step / (len(solves) + 1), f"{label}: solve {step + 1}/{len(solves)}")
-        part = fit_part(x, zeroshot, genres, HybridConfig(lambda_=lam, side_content=side_c, side_genre=side_g), seed)
-        ease = part.scores(x)
-        for weight in lowpass:
-            # What fit_collaborative solves at this lowpass_weight, as scores (the same scale rule).
-            collab = ease if lp_scores is None or weight == 0 else ease + lowpass_scale(weight, ease, lp_scores) * lp_scores
-            config = with_scales(HybridConfig(lambda_=lam, side_content=side_c, side_genre=side_g,
-                                              lowpass_weight=weight), content, collab, cand_rows)
-            for share in coarse:
-                trial = replace(config, content_share=share, prior_weight=priors[0])
-                value = ndcg(trial, collab, part.prior)
-                table.append({"lambda": lam, "side_content": side_c, "side_genre": side_g, "lowpass_weight": weight,
-                              "content_share": share, "prior_weight": trial.prior_weight, "ndcg@20": round(value, 5)})
-                if best is None or value > best[0]:
-                    best = (value, trial, collab, part.prior)
+        config = HybridConfig(lambda_=lam, side_content=side_c, side_genre=side_g)
+        part = fit_part(x, zeroshot, genres, config, seed)
+        collab = part.scores(x)
+        config = with_scales(config, content, collab, cand_rows)
+        for share in coarse:
+            trial = replace(config, content_share=share, prior_weight=priors[0])
+            value = ndcg(trial, collab, part.prior)
+            table.append({"lambda": lam, "side_content": side_c, "side_genre": side_g, "content_share": share,
+                          "prior_weight": trial.prior_weight, "ndcg@20": round(value, 5)})
+            if best is None or value > best[0]:
+                best = (value, trial, collab, part.prior)
     assert best is not None
     _, config, collab, prior = best
     for share in shares:  # refine the mix (and the prior) around the best solve
@@ -132,8 +122,7 @@ def select_config(train: sp.csr_matrix, targets: Sequence[Sequence[int]], zerosh
             trial = replace(config, content_share=share, prior_weight=weight)
             value = ndcg(trial, collab, prior)
             table.append({"lambda": trial.lambda_, "side_content": trial.side_content,
-                          "side_genre": trial.side_genre, "lowpass_weight": trial.lowpass_weight,
-                          "content_share": share, "prior_weight": weight,
+                          "side_genre": trial.side_genre, "content_share": share, "prior_weight": weight,
                           "ndcg@20": round(value, 5)})
             if value > best[0]:
                 best = (value, trial, collab, prior)
