@@ -127,10 +127,17 @@ class ModelManager:
 
         A candidate that *is* the model it was trained from (same weights, so the same version: the hybrid
         fine-tune keeps the served model when the labels do not move its cross-validation) is no new model:
-        nothing is registered or promoted, and the served model stays (see :func:`unchanged`)."""
+        nothing is registered or promoted, the served model stays (see :func:`unchanged`), and the candidate
+        folder keeps its metrics but not its copy of the weights."""
         if unchanged(result):
-            log.info("fine-tune: the candidate is %s itself (the labels did not change it); nothing to register",
-                     result.version)
+            from recsys_core.model.checkpoint import drop_weights
+
+            parent = self.repository.get_model(result.parent)
+            freed = 0
+            if parent is None or Path(parent.path).resolve() != Path(result.out_dir).resolve():
+                freed = drop_weights(Path(result.out_dir))  # a copy of the parent's weights, never served
+            log.info("fine-tune: the candidate is %s itself (the labels did not change it); nothing to register "
+                     "(its copy of the weights deleted: %d bytes)", result.version, freed)
             return result.version
         snap, gate = result.snapshot, result.gate
         self.repository.save_snapshot(snap.id, list(snap.feedback_ids), config=snap.config,

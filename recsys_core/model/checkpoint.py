@@ -90,6 +90,19 @@ def unfinished(parent: Path) -> list[Path]:
     return sorted(Path(parent).glob("*" + TMP_SUFFIX))
 
 
+def drop_weights(folder: Path) -> int:
+    """Delete a checkpoint folder's weights and interactions, keeping the files that describe it (config, metrics,
+    items, fingerprint), so it is no longer loadable; returns the bytes freed. For a candidate that is never
+    registered because it is the model it was trained from (the hybrid fine-tune's "unchanged")."""
+    freed = 0
+    for name in (WEIGHTS, INTERACTIONS):
+        path = Path(folder) / name
+        if path.is_file():
+            freed += path.stat().st_size
+            path.unlink()
+    return freed
+
+
 def read_items(folder: Path) -> CheckpointItems | None:
     path = Path(folder) / ITEMS
     if not path.is_file():

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
 from recsys_core.model.checkpoint import checkpoint_version
@@ -87,8 +90,12 @@ def test_a_candidate_that_is_its_parent_registers_nothing_and_the_served_model_s
     version = manager.register_candidate(first, auto_promote=False, by="admin")
     manager.promote(version, "admin", override=True)
     models = [(m.version, m.status, m.path) for m in repository.list_models()]
+    shutil.copytree(first.out_dir, tmp_path / "c2")  # the job wrote the parent's weights again
     again = replace(first, out_dir=str(tmp_path / "c2"), parent=version,
                     snapshot=replace(first.snapshot, id="snap-c2"))
     assert manager.register_candidate(again, auto_promote=True, by="gate") == version
     assert [(m.version, m.status, m.path) for m in repository.list_models()] == models
+    # The copy's weights are deleted, its record of the job kept; the served model's folder is untouched.
+    assert not (tmp_path / "c2" / "model.safetensors").exists() and (tmp_path / "c2" / "metrics.json").is_file()
+    assert (Path(first.out_dir) / "model.safetensors").is_file()
     assert repository.active_model().version == tiny_service.model_version == version
