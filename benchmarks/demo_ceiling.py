@@ -86,14 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
     from recsys_core.data.adapters import resolve_catalog
     from recsys_core.encoders.features import encode_catalog
-    from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
     from recsys_core.serving.zeroshot import ZeroShotModel
     from recsys_core.training.finetune import to_label_data
     from recsys_core.training.finetune_hybrid import CVGrid, base_of, fit_candidate, solve_setting
     from recsys_core.training.gate import likes_ndcg_by_context
     from recsys_core.training.hybrid import catalog_genres
     from studio.finetune_job import build_parser as job_parser
-    from studio.finetune_job import read_judgements
+    from studio.finetune_job import labels_and_split, read_judgements
 
     torch.set_num_threads(2)
     started = time.perf_counter()
@@ -101,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if not db.is_file():
         raise SystemExit(f"error: no database at {db}: give a finished demo_session.py --data-dir")
     job = job_parser().parse_args(["--db", f"sqlite:///{db}", "--out", str(args.data_dir / "unused")])
-    labels = aggregate(read_judgements(job.db), AggregationConfig(
-        method=job.method, min_control_accuracy=job.min_control_accuracy, min_majority_agreement=job.min_agreement))
-    train_part, held_part = split_heldout(labels, job.heldout, job.seed)
+    labels, train_part, held_part = labels_and_split(read_judgements(job.db), job)
     catalog = resolve_catalog(args.catalog)
     features = encode_catalog(catalog, TextEncoderConfig(model=job.text_encoder),
                               ImageEncoderConfig(model=job.image_encoder), args.data_dir / "features").features

@@ -109,14 +109,12 @@ def simulate(service, draw: int, profiles: int, noise: float, rule: str = "genre
 def run_draw(service, draw: int, args: argparse.Namespace, out_root: Path) -> dict[str, Any]:
     import json
 
-    from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
     from recsys_core.training.finetune import FinetuneConfig, FinetuneError, finetune
     from studio.finetune_job import build_parser as job_parser
+    from studio.finetune_job import labels_and_split
 
     job = job_parser().parse_args(["--db", "sqlite:///unused", "--out", str(out_root / "unused")])
-    labels = aggregate(simulate(service, draw, args.profiles, args.noise, args.rule), AggregationConfig(
-        method=job.method, min_control_accuracy=job.min_control_accuracy, min_majority_agreement=job.min_agreement))
-    train_part, held_part = split_heldout(labels, job.heldout, job.seed)
+    labels, train_part, held_part = labels_and_split(simulate(service, draw, args.profiles, args.noise, args.rule), job)
     started = time.perf_counter()
     try:
         result = finetune(examples=train_part, heldout=held_part, catalog=service.catalog,

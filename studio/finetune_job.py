@@ -266,11 +266,21 @@ def _write_json(path: Path | None, text: str) -> None:
     os.replace(tmp, path)
 
 
+def labels_and_split(judgements: "pd.DataFrame", args: argparse.Namespace):
+    """The job's labels from ``judgements`` (aggregated with its options ``args``) and their (train, held-out)
+    split: (:class:`recsys_core.labels.aggregation.LabelSet`, train examples, held-out examples)."""
+    from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
+
+    labels = aggregate(judgements, AggregationConfig(method=args.method, min_control_accuracy=args.min_control_accuracy,
+                                                     min_majority_agreement=args.min_agreement))
+    train_part, heldout_part = split_heldout(labels, args.heldout, args.seed)
+    return labels, train_part, heldout_part
+
+
 def run_cli(args: argparse.Namespace) -> JobResult:
     from recsys_core.config import ImageEncoderConfig, TextEncoderConfig, ZeroShotConfig
     from recsys_core.data.adapters import resolve_catalog
     from recsys_core.encoders.features import encode_catalog
-    from recsys_core.labels.aggregation import AggregationConfig, aggregate, split_heldout
     from recsys_core.model.checkpoint import checkpoint_version
     from recsys_core.serving.load import load_model
     from recsys_core.serving.protocol import ServingModel
@@ -285,13 +295,10 @@ def run_cli(args: argparse.Namespace) -> JobResult:
 
     progress(0.0, "reading judgements")
     judgements = read_judgements(args.db, args.campaign)
-    agg_config = AggregationConfig(method=args.method, min_control_accuracy=args.min_control_accuracy,
-                                   min_majority_agreement=args.min_agreement)
-    labels = aggregate(judgements, agg_config)
+    labels, train_part, heldout_part = labels_and_split(judgements, args)
     if labels.examples.empty:
         raise FinetuneError(f"no usable labels in the database ({len(judgements)} judgements; "
                             f"{len(labels.excluded_annotators)} annotator(s) excluded)")
-    train_part, heldout_part = split_heldout(labels, args.heldout, args.seed)
     progress(0.01, f"{len(labels.examples)} labels from {len(judgements)} judgements "
                    f"({len(train_part)} train / {len(heldout_part)} held out); loading the catalog")
     from recsys_core.cli_args import CatalogArgs
@@ -337,7 +344,7 @@ def run_cli(args: argparse.Namespace) -> JobResult:
         seconds=round(result.seconds, 2),
         history=tuple(result.history),
         snapshot=SnapshotInfo(id=labels.snapshot_id, n_examples=int(len(labels.examples)),
-                              n_judgements=int(len(judgements)), config=json.loads(agg_config.to_json()),
+                              n_judgements=int(len(judgements)), config=json.loads(labels.config.to_json()),
                               feedback_ids=tuple(int(i) for i in labels.feedback_ids),
                               excluded_annotators=dict(labels.excluded_annotators)),
     )

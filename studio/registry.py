@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys_core.errors import RecsysError
+from recsys_core.model.checkpoint import drop_weights
 from studio.finetune_job import JobResult
 
 log = logging.getLogger(__name__)
@@ -130,8 +131,6 @@ class ModelManager:
         nothing is registered or promoted, the served model stays (see :func:`unchanged`), and the candidate
         folder keeps its metrics but not its copy of the weights."""
         if unchanged(result):
-            from recsys_core.model.checkpoint import drop_weights
-
             parent = self.repository.get_model(result.parent)
             freed = 0
             if parent is None or Path(parent.path).resolve() != Path(result.out_dir).resolve():

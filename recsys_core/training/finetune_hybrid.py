@@ -201,9 +201,9 @@ def _solve(frame: pd.DataFrame, catalog: Catalog, zeroshot: ZeroShotModel, genre
 def _served_scores(base: HybridBase, keys: list[tuple[int, ...]]) -> np.ndarray:
     """What the served base scores for each context (most recent item first, as :class:`_Contexts` keys)."""
     served = base.served
-    queries = torch.stack([served.profile(list(reversed(key))) for key in keys]) if keys else None
-    if queries is None:
+    if not keys:
         return np.zeros((0, served.item_vectors.shape[0]))
+    queries = torch.stack([served.profile(list(reversed(key))) for key in keys])
     return (queries.to(served.item_vectors.dtype) @ served.item_vectors.T).numpy().astype(np.float64)
 
 
@@ -320,10 +320,8 @@ def fit_candidate(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
         report(0.88, "keeping the base as it is served (the labels did not move the cross-validation)")
         if isinstance(base.served, HybridServing):
             return base.served, base.served.config, base.zeroshot, base.interactions, choice.table
-        # The zero-shot model: the hybrid with nothing collaborative, at scale 1, scores exactly as it does.
-        config = replace(base.config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
-        return (HybridServing(ZeroShotModel(features, base.zeroshot), CollaborativePart.empty(len(catalog)), config),
-                config, base.zeroshot, base.interactions, choice.table)
+        candidate, config = _content_only(ZeroShotModel(features, base.zeroshot), base.config, len(catalog))
+        return candidate, config, base.zeroshot, base.interactions, choice.table
     report(0.88, "solving the candidate on every training label")
     candidate, config, zs_config, frame = solve_setting(base, examples, catalog, features, text_weight=text_w,
                                                         image_weight=image_w, lambda_=lam, side_genre=side_genre,
@@ -344,11 +342,16 @@ def solve_setting(base: HybridBase, examples: pd.DataFrame, catalog: Catalog, fe
                      selected_on="labels (cross-validation)")
     collab, config, _ = _solve(frame, catalog, zeroshot, catalog_genres(catalog), config, seed)
     if collab is None or (config.content_share == 1.0 and config.prior_weight == 0.0):
-        # Nothing collaborative counts (no interactions, or a content-only setting): serve the content part
-        # alone, at scale 1, so the candidate scores exactly as the zero-shot model with those weights.
-        collab = CollaborativePart.empty(len(catalog))
-        config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
+        # Nothing collaborative counts (no interactions, or a content-only setting).
+        candidate, config = _content_only(zeroshot, config, len(catalog))
+        return candidate, config, zs_config, frame
     return HybridServing(zeroshot, collab, config), config, zs_config, frame
+
+
+def _content_only(zeroshot: ZeroShotModel, config: HybridConfig, n_items: int) -> tuple[HybridServing, HybridConfig]:
+    """The hybrid with nothing collaborative, at scale 1: it scores exactly as ``zeroshot`` does."""
+    config = replace(config, content_share=1.0, content_scale=1.0, collab_scale=1.0)
+    return HybridServing(zeroshot, CollaborativePart.empty(n_items), config), config
 
 
 def _own_interactions(base: HybridBase) -> pd.DataFrame:
